@@ -1,0 +1,393 @@
+//! The router config as written in TOML. Field names are the contract shared
+//! by the image, the platforms, the tester and users' files: keep them.
+
+use crate::error::ConfigError;
+use crate::values::{from_bits, to_bits, CpuList, IfName, MacAddr, PciAddr, Prefix};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterConfig {
+    /// Hostname; also the prefix of every host-side resource tinyvr creates.
+    pub name: String,
+    #[serde(default)]
+    pub init: InitOptions,
+    #[serde(default, rename = "interface")]
+    pub interfaces: Vec<Interface>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<Route>,
+    #[serde(default, rename = "route_range")]
+    pub route_ranges: Vec<RouteRange>,
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<Rule>,
+    #[serde(default, rename = "neighbor")]
+    pub neighbors: Vec<Neighbor>,
+    /// Applied after the router defaults ([`ROUTER_SYSCTLS`]), so they win.
+    #[serde(default)]
+    pub sysctl: BTreeMap<String, SysctlValue>,
+    #[serde(default, rename = "service")]
+    pub services: Vec<Service>,
+}
+
+/// How the init itself behaves.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitOptions {
+    /// How long to wait for all interfaces to appear.
+    #[serde(default = "default_interface_timeout_ms")]
+    pub interface_timeout_ms: u64,
+}
+
+fn default_interface_timeout_ms() -> u64 {
+    10_000
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            interface_timeout_ms: default_interface_timeout_ms(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Interface {
+    /// The final kernel name; the matched device is renamed to it.
+    pub name: IfName,
+    pub mac: Option<MacAddr>,
+    pub pci: Option<PciAddr>,
+    pub driver: Option<String>,
+    /// With several devices matching, take the n-th in PCI order.
+    pub index: Option<u32>,
+    pub mtu: Option<u32>,
+    pub txqueuelen: Option<u32>,
+    #[serde(default)]
+    pub addresses: Vec<Prefix>,
+    pub rps_cpus: Option<CpuList>,
+    pub xps_cpus: Option<CpuList>,
+}
+
+impl Interface {
+    /// True when the device is found by its current kernel name.
+    pub fn matched_by_name(&self) -> bool {
+        self.mac.is_none() && self.pci.is_none() && self.driver.is_none()
+    }
+}
+
+/// A route destination: a prefix, or `default` (0.0.0.0/0, or ::/0 when the
+/// gateway is IPv6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dest {
+    Default,
+    Prefix(Prefix),
+}
+
+impl std::str::FromStr for Dest {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "default" {
+            Ok(Dest::Default)
+        } else {
+            s.parse()
+                .map(Dest::Prefix)
+                .map_err(|e: String| format!("{e} (or \"default\")"))
+        }
+    }
+}
+
+impl std::fmt::Display for Dest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dest::Default => f.write_str("default"),
+            Dest::Prefix(p) => p.fmt(f),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Dest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Dest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteKind {
+    #[default]
+    Unicast,
+    Blackhole,
+    Unreachable,
+    Prohibit,
+}
+
+pub const TABLE_MAIN: u32 = 254;
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub dest: Dest,
+    pub via: Option<IpAddr>,
+    #[serde(default)]
+    pub nexthops: Vec<NextHop>,
+    pub dev: Option<IfName>,
+    pub table: Option<u32>,
+    pub metric: Option<u32>,
+    #[serde(default)]
+    pub kind: RouteKind,
+    #[serde(default)]
+    pub onlink: bool,
+    /// Preferred source address for traffic the router itself sends.
+    pub src: Option<IpAddr>,
+}
+
+impl Route {
+    pub fn table(&self) -> u32 {
+        self.table.unwrap_or(TABLE_MAIN)
+    }
+
+    /// The destination as a prefix, with `default` resolved to the family of
+    /// the gateway(s) (IPv4 when there is none).
+    pub fn dest_prefix(&self) -> Prefix {
+        match self.dest {
+            Dest::Prefix(p) => p,
+            Dest::Default => {
+                let v6 = self
+                    .via
+                    .or(self.nexthops.first().map(|n| n.via))
+                    .or(self.src)
+                    .is_some_and(|a| a.is_ipv6());
+                let addr = if v6 {
+                    IpAddr::V6(0u128.into())
+                } else {
+                    IpAddr::V4(0u32.into())
+                };
+                Prefix { addr, len: 0 }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NextHop {
+    pub via: IpAddr,
+    pub dev: Option<IfName>,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    #[serde(default)]
+    pub onlink: bool,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// Routes generated for scalability experiments: `count` successive
+/// prefixes of `first`'s length, starting at `first`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRange {
+    pub first: Prefix,
+    pub count: u32,
+    pub via: Option<IpAddr>,
+    pub dev: Option<IfName>,
+    pub table: Option<u32>,
+    pub metric: Option<u32>,
+    #[serde(default)]
+    pub kind: RouteKind,
+    #[serde(default)]
+    pub onlink: bool,
+}
+
+impl RouteRange {
+    pub fn table(&self) -> u32 {
+        self.table.unwrap_or(TABLE_MAIN)
+    }
+
+    /// Distance between two successive prefixes, as an address integer.
+    fn step(&self) -> u128 {
+        1u128 << (self.first.max_len() - self.first.len)
+    }
+
+    /// The i-th generated prefix. Only meaningful for `i < count` of a
+    /// validated range (validation rejects ranges that run out of space).
+    pub fn prefix(&self, i: u32) -> Prefix {
+        let bits = to_bits(self.first.addr) + self.step() * i as u128;
+        Prefix {
+            addr: from_bits(self.first.addr, bits),
+            len: self.first.len,
+        }
+    }
+
+    /// Checks that the last prefix still lies inside the address space.
+    pub(crate) fn check_fits(&self) -> Result<(), String> {
+        let top: u128 = if self.first.is_ipv4() {
+            u32::MAX as u128
+        } else {
+            u128::MAX
+        };
+        let span = self
+            .step()
+            .checked_mul(self.count.saturating_sub(1) as u128);
+        let last = span.and_then(|s| to_bits(self.first.addr).checked_add(s));
+        match last {
+            Some(l) if l <= top => Ok(()),
+            _ => {
+                let room = (top - to_bits(self.first.addr)) / self.step() + 1;
+                Err(format!(
+                    "{} prefixes of length /{} starting at {} run past the end of the address space (room for {room})",
+                    self.count, self.first.len, self.first
+                ))
+            }
+        }
+    }
+}
+
+/// A policy routing rule; with neither `from` nor `to` it is installed for
+/// both IPv4 and IPv6.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub from: Option<Prefix>,
+    pub to: Option<Prefix>,
+    pub iif: Option<IfName>,
+    pub oif: Option<IfName>,
+    pub table: u32,
+    pub priority: Option<u32>,
+}
+
+impl Rule {
+    /// The families this rule is installed for: (IPv4, IPv6).
+    pub fn families(&self) -> (bool, bool) {
+        match self.from.or(self.to) {
+            Some(p) => (p.is_ipv4(), !p.is_ipv4()),
+            None => (true, true),
+        }
+    }
+}
+
+/// A permanent ARP/NDP entry.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Neighbor {
+    pub ip: IpAddr,
+    pub mac: MacAddr,
+    pub dev: IfName,
+}
+
+/// Sysctl values may be written as strings or integers.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum SysctlValue {
+    Int(i64),
+    Str(String),
+}
+
+impl std::fmt::Display for SysctlValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SysctlValue::Int(i) => write!(f, "{i}"),
+            SysctlValue::Str(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Router defaults, applied before `[sysctl]`: forward, accept packets from
+/// anywhere, send no redirects.
+pub const ROUTER_SYSCTLS: &[(&str, &str)] = &[
+    ("net.ipv4.ip_forward", "1"),
+    ("net.ipv6.conf.all.forwarding", "1"),
+    ("net.ipv4.conf.all.rp_filter", "0"),
+    ("net.ipv4.conf.default.rp_filter", "0"),
+    ("net.ipv4.conf.all.send_redirects", "0"),
+    ("net.ipv4.conf.default.send_redirects", "0"),
+    ("net.ipv4.conf.all.accept_redirects", "0"),
+    ("net.ipv6.conf.all.accept_redirects", "0"),
+];
+
+/// A process the init starts after READY and restarts when it exits.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub name: String,
+    pub exec: Vec<String>,
+    /// Keep CAP_NET_ADMIN for this service (a routing daemon needs it).
+    #[serde(default)]
+    pub net_admin: bool,
+}
+
+impl RouterConfig {
+    /// Parses TOML; a syntax error, an unknown key or a value of the wrong
+    /// type is reported with the path of the field.
+    pub fn from_toml(text: &str) -> Result<RouterConfig, ConfigError> {
+        let de = toml::Deserializer::parse(text).map_err(|e| {
+            ConfigError::new("", format!("TOML syntax: {}", one_line(&e.to_string())))
+        })?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let mut path = if path == "." { String::new() } else { path };
+            let msg = one_line(&e.into_inner().to_string());
+            // serde reports a missing field at its parent; name the field.
+            if let Some(field) = msg
+                .split("missing field `")
+                .nth(1)
+                .and_then(|r| r.split('`').next())
+            {
+                path = if path.is_empty() {
+                    field.to_string()
+                } else {
+                    format!("{path}.{field}")
+                };
+            }
+            ConfigError::new(path, msg)
+        })
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a RouterConfig always serializes")
+    }
+
+    /// Total number of routes this config installs (explicit plus generated).
+    pub fn route_count(&self) -> u64 {
+        self.routes.len() as u64
+            + self
+                .route_ranges
+                .iter()
+                .map(|r| r.count as u64)
+                .sum::<u64>()
+    }
+}
+
+/// toml's messages carry a source snippet over several lines; keep the gist.
+fn one_line(msg: &str) -> String {
+    let lines: Vec<&str> = msg
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    // The snippet lines start with a line number and '|' or are '^' markers.
+    let gist: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| !l.contains('|') && !l.starts_with('^'))
+        .collect();
+    let head = lines.first().copied().unwrap_or_default();
+    let mut out = gist.join(": ");
+    if out.is_empty() {
+        out = head.to_string();
+    } else if head.starts_with("TOML parse error") && !out.starts_with(head) {
+        out = format!("{head}: {out}");
+    }
+    out
+}
