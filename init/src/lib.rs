@@ -1,1 +1,8 @@
-pub fn x() {}
+//! The tinyvr router init as a library: the netlink apply code shared by the
+//! PID 1 binary, the `--apply` baseline mode and the host tools.
+
+pub mod apply;
+pub mod check;
+pub mod netlink;
+pub mod pid1;
+pub mod sysfs;

@@ -1,0 +1,420 @@
+//! Finding the devices a config names, waiting (bounded) for late ones,
+//! renaming them and setting MTU, queue length and state.
+
+use crate::netlink::msg::{self, LinkChange};
+use crate::netlink::{flags, Netlink, NlError};
+use crate::sysfs;
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::RouteNetlinkMessage as M;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tinyvr_config::{Interface, RouterConfig};
+
+/// Loopback is always ifindex 1 in every network namespace.
+const LOOPBACK_IFINDEX: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkInfo {
+    pub index: u32,
+    pub name: String,
+    pub mac: String,
+    pub up: bool,
+    pub driver: Option<String>,
+    pub pci: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MatchError {
+    #[error("interface[{idx}] ({name}): no device matched {keys} within {waited_ms} ms; devices present: {present}")]
+    NotFound {
+        idx: usize,
+        name: String,
+        keys: String,
+        waited_ms: u64,
+        present: String,
+    },
+    #[error("interface[{idx}] ({name}): the device {keys} is {dev}, already taken by interface[{other}]")]
+    Taken {
+        idx: usize,
+        name: String,
+        keys: String,
+        dev: String,
+        other: usize,
+    },
+    #[error("interface[{idx}] ({name}): cannot rename {from} to {name}: the name belongs to a device the config does not manage")]
+    NameTaken {
+        idx: usize,
+        name: String,
+        from: String,
+    },
+}
+
+fn info(m: &LinkMessage) -> LinkInfo {
+    let mut l = LinkInfo {
+        index: m.header.index,
+        name: String::new(),
+        mac: String::new(),
+        up: m.header.flags.contains(LinkFlags::Up),
+        driver: None,
+        pci: None,
+    };
+    for a in &m.attributes {
+        match a {
+            LinkAttribute::IfName(n) => l.name = n.clone(),
+            LinkAttribute::Address(b) => {
+                l.mac = b
+                    .iter()
+                    .map(|x| format!("{x:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":");
+            }
+            _ => {}
+        }
+    }
+    l
+}
+
+/// Every link in the namespace but loopback, with driver and PCI address
+/// from sysfs.
+pub fn list(nl: &mut dyn Netlink) -> Result<Vec<LinkInfo>, NlError> {
+    let replies = nl.request(
+        &|| "listing links".into(),
+        M::GetLink(msg::dump_links()),
+        flags::DUMP,
+    )?;
+    Ok(replies
+        .iter()
+        .filter_map(|m| match m {
+            M::NewLink(l) => Some(info(l)),
+            _ => None,
+        })
+        .filter(|l| l.name != "lo")
+        .map(|mut l| {
+            l.driver = sysfs::driver_of(&l.name);
+            l.pci = sysfs::pci_of(&l.name);
+            l
+        })
+        .collect())
+}
+
+fn keys(i: &Interface) -> String {
+    let mut k = Vec::new();
+    if let Some(m) = i.mac {
+        k.push(format!("mac={m}"));
+    }
+    if let Some(p) = &i.pci {
+        k.push(format!("pci={p}"));
+    }
+    if let Some(d) = &i.driver {
+        k.push(format!("driver={d}"));
+    }
+    if let Some(n) = i.index {
+        k.push(format!("index={n}"));
+    }
+    if k.is_empty() {
+        k.push(format!("name={}", i.name));
+    }
+    k.join(" ")
+}
+
+fn matches(i: &Interface, l: &LinkInfo) -> bool {
+    if i.matched_by_name() {
+        return l.name == i.name.as_str();
+    }
+    i.mac.is_none_or(|m| m.to_string() == l.mac)
+        && i.pci
+            .as_ref()
+            .is_none_or(|p| l.pci.as_deref() == Some(p.as_str()))
+        && i.driver
+            .as_ref()
+            .is_none_or(|d| l.driver.as_deref() == Some(d.as_str()))
+}
+
+/// Picks a device for every interface, or says which one is missing.
+/// `index` counts among all matching devices in PCI order; without it the
+/// first device not claimed by an earlier interface is taken.
+pub fn assign(
+    cfg: &RouterConfig,
+    links: &[LinkInfo],
+) -> Result<Vec<LinkInfo>, (usize, MatchError)> {
+    let mut claimed: HashMap<u32, usize> = HashMap::new();
+    let mut out = Vec::new();
+    for (idx, ifc) in cfg.interfaces.iter().enumerate() {
+        let mut cands: Vec<&LinkInfo> = links.iter().filter(|l| matches(ifc, l)).collect();
+        cands.sort_by(|a, b| (&a.pci, a.index).cmp(&(&b.pci, b.index)));
+        let pick = match ifc.index {
+            Some(n) => cands.get(n as usize).copied(),
+            None => cands
+                .iter()
+                .find(|l| !claimed.contains_key(&l.index))
+                .copied(),
+        };
+        let not_found = || MatchError::NotFound {
+            idx,
+            name: ifc.name.to_string(),
+            keys: keys(ifc),
+            waited_ms: 0,
+            present: present(links),
+        };
+        let l = pick.ok_or_else(|| (idx, not_found()))?;
+        if let Some(&other) = claimed.get(&l.index) {
+            return Err((
+                idx,
+                MatchError::Taken {
+                    idx,
+                    name: ifc.name.to_string(),
+                    keys: keys(ifc),
+                    dev: l.name.clone(),
+                    other,
+                },
+            ));
+        }
+        claimed.insert(l.index, idx);
+        out.push(l.clone());
+    }
+    Ok(out)
+}
+
+fn present(links: &[LinkInfo]) -> String {
+    if links.is_empty() {
+        return "none".into();
+    }
+    links
+        .iter()
+        .map(|l| {
+            format!(
+                "{} ({} {})",
+                l.name,
+                l.mac,
+                l.driver.as_deref().unwrap_or("?")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Waits for all devices, then renames and configures them and brings them
+/// up. Returns the final state by config name.
+pub fn bring_up(
+    cfg: &RouterConfig,
+    nl: &mut dyn Netlink,
+    timeout: Duration,
+) -> Result<HashMap<String, LinkInfo>, super::ApplyError> {
+    let start = Instant::now();
+    let found = loop {
+        let links = list(nl)?;
+        match assign(cfg, &links) {
+            Ok(found) => break found,
+            Err((
+                _,
+                MatchError::NotFound {
+                    idx,
+                    name,
+                    keys,
+                    present,
+                    ..
+                },
+            )) if start.elapsed() >= timeout => {
+                let waited_ms = start.elapsed().as_millis() as u64;
+                return Err(MatchError::NotFound {
+                    idx,
+                    name,
+                    keys,
+                    waited_ms,
+                    present,
+                }
+                .into());
+            }
+            Err((_, e @ MatchError::NotFound { .. })) => {
+                log::debug!("waiting: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err((_, e)) => return Err(e.into()),
+        }
+    };
+    let all = list(nl)?;
+    rename(cfg, nl, &found, &all)?;
+    // Nobody else brings loopback up in a VM or a fresh namespace.
+    nl.request(
+        &|| "setting lo up".into(),
+        M::SetLink(msg::set_link(
+            LOOPBACK_IFINDEX,
+            &LinkChange {
+                up: Some(true),
+                ..Default::default()
+            },
+        )),
+        flags::NONE,
+    )?;
+
+    for (ifc, l) in cfg.interfaces.iter().zip(&found) {
+        let change = LinkChange {
+            mtu: ifc.mtu,
+            txqueuelen: ifc.txqueuelen,
+            up: Some(true),
+            ..Default::default()
+        };
+        nl.request(
+            &|| {
+                format!(
+                    "configuring {} (mtu {:?}, txqueuelen {:?}) and setting it up",
+                    ifc.name, ifc.mtu, ifc.txqueuelen
+                )
+            },
+            M::SetLink(msg::set_link(l.index, &change)),
+            flags::NONE,
+        )?;
+    }
+    let after = list(nl)?;
+    Ok(cfg
+        .interfaces
+        .iter()
+        .zip(&found)
+        .map(|(ifc, l)| {
+            let now = after
+                .iter()
+                .find(|a| a.index == l.index)
+                .cloned()
+                .unwrap_or_else(|| l.clone());
+            (ifc.name.to_string(), now)
+        })
+        .collect())
+}
+
+/// Renames matched devices to their config names. When a target name is
+/// held by another managed device (a swap), everything being renamed first
+/// moves to a temporary name.
+fn rename(
+    cfg: &RouterConfig,
+    nl: &mut dyn Netlink,
+    found: &[LinkInfo],
+    all: &[LinkInfo],
+) -> Result<(), super::ApplyError> {
+    let todo: Vec<(usize, &LinkInfo)> = found
+        .iter()
+        .enumerate()
+        .filter(|(i, l)| l.name != cfg.interfaces[*i].name.as_str())
+        .collect();
+    let mut conflict = false;
+    for &(i, l) in &todo {
+        let target = cfg.interfaces[i].name.as_str();
+        if let Some(holder) = all.iter().find(|a| a.name == target && a.index != l.index) {
+            if !found.iter().any(|f| f.index == holder.index) {
+                return Err(MatchError::NameTaken {
+                    idx: i,
+                    name: target.into(),
+                    from: l.name.clone(),
+                }
+                .into());
+            }
+            conflict = true;
+        }
+    }
+    for &(_, l) in &todo {
+        if l.up {
+            let down = LinkChange {
+                up: Some(false),
+                ..Default::default()
+            };
+            nl.request(
+                &|| format!("setting {} down to rename it", l.name),
+                M::SetLink(msg::set_link(l.index, &down)),
+                flags::NONE,
+            )?;
+        }
+    }
+    if conflict {
+        for &(i, l) in &todo {
+            let tmp = format!("tvrtmp{i}");
+            let c = LinkChange {
+                name: Some(&tmp),
+                ..Default::default()
+            };
+            nl.request(
+                &|| format!("renaming {} to {tmp}", l.name),
+                M::SetLink(msg::set_link(l.index, &c)),
+                flags::NONE,
+            )?;
+        }
+    }
+    for &(i, l) in &todo {
+        let target = cfg.interfaces[i].name.as_str();
+        let c = LinkChange {
+            name: Some(target),
+            ..Default::default()
+        };
+        nl.request(
+            &|| format!("renaming {} to {target}", l.name),
+            M::SetLink(msg::set_link(l.index, &c)),
+            flags::NONE,
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(index: u32, name: &str, mac: &str, driver: &str, pci: &str) -> LinkInfo {
+        LinkInfo {
+            index,
+            name: name.into(),
+            mac: mac.into(),
+            up: false,
+            driver: Some(driver.into()),
+            pci: Some(pci.into()),
+        }
+    }
+
+    fn cfg(ifaces: &str) -> RouterConfig {
+        tinyvr_config::load(&format!("name = \"r\"\n{ifaces}")).unwrap()
+    }
+
+    #[test]
+    fn index_counts_in_pci_order() {
+        let links = [
+            link(2, "eth0", "52:54:00:00:00:02", "virtio_net", "0000:00:05.0"),
+            link(3, "eth1", "52:54:00:00:00:01", "virtio_net", "0000:00:04.0"),
+        ];
+        let c = cfg("[[interface]]\nname = \"a\"\ndriver = \"virtio_net\"\nindex = 1\n[[interface]]\nname = \"b\"\ndriver = \"virtio_net\"\nindex = 0");
+        let got = assign(&c, &links).unwrap();
+        assert_eq!(
+            (got[0].name.as_str(), got[1].name.as_str()),
+            ("eth0", "eth1")
+        );
+    }
+
+    #[test]
+    fn mac_and_name_matching_and_missing_device() {
+        let links = [link(
+            2,
+            "eth0",
+            "52:54:00:00:00:02",
+            "virtio_net",
+            "0000:00:05.0",
+        )];
+        let c = cfg("[[interface]]\nname = \"a\"\nmac = \"52:54:00:00:00:02\"");
+        assert_eq!(assign(&c, &links).unwrap()[0].index, 2);
+        let c = cfg("[[interface]]\nname = \"eth9\"");
+        let (idx, e) = assign(&c, &links).unwrap_err();
+        assert_eq!(idx, 0);
+        assert!(e.to_string().contains("name=eth9"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("eth0 (52:54:00:00:00:02 virtio_net)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn without_index_each_device_is_claimed_once() {
+        let links = [
+            link(2, "eth0", "52:54:00:00:00:02", "virtio_net", "0000:00:04.0"),
+            link(3, "eth1", "52:54:00:00:00:01", "virtio_net", "0000:00:05.0"),
+        ];
+        let c = cfg("[[interface]]\nname = \"a\"\ndriver = \"virtio_net\"\n[[interface]]\nname = \"b\"\ndriver = \"virtio_net\"");
+        let got = assign(&c, &links).unwrap();
+        assert_eq!((got[0].index, got[1].index), (2, 3));
+    }
+}

@@ -1,0 +1,221 @@
+//! Applies a validated router config to the current network namespace, in
+//! a fixed order of named steps, each timed for the READY report:
+//! links → sysctls → addresses → neighbours → routes → route ranges →
+//! rules → queues. Links come up first because the kernel refuses gateway
+//! routes over a device that is down.
+
+mod links;
+
+use crate::netlink::{flags, msg, Netlink, NlError};
+use crate::sysfs::{self, SysfsError};
+use netlink_packet_route::RouteNetlinkMessage as M;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tinyvr_config::{IfName, RouteKind, RouterConfig, ROUTER_SYSCTLS};
+
+pub use links::{LinkInfo, MatchError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Netlink(#[from] NlError),
+    #[error(transparent)]
+    Sysfs(#[from] SysfsError),
+    #[error(transparent)]
+    Match(#[from] MatchError),
+}
+
+/// What was done, for the READY line.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    /// (step, milliseconds) in order.
+    pub steps_ms: Vec<(String, f64)>,
+    pub interfaces: Vec<IfaceReport>,
+    pub addresses: usize,
+    pub routes: u64,
+    pub rules: usize,
+    pub neighbors: usize,
+    pub sysctls: usize,
+}
+
+#[derive(Debug, Serialize, Clone)]
+pub struct IfaceReport {
+    pub name: String,
+    pub mac: String,
+    pub ifindex: u32,
+}
+
+struct Steps<'a> {
+    report: &'a mut Report,
+}
+
+impl Steps<'_> {
+    fn run<T>(
+        &mut self,
+        name: &str,
+        f: impl FnOnce() -> Result<T, ApplyError>,
+    ) -> Result<T, ApplyError> {
+        let t = Instant::now();
+        let r = f()?;
+        self.report
+            .steps_ms
+            .push((name.to_string(), ms(t.elapsed())));
+        log::debug!("{name}: {:.1} ms", ms(t.elapsed()));
+        Ok(r)
+    }
+}
+
+pub fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// Accepts EEXIST from a create-exclusive request: the same object is there.
+fn tolerate_exists(r: Result<Vec<M>, NlError>) -> Result<(), NlError> {
+    match r {
+        Err(e) if e.errno == libc::EEXIST => Ok(()),
+        other => other.map(|_| ()),
+    }
+}
+
+pub fn apply(cfg: &RouterConfig, nl: &mut dyn Netlink) -> Result<Report, ApplyError> {
+    let mut report = Report::default();
+    let mut steps = Steps {
+        report: &mut report,
+    };
+    let timeout = Duration::from_millis(cfg.init.interface_timeout_ms);
+
+    let index: HashMap<String, LinkInfo> =
+        steps.run("links", || links::bring_up(cfg, nl, timeout))?;
+    let ifindex = |n: &IfName| index[n.as_str()].index;
+
+    let sysctls = steps.run("sysctl", || {
+        for (k, v) in ROUTER_SYSCTLS {
+            sysfs::write_sysctl(k, v)?;
+        }
+        for (k, v) in &cfg.sysctl {
+            sysfs::write_sysctl(k, &v.to_string())?;
+        }
+        Ok(ROUTER_SYSCTLS.len() + cfg.sysctl.len())
+    })?;
+
+    let addresses = steps.run("addresses", || {
+        let mut n = 0;
+        for ifc in &cfg.interfaces {
+            for a in &ifc.addresses {
+                let m = M::NewAddress(msg::address(ifindex(&ifc.name), a));
+                nl.request(
+                    &|| format!("adding address {a} to {}", ifc.name),
+                    m,
+                    flags::CREATE_REPLACE,
+                )?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    })?;
+
+    let neighbors = steps.run("neighbors", || {
+        for n in &cfg.neighbors {
+            let m = M::NewNeighbour(msg::neighbor(ifindex(&n.dev), n));
+            nl.request(
+                &|| format!("adding neighbour {} lladdr {} dev {}", n.ip, n.mac, n.dev),
+                m,
+                flags::CREATE_REPLACE,
+            )?;
+        }
+        Ok(cfg.neighbors.len())
+    })?;
+
+    steps.run("routes", || {
+        // Routes without a gateway first: a gateway route may depend on them.
+        let mut order: Vec<_> = cfg.routes.iter().collect();
+        order.sort_by_key(|r| {
+            r.kind == RouteKind::Unicast && (r.via.is_some() || !r.nexthops.is_empty())
+        });
+        for r in order {
+            let m = M::NewRoute(msg::route(r, &ifindex));
+            nl.request(&|| describe_route(r), m, flags::CREATE_REPLACE)?;
+        }
+        Ok(())
+    })?;
+
+    let generated = steps.run("route_ranges", || {
+        let mut total = 0u64;
+        for r in &cfg.route_ranges {
+            total += crate::netlink::bulk::install(nl, r, &ifindex)? as u64;
+        }
+        Ok(total)
+    })?;
+
+    let rules = steps.run("rules", || {
+        let mut n = 0;
+        for r in &cfg.rules {
+            let (v4, v6) = r.families();
+            for fam in [true, false]
+                .into_iter()
+                .filter(|&f| if f { v4 } else { v6 })
+            {
+                let m = M::NewRule(msg::rule(r, fam));
+                tolerate_exists(nl.request(
+                    &|| format!("adding rule {r:?}"),
+                    m,
+                    flags::CREATE_EXCL,
+                ))?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    })?;
+
+    steps.run("queues", || {
+        for ifc in &cfg.interfaces {
+            if let Some(c) = &ifc.rps_cpus {
+                sysfs::write_queue_masks(ifc.name.as_str(), "rx", "rps_cpus", &c.to_mask())?;
+            }
+            if let Some(c) = &ifc.xps_cpus {
+                sysfs::write_queue_masks(ifc.name.as_str(), "tx", "xps_cpus", &c.to_mask())?;
+            }
+        }
+        Ok(())
+    })?;
+
+    report.interfaces = cfg
+        .interfaces
+        .iter()
+        .map(|i| {
+            let l = &index[i.name.as_str()];
+            IfaceReport {
+                name: i.name.to_string(),
+                mac: l.mac.clone(),
+                ifindex: l.index,
+            }
+        })
+        .collect();
+    report.addresses = addresses;
+    report.neighbors = neighbors;
+    report.routes = cfg.routes.len() as u64 + generated;
+    report.rules = rules;
+    report.sysctls = sysctls;
+    Ok(report)
+}
+
+fn describe_route(r: &tinyvr_config::Route) -> String {
+    let mut s = format!("adding route {}", r.dest);
+    if r.kind != RouteKind::Unicast {
+        s = format!("adding {:?} route {}", r.kind, r.dest).to_lowercase();
+    }
+    if let Some(v) = r.via {
+        s += &format!(" via {v}");
+    }
+    for nh in &r.nexthops {
+        s += &format!(" nexthop via {}", nh.via);
+    }
+    if let Some(d) = &r.dev {
+        s += &format!(" dev {d}");
+    }
+    if let Some(t) = r.table {
+        s += &format!(" table {t}");
+    }
+    s
+}

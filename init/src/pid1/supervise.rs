@@ -1,0 +1,170 @@
+//! Life after READY: one single-threaded loop over a signalfd and the power
+//! buttons. It reaps every zombie, restarts services, dumps counters on
+//! SIGHUP and shuts down on SIGTERM, SIGINT, SIGPWR (LXC's halt), SIGUSR1,
+//! SIGUSR2 or the ACPI power button.
+
+use super::services::Supervised;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+/// How long services get between SIGTERM and SIGKILL at shutdown.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+pub const HANDLED: &[Signal] = &[
+    Signal::SIGCHLD,
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGPWR,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGHUP,
+];
+
+pub fn signal_set() -> SigSet {
+    let mut s = SigSet::empty();
+    for &sig in HANDLED {
+        s.add(sig);
+    }
+    s
+}
+
+/// Blocks the handled signals so they queue for the signalfd. Done first
+/// thing, so a signal during configuration is not lost.
+pub fn block_signals() -> nix::Result<SignalFd> {
+    let set = signal_set();
+    set.thread_block()?;
+    SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC)
+}
+
+/// Why the loop ended.
+#[derive(Debug)]
+pub enum Stop {
+    Signal(Signal),
+    PowerButton,
+}
+
+/// Reaps every exited child; returns (pid, how) for each.
+pub fn reap() -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => {
+                out.push((pid.as_raw(), format!("exited with status {code}")))
+            }
+            Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                out.push((pid.as_raw(), format!("was killed by {sig}")))
+            }
+            Ok(WaitStatus::StillAlive) | Err(_) => return out,
+            Ok(_) => {}
+        }
+    }
+}
+
+pub fn run(sfd: &mut SignalFd, services: &mut [Supervised], buttons: &mut [File]) -> Stop {
+    loop {
+        let now = Instant::now();
+        for s in services.iter_mut() {
+            if s.restart_at.is_some_and(|t| t <= now) {
+                s.start();
+            }
+        }
+        let next = services.iter().filter_map(|s| s.restart_at).min();
+        let timeout = match next {
+            Some(t) => PollTimeout::try_from(
+                t.saturating_duration_since(Instant::now())
+                    .as_millis()
+                    .min(60_000) as i32
+                    + 1,
+            )
+            .unwrap_or(PollTimeout::MAX),
+            None => PollTimeout::NONE,
+        };
+        let (sig_ready, pressed) = {
+            let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+            fds.extend(
+                buttons
+                    .iter()
+                    .map(|b| PollFd::new(b.as_fd(), PollFlags::POLLIN)),
+            );
+            if let Err(e) = poll(&mut fds, timeout) {
+                if e != nix::Error::EINTR {
+                    log::error!("poll: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                continue;
+            }
+            let ready = |f: &PollFd| f.revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
+            let sig_ready = ready(&fds[0]);
+            let pressed: Vec<usize> = fds[1..]
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| ready(f))
+                .map(|(i, _)| i)
+                .collect();
+            (sig_ready, pressed)
+        };
+        for i in pressed {
+            if super::acpi::pressed(&mut buttons[i]) {
+                log::info!("ACPI power button pressed");
+                return Stop::PowerButton;
+            }
+        }
+        if !sig_ready {
+            continue;
+        }
+        while let Ok(Some(info)) = sfd.read_signal() {
+            let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+                continue;
+            };
+            match sig {
+                Signal::SIGCHLD => {
+                    for (pid, how) in reap() {
+                        match services.iter_mut().find(|s| s.pid == Some(pid)) {
+                            Some(s) => s.exited(&how),
+                            None => log::debug!("reaped pid {pid}: {how}"),
+                        }
+                    }
+                }
+                Signal::SIGHUP => {
+                    for line in super::counters::dump() {
+                        log::info!("{line}");
+                    }
+                }
+                other => {
+                    log::info!("received {other}");
+                    return Stop::Signal(other);
+                }
+            }
+        }
+    }
+}
+
+/// TERM everything, wait a bounded time while reaping, KILL what is left.
+pub fn stop_everything(services: &mut [Supervised]) {
+    for s in services.iter_mut() {
+        s.restart_at = None;
+    }
+    // kill(-1) reaches every process PID 1 may signal: services and their orphans.
+    if kill(Pid::from_raw(-1), Signal::SIGTERM).is_err() {
+        return; // nothing left to signal
+    }
+    let deadline = Instant::now() + STOP_GRACE;
+    while Instant::now() < deadline {
+        reap();
+        // ESRCH: no process left but PID 1 itself.
+        if kill(Pid::from_raw(-1), None).is_err() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    log::warn!("processes still running after {STOP_GRACE:?}: sending SIGKILL");
+    let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+    std::thread::sleep(Duration::from_millis(50));
+    reap();
+}

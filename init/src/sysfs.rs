@@ -1,0 +1,89 @@
+//! /proc/sys and /sys/class/net: sysctls, RPS/XPS masks, and what a network
+//! device is (driver, PCI address). Reads and writes go through the paths
+//! of the current namespace.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{what} ({path}): {source}")]
+pub struct SysfsError {
+    pub what: String,
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+pub fn sysctl_path(key: &str) -> PathBuf {
+    Path::new("/proc/sys").join(key.replace('.', "/"))
+}
+
+pub fn write_sysctl(key: &str, value: &str) -> Result<(), SysfsError> {
+    let path = sysctl_path(key);
+    fs::write(&path, value).map_err(|source| {
+        let hint = if source.kind() == io::ErrorKind::NotFound {
+            " (no such sysctl here; host-wide ones such as net.core.netdev_max_backlog exist only in the initial network namespace)"
+        } else {
+            ""
+        };
+        SysfsError {
+            what: format!("setting sysctl {key} = {value}{hint}"),
+            path,
+            source,
+        }
+    })
+}
+
+pub fn read_sysctl(key: &str) -> io::Result<String> {
+    fs::read_to_string(sysctl_path(key)).map(|s| s.trim().to_string())
+}
+
+/// Writes `mask` to every `queues/<prefix>-*/<file>` of a device (`rx`/`rps_cpus`
+/// or `tx`/`xps_cpus`). Returns how many queues were set.
+pub fn write_queue_masks(
+    dev: &str,
+    prefix: &str,
+    file: &str,
+    mask: &str,
+) -> Result<usize, SysfsError> {
+    let dir = Path::new("/sys/class/net").join(dev).join("queues");
+    let err = |path: PathBuf, source| SysfsError {
+        what: format!("setting {file} of {dev} to {mask}"),
+        path,
+        source,
+    };
+    let mut n = 0;
+    let mut entries: Vec<_> = fs::read_dir(&dir)
+        .map_err(|e| err(dir.clone(), e))?
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{prefix}-"))
+        })
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let path = e.path().join(file);
+        fs::write(&path, mask).map_err(|source| err(path, source))?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// The kernel driver bound to a network device (`virtio_net`, `ixgbevf`...).
+pub fn driver_of(dev: &str) -> Option<String> {
+    let link = fs::read_link(Path::new("/sys/class/net").join(dev).join("device/driver")).ok()?;
+    Some(link.file_name()?.to_string_lossy().into_owned())
+}
+
+/// The PCI address of a network device, also for virtio devices whose
+/// `device` is a virtio bus node below the PCI function.
+pub fn pci_of(dev: &str) -> Option<String> {
+    let real = fs::canonicalize(Path::new("/sys/class/net").join(dev).join("device")).ok()?;
+    real.ancestors()
+        .filter_map(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .find(|n| n.parse::<tinyvr_config::PciAddr>().is_ok() && n.len() == 12)
+}
