@@ -185,13 +185,20 @@ fn pid1(explicit: Option<&Path>) -> ! {
         Ok(Err((stage, msg))) => fatal(platform, on_error, stage, &msg),
         Err(_) => power::finish(platform, on_error, 1), // the hook already reported it
     };
+    // Capabilities go before READY is printed, so whoever acts on READY
+    // already sees the reduced set.
+    let keep = caps::keep_set(cfg.services.iter().any(|s| s.net_admin));
+    if let Err(e) = caps::drop_all_but(&keep) {
+        fatal(
+            platform,
+            on_error,
+            "capabilities",
+            &format!("dropping capabilities: {e}"),
+        );
+    }
     console::emit(READY, &ready);
 
     let mut services: Vec<Supervised> = cfg.services.iter().cloned().map(Supervised::new).collect();
-    let keep = caps::keep_set(cfg.services.iter().any(|s| s.net_admin));
-    if let Err(e) = caps::drop_all_but(&keep) {
-        log::error!("dropping capabilities: {e}");
-    }
     let mut buttons = if platform == Platform::Vm {
         tinyvr_init::pid1::acpi::open_power_buttons()
     } else {
@@ -227,7 +234,8 @@ fn configure(
         "config_source": src.to_string(),
         "services": cfg.services.len(),
         "init_ms": apply::ms(t0.elapsed()),
-        "uptime_ms": uptime_ms(),
+        // Guest time since kernel start: boot-to-ready. Meaningless in a container.
+        "uptime_ms": if platform == Platform::Vm { uptime_ms() } else { None },
     });
     Ok((cfg.clone(), ready_json(&cfg, &report, extra)))
 }

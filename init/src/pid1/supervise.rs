@@ -39,7 +39,7 @@ pub fn signal_set() -> SigSet {
 pub fn block_signals() -> nix::Result<SignalFd> {
     let set = signal_set();
     set.thread_block()?;
-    SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC)
+    SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
 }
 
 /// Why the loop ended.

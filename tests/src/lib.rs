@@ -1,0 +1,223 @@
+//! Helpers for tests that touch the real kernel: namespaces that remove
+//! themselves, `ip -json` readers, the project's binaries, and loud skips.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub mod bad_cases;
+
+/// Skips the calling test when a requirement is missing: says so on stderr
+/// and in `target/tinyvr-skipped.txt` (the test script prints that file).
+/// Under CI (CI=true) a missing requirement fails instead.
+#[macro_export]
+macro_rules! require {
+    ($cond:expr, $why:expr) => {
+        if !$cond {
+            $crate::skip(module_path!(), $why);
+            return;
+        }
+    };
+}
+
+pub fn skip(test: &str, why: &str) {
+    let line = format!("skipped: {test}: {why}");
+    if std::env::var("CI").is_ok_and(|v| v == "true")
+        && std::env::var_os("TINYVR_ALLOW_SKIP").is_none()
+    {
+        panic!("{line} (CI=true: a skip is a failure here)");
+    }
+    eprintln!("{line}");
+    let f = workspace().join("target/tinyvr-skipped.txt");
+    let _ = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(f)
+        .and_then(|mut f| {
+            use std::io::Write;
+            writeln!(f, "{line}")
+        });
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { geteuid() == 0 }
+}
+
+extern "C" {
+    fn geteuid() -> u32;
+}
+
+/// A fresh scratch directory under target/ (not /tmp: PID 1 tests mount a
+/// tmpfs over /tmp in their own mount namespace). Removed when dropped.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        let p = workspace().join("target/tinyvr-scratch").join(format!(
+            "{tag}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+    /// Writes a file in the directory and returns its path.
+    pub fn file(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn has_cmd(name: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Path to a workspace binary, built (debug) once per test process.
+pub fn bin(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, p)) = built.iter().find(|(n, _)| n == name) {
+        return p.clone();
+    }
+    let p = build_bin(name);
+    built.push((name.to_string(), p.clone()));
+    p
+}
+
+fn build_bin(name: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(cargo)
+        .current_dir(workspace())
+        .args(["build", "--quiet", "--bin", name])
+        .status()
+        .expect("running cargo build");
+    assert!(st.success(), "cargo build --bin {name} failed");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace().join("target"));
+    target.join("debug").join(name)
+}
+
+/// Runs a command, panicking with its output when it fails.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn sh(script: &str) -> String {
+    String::from_utf8(run(Command::new("sh").args(["-ec", script])).stdout).unwrap()
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace named `tvt<pid>-<n>`, deleted (with every link in it)
+/// when dropped, also when the test panics.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new() -> Netns {
+        let name = format!(
+            "tvt{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        );
+        run(Command::new("ip").args(["netns", "add", &name]));
+        Netns { name }
+    }
+
+    /// `ip -n NS ARGS` as a command.
+    pub fn ip(&self, args: &[&str]) -> Output {
+        run(Command::new("ip").arg("-n").arg(&self.name).args(args))
+    }
+
+    /// `ip -json -n NS ARGS`, parsed.
+    pub fn ip_json(&self, args: &[&str]) -> Value {
+        let out = run(Command::new("ip")
+            .arg("-json")
+            .arg("-n")
+            .arg(&self.name)
+            .args(args));
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.trim().is_empty() {
+            return Value::Array(vec![]);
+        }
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("ip -json {args:?}: {e}: {text}"))
+    }
+
+    /// A command run inside the namespace (`ip netns exec`, which also
+    /// remounts /sys for it).
+    pub fn exec(&self, prog: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(prog);
+        c
+    }
+
+    pub fn read(&self, path: &str) -> String {
+        let out = run(self.exec("cat").arg(path));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Everything `ip` shows of the namespace, to compare before and after.
+    pub fn snapshot(&self) -> Value {
+        serde_json::json!({
+            "links": self.ip_json(&["link", "show"]),
+            "addr": self.ip_json(&["addr", "show"]),
+            "route4": self.ip_json(&["-4", "route", "show", "table", "all"]),
+            "route6": self.ip_json(&["-6", "route", "show", "table", "all"]),
+            "rule4": self.ip_json(&["-4", "rule", "show"]),
+            "rule6": self.ip_json(&["-6", "rule", "show"]),
+            "neigh": self.ip_json(&["neigh", "show"]),
+        })
+    }
+}
+
+impl Default for Netns {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Parses the JSON of the line starting with `tag` in some output.
+pub fn tagged_json(output: &str, tag: &str) -> Option<Value> {
+    output.lines().find_map(|l| l.strip_prefix(tag)).map(|j| {
+        serde_json::from_str(j.trim()).unwrap_or_else(|e| panic!("bad {tag} json: {e}: {j}"))
+    })
+}
