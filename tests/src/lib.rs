@@ -104,17 +104,21 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 fn build_bin(name: &str) -> PathBuf {
+    build(name, false)
+}
+
+/// Builds a workspace binary in the given profile and returns its path.
+pub fn build(name: &str, release: bool) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let st = Command::new(cargo)
-        .current_dir(workspace())
-        .args(["build", "--quiet", "--bin", name])
-        .status()
-        .expect("running cargo build");
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace()).args(["build", "--quiet", "--bin", name]);
+    if release {
+        cmd.arg("--release");
+    }
+    let st = cmd.status().expect("running cargo build");
     assert!(st.success(), "cargo build --bin {name} failed");
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| workspace().join("target"));
-    target.join("debug").join(name)
+    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace().join("target"));
+    target.join(if release { "release" } else { "debug" }).join(name)
 }
 
 /// Runs a command, panicking with its output when it fails.
