@@ -8,7 +8,12 @@ pub fn run(files: &[PathBuf]) -> ExitCode {
     let mut ok = true;
     for f in files {
         match check_file(f) {
-            Ok(cfg) => println!("{}: ok ({} interfaces, {} routes)", f.display(), cfg.interfaces.len(), cfg.route_count()),
+            Ok(cfg) => println!(
+                "{}: ok ({} interfaces, {} routes)",
+                f.display(),
+                cfg.interfaces.len(),
+                cfg.route_count()
+            ),
             Err(lines) => {
                 ok = false;
                 lines.iter().for_each(|l| eprintln!("{l}"));

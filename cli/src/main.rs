@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "tinyvr", version, about = "Repeatable virtual-router experiments: one router config, run as a VM, an LXC container or a bare namespace")]
+#[command(
+    name = "tinyvr",
+    version,
+    about = "Repeatable virtual-router experiments: one router config, run as a VM, an LXC container or a bare namespace"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

@@ -358,6 +358,14 @@ impl RouterConfig {
         toml::to_string(self).expect("a RouterConfig always serializes")
     }
 
+    /// The interface whose subnet contains `ip` (the first, in file order).
+    pub fn connected_dev(&self, ip: IpAddr) -> Option<&IfName> {
+        self.interfaces
+            .iter()
+            .find(|i| i.addresses.iter().any(|a| a.contains(ip)))
+            .map(|i| &i.name)
+    }
+
     /// Total number of routes this config installs (explicit plus generated).
     pub fn route_count(&self) -> u64 {
         self.routes.len() as u64

@@ -111,14 +111,19 @@ fn build_bin(name: &str) -> PathBuf {
 pub fn build(name: &str, release: bool) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(workspace()).args(["build", "--quiet", "--bin", name]);
+    cmd.current_dir(workspace())
+        .args(["build", "--quiet", "--bin", name]);
     if release {
         cmd.arg("--release");
     }
     let st = cmd.status().expect("running cargo build");
     assert!(st.success(), "cargo build --bin {name} failed");
-    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace().join("target"));
-    target.join(if release { "release" } else { "debug" }).join(name)
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace().join("target"));
+    target
+        .join(if release { "release" } else { "debug" })
+        .join(name)
 }
 
 /// Runs a command, panicking with its output when it fails.

@@ -142,8 +142,12 @@ pub fn apply(cfg: &RouterConfig, nl: &mut dyn Netlink) -> Result<Report, ApplyEr
 
     let generated = steps.run("route_ranges", || {
         let mut total = 0u64;
-        for r in &cfg.route_ranges {
-            total += crate::netlink::bulk::install(nl, r, &ifindex)? as u64;
+        for (n, r) in cfg.route_ranges.iter().enumerate() {
+            let dev = r
+                .dev
+                .as_ref()
+                .or_else(|| r.via.and_then(|v| cfg.connected_dev(v)));
+            total += crate::netlink::bulk::install(nl, n, r, dev.map(ifindex))? as u64;
         }
         Ok(total)
     })?;

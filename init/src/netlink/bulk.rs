@@ -2,21 +2,29 @@
 //! patched in place per route (destination and sequence number), many per
 //! sendmsg, no per-route ACK. Errors still come back, each tagged with the
 //! sequence number of the route it refused.
+//!
+//! A unicast range first gets one nexthop object (id [`NH_ID_BASE`] + range
+//! index) that all its routes share: the kernel checks the gateway once,
+//! and removing the object removes the whole range at once.
 
-use super::msg::{self, Ifindex};
+use super::msg;
 use super::{flags, Netlink, NlError};
 use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
 use netlink_packet_route::RouteNetlinkMessage;
-use tinyvr_config::{values::to_bits, RouteRange};
+use tinyvr_config::{values::to_bits, RouteKind, RouteRange};
 
 /// Offsets in an encoded route message (nlmsghdr 16 + rtmsg 12 + rtattr 4):
 /// the destination attribute is always first (see `msg::route_base`).
 const SEQ_OFFSET: usize = 8;
 const DST_OFFSET: usize = 16 + 12 + 4;
 
+/// Nexthop object ids tinyvr uses for route ranges ("tv" in the high bits),
+/// far from the small ids people and routing daemons pick.
+pub const NH_ID_BASE: u32 = 0x7476_0000;
+
 /// The encoded form of route 0 of a range, with the flags of the request.
-pub fn template(r: &RouteRange, ifindex: Ifindex, delete: bool) -> Vec<u8> {
-    let m = msg::range_route(r, 0, ifindex);
+pub fn template(r: &RouteRange, nh: Option<u32>, delete: bool) -> Vec<u8> {
+    let m = msg::range_route(r, 0, nh);
     let (inner, fl) = if delete {
         (RouteNetlinkMessage::DelRoute(m), flags::NONE)
     } else {
@@ -45,25 +53,53 @@ pub fn encode(r: &RouteRange, tpl: &[u8], i: u32, seq: u32, out: &mut Vec<u8>) {
     }
 }
 
-/// Installs every route of the range. On any refusal the whole range is
-/// removed again, so a range is either fully there or not at all.
-pub fn install(nl: &mut dyn Netlink, r: &RouteRange, ifindex: Ifindex) -> Result<u32, NlError> {
-    let tpl = template(r, ifindex, false);
+/// Installs every route of range number `n` of the config; `oif` is the
+/// device of its gateway (a nexthop object needs one). On any refusal the
+/// whole range is removed again, so a range is either fully there or not
+/// at all.
+pub fn install(
+    nl: &mut dyn Netlink,
+    n: usize,
+    r: &RouteRange,
+    oif: Option<u32>,
+) -> Result<u32, NlError> {
+    let what = || format!("adding route_range[{n}] {} x {}", r.first, r.count);
+    let nh = (r.kind == RouteKind::Unicast).then_some(NH_ID_BASE + n as u32);
+    if let Some(id) = nh {
+        let req = msg::nexthop(id, r, oif, false);
+        if let Some((_, errno, detail)) = nl
+            .bulk(1, &mut |_, seq, out| push_with_seq(out, &req, seq))?
+            .pop()
+        {
+            return Err(NlError {
+                what: format!("{} (its nexthop object {id})", what()),
+                errno,
+                detail,
+            });
+        }
+    }
+    let tpl = template(r, nh, false);
     let failed = nl.bulk(r.count as usize, &mut |i, seq, out| {
         encode(r, &tpl, i as u32, seq, out)
     })?;
     if let Some((i, errno, detail)) = failed.first().cloned() {
-        let del = template(r, ifindex, true);
         // Best effort: routes that were refused are not there to delete.
-        let _ = nl.bulk(r.count as usize, &mut |i, seq, out| {
-            encode(r, &del, i as u32, seq, out)
-        });
+        match nh {
+            Some(id) => {
+                let del = msg::nexthop(id, r, None, true);
+                let _ = nl.bulk(1, &mut |_, seq, out| push_with_seq(out, &del, seq));
+            }
+            None => {
+                let del = template(r, None, true);
+                let _ = nl.bulk(r.count as usize, &mut |i, seq, out| {
+                    encode(r, &del, i as u32, seq, out)
+                });
+            }
+        }
         return Err(NlError {
             what: format!(
-                "adding route_range {} (route {} of {}: {}; {} refused in all, range removed)",
-                r.first,
-                i,
-                r.count,
+                "{} (route {i}: {}; {} refused in all, range removed)",
+                what(),
                 r.prefix(i as u32),
                 failed.len()
             ),
@@ -74,10 +110,15 @@ pub fn install(nl: &mut dyn Netlink, r: &RouteRange, ifindex: Ifindex) -> Result
     Ok(r.count)
 }
 
+fn push_with_seq(out: &mut Vec<u8>, msg: &[u8], seq: u32) {
+    let start = out.len();
+    out.extend_from_slice(msg);
+    out[start + SEQ_OFFSET..start + SEQ_OFFSET + 4].copy_from_slice(&seq.to_ne_bytes());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tinyvr_config::IfName;
 
     fn ranges() -> Vec<RouteRange> {
         tinyvr_config::load(include_str!("../../../examples/router.toml"))
@@ -88,16 +129,16 @@ mod tests {
     /// The patched template must equal a message built from scratch.
     #[test]
     fn patched_template_equals_a_fresh_message() {
-        let idx = |_: &IfName| 3;
         for r in ranges() {
-            let tpl = template(&r, &idx, false);
+            let tpl = template(&r, Some(NH_ID_BASE), false);
             for i in [0, 1, 57, r.count - 1] {
                 let mut got = Vec::new();
                 encode(&r, &tpl, i, 1000 + i, &mut got);
                 let mut hdr = NetlinkHeader::default();
                 hdr.flags = NLM_F_REQUEST | flags::CREATE_REPLACE;
                 hdr.sequence_number = 1000 + i;
-                let inner = RouteNetlinkMessage::NewRoute(msg::range_route(&r, i, &idx));
+                let inner =
+                    RouteNetlinkMessage::NewRoute(msg::range_route(&r, i, Some(NH_ID_BASE)));
                 let mut nl = NetlinkMessage::new(hdr, NetlinkPayload::InnerMessage(inner));
                 nl.finalize();
                 let mut want = vec![0; nl.buffer_len()];
@@ -132,7 +173,8 @@ mod tests {
                 encode(i, i as u32, &mut buf);
             }
             self.sent.push(buf);
-            Ok(if self.sent.len() == 1 {
+            // Call 1 creates the nexthop object, call 2 sends the routes.
+            Ok(if self.sent.len() == 2 {
                 vec![(self.refuse, libc::ENETUNREACH, None)]
             } else {
                 vec![]
@@ -147,19 +189,20 @@ mod tests {
             refuse: 5,
             sent: vec![],
         };
-        let e = install(&mut nl, r, &|_| 3).unwrap_err();
+        let e = install(&mut nl, 0, r, Some(3)).unwrap_err();
         assert_eq!(e.errno, libc::ENETUNREACH);
         assert!(
-            e.what.contains("route 5 of 1000: 16.0.5.0/24"),
+            e.what
+                .contains("route_range[0] 16.0.0.0/24 x 1000 (route 5: 16.0.5.0/24"),
             "{}",
             e.what
         );
         assert_eq!(
             nl.sent.len(),
-            2,
-            "a delete pass follows the refused install"
+            3,
+            "nexthop, routes, then the nexthop's removal"
         );
-        // RTM_DELROUTE is 25, at bytes 4..6 of the first message.
-        assert_eq!(u16::from_ne_bytes([nl.sent[1][4], nl.sent[1][5]]), 25);
+        // RTM_DELNEXTHOP is 105, at bytes 4..6 of the message.
+        assert_eq!(u16::from_ne_bytes([nl.sent[2][4], nl.sent[2][5]]), 105);
     }
 }
