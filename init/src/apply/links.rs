@@ -193,9 +193,11 @@ fn present(links: &[LinkInfo]) -> String {
         .join(", ")
 }
 
-/// Waits for all devices, then renames and configures them and brings them
-/// up. Returns the final state by config name.
-pub fn bring_up(
+/// Waits for all devices, then renames them and sets MTU and queue length;
+/// bringing them up is [`set_up`]'s job, after the sysctls, so that
+/// per-interface sysctls (disable_ipv6, accept_ra...) hold from the first
+/// packet. Returns the final state by config name.
+pub fn prepare(
     cfg: &RouterConfig,
     nl: &mut dyn Netlink,
     timeout: Duration,
@@ -248,16 +250,18 @@ pub fn bring_up(
     )?;
 
     for (ifc, l) in cfg.interfaces.iter().zip(&found) {
+        if ifc.mtu.is_none() && ifc.txqueuelen.is_none() {
+            continue;
+        }
         let change = LinkChange {
             mtu: ifc.mtu,
             txqueuelen: ifc.txqueuelen,
-            up: Some(true),
             ..Default::default()
         };
         nl.request(
             &|| {
                 format!(
-                    "configuring {} (mtu {:?}, txqueuelen {:?}) and setting it up",
+                    "setting {} mtu {:?} txqueuelen {:?}",
                     ifc.name, ifc.mtu, ifc.txqueuelen
                 )
             },
@@ -279,6 +283,27 @@ pub fn bring_up(
             (ifc.name.to_string(), now)
         })
         .collect())
+}
+
+/// Sets every interface of the config up.
+pub fn set_up(
+    cfg: &RouterConfig,
+    nl: &mut dyn Netlink,
+    index: &HashMap<String, LinkInfo>,
+) -> Result<(), NlError> {
+    let up = LinkChange {
+        up: Some(true),
+        ..Default::default()
+    };
+    for ifc in &cfg.interfaces {
+        let i = index[ifc.name.as_str()].index;
+        nl.request(
+            &|| format!("setting {} up", ifc.name),
+            M::SetLink(msg::set_link(i, &up)),
+            flags::NONE,
+        )?;
+    }
+    Ok(())
 }
 
 /// Renames matched devices to their config names. When a target name is

@@ -1,8 +1,10 @@
 //! Applies a validated router config to the current network namespace, in
 //! a fixed order of named steps, each timed for the READY report:
-//! links → sysctls → addresses → neighbours → routes → route ranges →
-//! rules → queues. Links come up first because the kernel refuses gateway
-//! routes over a device that is down.
+//! links (find, rename, MTU) → sysctls → up → addresses → neighbours →
+//! routes → route ranges → rules → queues. Sysctls come before links go up,
+//! so per-interface ones hold from the first packet; links are up before
+//! routes because the kernel refuses gateway routes over a device that is
+//! down.
 
 mod links;
 
@@ -86,7 +88,7 @@ pub fn apply(cfg: &RouterConfig, nl: &mut dyn Netlink) -> Result<Report, ApplyEr
     let timeout = Duration::from_millis(cfg.init.interface_timeout_ms);
 
     let index: HashMap<String, LinkInfo> =
-        steps.run("links", || links::bring_up(cfg, nl, timeout))?;
+        steps.run("links", || links::prepare(cfg, nl, timeout))?;
     let ifindex = |n: &IfName| index[n.as_str()].index;
 
     let sysctls = steps.run("sysctl", || {
@@ -98,6 +100,8 @@ pub fn apply(cfg: &RouterConfig, nl: &mut dyn Netlink) -> Result<Report, ApplyEr
         }
         Ok(ROUTER_SYSCTLS.len() + cfg.sysctl.len())
     })?;
+
+    steps.run("up", || Ok(links::set_up(cfg, nl, &index)?))?;
 
     let addresses = steps.run("addresses", || {
         let mut n = 0;
