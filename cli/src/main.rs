@@ -1,6 +1,7 @@
 //! tinyvr: the host tools. Each subcommand lives in its own module.
 
 mod check;
+mod image;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -25,11 +26,30 @@ enum Cmd {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Build the guest image.
+    #[command(subcommand)]
+    Image(ImageCmd),
+}
+
+#[derive(Subcommand)]
+enum ImageCmd {
+    /// Build bzImage, initramfs.cpio.gz, rootfs/, rootfs.tar and manifest.json.
+    Build(image::BuildArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.cmd {
-        Cmd::Check { files } => check::run(&files),
+    let level = std::env::var("TINYVR_LOG").ok().and_then(|l| l.parse().ok()).unwrap_or(log::LevelFilter::Info);
+    let _ = simplelog::TermLogger::init(level, simplelog::Config::default(), simplelog::TerminalMode::Stderr, simplelog::ColorChoice::Never);
+    let result = match cli.cmd {
+        Cmd::Check { files } => return check::run(&files),
+        Cmd::Image(ImageCmd::Build(a)) => image::build(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tinyvr: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

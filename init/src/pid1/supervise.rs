@@ -49,18 +49,24 @@ pub enum Stop {
     PowerButton,
 }
 
-/// Reaps every exited child; returns (pid, how) for each.
-pub fn reap() -> Vec<(i32, String)> {
-    let mut out = Vec::new();
+/// What one reaping pass found.
+pub struct Reaped {
+    /// (pid, how it ended) for every child collected.
+    pub exited: Vec<(i32, String)>,
+    /// True when PID 1 has no children left at all (ECHILD).
+    pub none_left: bool,
+}
+
+/// Reaps every exited child without blocking.
+pub fn reap() -> Reaped {
+    let mut exited = Vec::new();
     loop {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) => {
-                out.push((pid.as_raw(), format!("exited with status {code}")))
-            }
-            Ok(WaitStatus::Signaled(pid, sig, _)) => {
-                out.push((pid.as_raw(), format!("was killed by {sig}")))
-            }
-            Ok(WaitStatus::StillAlive) | Err(_) => return out,
+            Ok(WaitStatus::Exited(pid, code)) => exited.push((pid.as_raw(), format!("exited with status {code}"))),
+            Ok(WaitStatus::Signaled(pid, sig, _)) => exited.push((pid.as_raw(), format!("was killed by {sig}"))),
+            Ok(WaitStatus::StillAlive) => return Reaped { exited, none_left: false },
+            Err(nix::Error::ECHILD) => return Reaped { exited, none_left: true },
+            Err(_) => return Reaped { exited, none_left: false },
             Ok(_) => {}
         }
     }
@@ -124,7 +130,7 @@ pub fn run(sfd: &mut SignalFd, services: &mut [Supervised], buttons: &mut [File]
             };
             match sig {
                 Signal::SIGCHLD => {
-                    for (pid, how) in reap() {
+                    for (pid, how) in reap().exited {
                         match services.iter_mut().find(|s| s.pid == Some(pid)) {
                             Some(s) => s.exited(&how),
                             None => log::debug!("reaped pid {pid}: {how}"),
@@ -146,25 +152,25 @@ pub fn run(sfd: &mut SignalFd, services: &mut [Supervised], buttons: &mut [File]
 }
 
 /// TERM everything, wait a bounded time while reaping, KILL what is left.
+/// Every user process is PID 1's descendant (orphans are re-parented to
+/// it), so "no children left" means done; kill(-1) alone cannot tell,
+/// since in a VM it also reaches kernel threads, which never exit.
 pub fn stop_everything(services: &mut [Supervised]) {
     for s in services.iter_mut() {
         s.restart_at = None;
     }
-    // kill(-1) reaches every process PID 1 may signal: services and their orphans.
-    if kill(Pid::from_raw(-1), Signal::SIGTERM).is_err() {
-        return; // nothing left to signal
-    }
+    let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
     let deadline = Instant::now() + STOP_GRACE;
     while Instant::now() < deadline {
-        reap();
-        // ESRCH: no process left but PID 1 itself.
-        if kill(Pid::from_raw(-1), None).is_err() {
+        if reap().none_left {
             return;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     log::warn!("processes still running after {STOP_GRACE:?}: sending SIGKILL");
     let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
-    std::thread::sleep(Duration::from_millis(50));
-    reap();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while !reap().none_left && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

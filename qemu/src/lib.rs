@@ -1,0 +1,3 @@
+//! Host side of the VM platform.
+
+pub mod qmp;
