@@ -31,36 +31,58 @@ pub struct BuildArgs {
 
 /// The source tree this tool was built from.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn git(args: &[&str]) -> Option<String> {
-    let o = Command::new("git").current_dir(workspace()).args(args).output().ok()?;
-    o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    let o = Command::new("git")
+        .current_dir(workspace())
+        .args(args)
+        .output()
+        .ok()?;
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
 }
 
 /// Builds the static release init with scripts/build-init (which also
 /// enforces its size budget) and returns its path.
 pub fn build_init() -> Result<PathBuf> {
     let script = workspace().join("scripts/build-init");
-    let out = Command::new(&script).output().with_context(|| format!("running {}", script.display()))?;
+    let out = Command::new(&script)
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
     if !out.status.success() {
-        bail!("building tinyvr-init failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "building tinyvr-init failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let rel = String::from_utf8_lossy(&out.stdout).trim().to_string();
     Ok(workspace().join(rel))
 }
 
 pub fn build(a: BuildArgs) -> Result<()> {
-    let adds = a.adds.iter().map(|s| tinyvr_image::parse_add(s)).collect::<Result<Vec<_>, _>>()?;
+    let adds = a
+        .adds
+        .iter()
+        .map(|s| tinyvr_image::parse_add(s))
+        .collect::<Result<Vec<_>, _>>()?;
     let init = match a.init {
         Some(p) if !p.is_file() => bail!("--init {}: no such file", p.display()),
         Some(p) => p,
         None => build_init()?,
     };
     let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) => v.parse().with_context(|| format!("SOURCE_DATE_EPOCH={v}: expected seconds since 1970"))?,
-        Err(_) => git(&["log", "-1", "--format=%ct"]).and_then(|s| s.parse().ok()).unwrap_or(0),
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={v}: expected seconds since 1970"))?,
+        Err(_) => git(&["log", "-1", "--format=%ct"])
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
     };
     let opts = Options {
         out: a.out.clone(),
@@ -83,7 +105,13 @@ pub fn build(a: BuildArgs) -> Result<()> {
         a.out.display(),
         t.elapsed().as_secs_f64(),
         m.kernel.version,
-        if m.kernel.prebuilt { "prebuilt" } else if m.kernel.cached { "cached" } else { "built" },
+        if m.kernel.prebuilt {
+            "prebuilt"
+        } else if m.kernel.cached {
+            "cached"
+        } else {
+            "built"
+        },
         m.size_of("bzImage"),
         m.size_of("initramfs.cpio.gz"),
     );

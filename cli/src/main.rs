@@ -39,8 +39,16 @@ enum ImageCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let level = std::env::var("TINYVR_LOG").ok().and_then(|l| l.parse().ok()).unwrap_or(log::LevelFilter::Info);
-    let _ = simplelog::TermLogger::init(level, simplelog::Config::default(), simplelog::TerminalMode::Stderr, simplelog::ColorChoice::Never);
+    let level = std::env::var("TINYVR_LOG")
+        .ok()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(log::LevelFilter::Info);
+    let _ = simplelog::TermLogger::init(
+        level,
+        simplelog::Config::default(),
+        simplelog::TerminalMode::Stderr,
+        simplelog::ColorChoice::Never,
+    );
     let result = match cli.cmd {
         Cmd::Check { files } => return check::run(&files),
         Cmd::Image(ImageCmd::Build(a)) => image::build(a),

@@ -27,7 +27,11 @@ pub struct Writer<W: Write> {
 
 impl<W: Write> Writer<W> {
     pub fn new(out: W) -> Self {
-        Writer { out, written: 0, ino: 1 }
+        Writer {
+            out,
+            written: 0,
+            ino: 1,
+        }
     }
 
     fn put(&mut self, b: &[u8]) -> io::Result<()> {
@@ -41,7 +45,16 @@ impl<W: Write> Writer<W> {
         self.put(&[0u8; 3][..pad])
     }
 
-    fn header(&mut self, path: &str, mode: u32, nlink: u32, mtime: u32, size: usize, rdev: (u32, u32), ino: u32) -> io::Result<()> {
+    fn header(
+        &mut self,
+        path: &str,
+        mode: u32,
+        nlink: u32,
+        mtime: u32,
+        size: usize,
+        rdev: (u32, u32),
+        ino: u32,
+    ) -> io::Result<()> {
         let name_len = path.len() + 1;
         let hdr = format!(
             "070701{ino:08x}{mode:08x}{uid:08x}{gid:08x}{nlink:08x}{mtime:08x}{size:08x}{dmaj:08x}{dmin:08x}{rmaj:08x}{rmin:08x}{name_len:08x}{check:08x}",
@@ -82,7 +95,14 @@ mod tests {
     #[test]
     fn newc_layout() {
         let mut w = Writer::new(Vec::new());
-        w.add(&Entry { path: "init", mode: S_IFREG | 0o755, mtime: 0, data: b"abc", rdev: (0, 0) }).unwrap();
+        w.add(&Entry {
+            path: "init",
+            mode: S_IFREG | 0o755,
+            mtime: 0,
+            data: b"abc",
+            rdev: (0, 0),
+        })
+        .unwrap();
         let out = w.finish().unwrap();
         // 110-byte header, "init\0" padded to a multiple of 4, data padded.
         assert_eq!(&out[..6], b"070701");
@@ -98,14 +118,39 @@ mod tests {
 
     #[test]
     fn cpio_tool_reads_it_back() {
-        if std::process::Command::new("cpio").arg("--version").output().is_err() {
+        if std::process::Command::new("cpio")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
             eprintln!("skipped: cpio_tool_reads_it_back: no cpio tool");
             return;
         }
         let mut w = Writer::new(Vec::new());
-        w.add(&Entry { path: "etc", mode: S_IFDIR | 0o755, mtime: 0, data: b"", rdev: (0, 0) }).unwrap();
-        w.add(&Entry { path: "etc/x", mode: S_IFREG | 0o644, mtime: 0, data: b"hello", rdev: (0, 0) }).unwrap();
-        w.add(&Entry { path: "sbin/init", mode: S_IFLNK | 0o777, mtime: 0, data: b"/init", rdev: (0, 0) }).unwrap();
+        w.add(&Entry {
+            path: "etc",
+            mode: S_IFDIR | 0o755,
+            mtime: 0,
+            data: b"",
+            rdev: (0, 0),
+        })
+        .unwrap();
+        w.add(&Entry {
+            path: "etc/x",
+            mode: S_IFREG | 0o644,
+            mtime: 0,
+            data: b"hello",
+            rdev: (0, 0),
+        })
+        .unwrap();
+        w.add(&Entry {
+            path: "sbin/init",
+            mode: S_IFLNK | 0o777,
+            mtime: 0,
+            data: b"/init",
+            rdev: (0, 0),
+        })
+        .unwrap();
         let out = w.finish().unwrap();
         let mut child = std::process::Command::new("cpio")
             .args(["-t", "-v", "--quiet"])

@@ -28,11 +28,17 @@ pub fn fragment_options(text: &str) -> Vec<(String, String)> {
     text.lines()
         .filter_map(|l| {
             let l = l.trim();
-            if let Some(rest) = l.strip_prefix("# ").and_then(|r| r.strip_suffix(" is not set")) {
-                return rest.starts_with("CONFIG_").then(|| (rest.to_string(), "n".to_string()));
+            if let Some(rest) = l
+                .strip_prefix("# ")
+                .and_then(|r| r.strip_suffix(" is not set"))
+            {
+                return rest
+                    .starts_with("CONFIG_")
+                    .then(|| (rest.to_string(), "n".to_string()));
             }
             let (k, v) = l.split_once('=')?;
-            k.starts_with("CONFIG_").then(|| (k.to_string(), v.to_string()))
+            k.starts_with("CONFIG_")
+                .then(|| (k.to_string(), v.to_string()))
         })
         .collect()
 }
@@ -65,7 +71,10 @@ pub fn fragments(dir: &Path) -> Result<Vec<(PathBuf, String)>, ImageError> {
     }
     out.sort();
     if out.is_empty() {
-        return Err(ImageError::Kernel(format!("no *.config fragment in {}", dir.display())));
+        return Err(ImageError::Kernel(format!(
+            "no *.config fragment in {}",
+            dir.display()
+        )));
     }
     Ok(out)
 }
@@ -74,7 +83,13 @@ fn tool_version(cmd: &str) -> String {
     Command::new(cmd)
         .arg("--version")
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_string())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
         .unwrap_or_else(|_| format!("{cmd}: not found"))
 }
 
@@ -83,7 +98,9 @@ pub fn input_hash(source: &Path, frags: &[(PathBuf, String)]) -> Result<String, 
     let mut h = Sha256::new();
     h.update(RECIPE);
     if source.is_file() {
-        h.update(sha256_hex(&std::fs::read(source).map_err(|e| ImageError::io(source, e))?));
+        h.update(sha256_hex(
+            &std::fs::read(source).map_err(|e| ImageError::io(source, e))?,
+        ));
     } else {
         // A source tree is identified by its path and its Makefile (version lines).
         h.update(source.to_string_lossy().as_bytes());
@@ -100,18 +117,35 @@ pub fn input_hash(source: &Path, frags: &[(PathBuf, String)]) -> Result<String, 
 }
 
 fn run(cmd: &mut Command, log: &Path, what: &str) -> Result<(), ImageError> {
-    let f = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(|e| ImageError::io(log, e))?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| ImageError::io(log, e))?;
     let st = cmd
         .stdout(f.try_clone().map_err(|e| ImageError::io(log, e))?)
         .stderr(f)
         .status()
-        .map_err(|e| ImageError::Kernel(format!("{what}: cannot run {:?}: {e}", cmd.get_program())))?;
+        .map_err(|e| {
+            ImageError::Kernel(format!("{what}: cannot run {:?}: {e}", cmd.get_program()))
+        })?;
     if st.success() {
         return Ok(());
     }
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    let tail: Vec<&str> = text.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
-    Err(ImageError::Kernel(format!("{what} failed ({st}); last lines of {}:\n{}", log.display(), tail.join("\n"))))
+    let tail: Vec<&str> = text
+        .lines()
+        .rev()
+        .take(15)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    Err(ImageError::Kernel(format!(
+        "{what} failed ({st}); last lines of {}:\n{}",
+        log.display(),
+        tail.join("\n")
+    )))
 }
 
 /// Builds (or takes from the cache) the kernel for these inputs.
@@ -127,9 +161,19 @@ pub fn build(source: &Path, frag_dir: &Path, cache: &Path) -> Result<Kernel, Ima
     let done = cache.join(&key);
     let bz = done.join("bzImage");
     if bz.exists() {
-        let version = std::fs::read_to_string(done.join("version")).unwrap_or_default().trim().to_string();
+        let version = std::fs::read_to_string(done.join("version"))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
         log::info!("kernel {version} from cache {}", done.display());
-        return Ok(Kernel { bzimage: bz, version, config_hash: key, source: source.display().to_string(), cached: true, prebuilt: false });
+        return Ok(Kernel {
+            bzimage: bz,
+            version,
+            config_hash: key,
+            source: source.display().to_string(),
+            cached: true,
+            prebuilt: false,
+        });
     }
 
     // A fixed build path: paths end up in the kernel, so it must not vary.
@@ -141,7 +185,16 @@ pub fn build(source: &Path, frag_dir: &Path, cache: &Path) -> Result<Kernel, Ima
         let dst = work.join("src");
         std::fs::create_dir_all(&dst).map_err(|e| ImageError::io(&dst, e))?;
         log::info!("unpacking {}", source.display());
-        run(Command::new("tar").arg("-xf").arg(source).arg("-C").arg(&dst).arg("--strip-components=1"), &log, "unpacking the kernel source")?;
+        run(
+            Command::new("tar")
+                .arg("-xf")
+                .arg(source)
+                .arg("-C")
+                .arg(&dst)
+                .arg("--strip-components=1"),
+            &log,
+            "unpacking the kernel source",
+        )?;
         dst
     } else {
         source.to_path_buf()
@@ -150,7 +203,10 @@ pub fn build(source: &Path, frag_dir: &Path, cache: &Path) -> Result<Kernel, Ima
     std::fs::create_dir_all(&obj).map_err(|e| ImageError::io(&obj, e))?;
     let make = |args: &[&str]| {
         let mut c = Command::new("make");
-        c.arg("-C").arg(&src).arg(format!("O={}", obj.display())).args(args);
+        c.arg("-C")
+            .arg(&src)
+            .arg(format!("O={}", obj.display()))
+            .args(args);
         c.env("KBUILD_BUILD_TIMESTAMP", "1970-01-01 00:00:00 UTC")
             .env("KBUILD_BUILD_USER", "tinyvr")
             .env("KBUILD_BUILD_HOST", "tinyvr")
@@ -159,37 +215,71 @@ pub fn build(source: &Path, frag_dir: &Path, cache: &Path) -> Result<Kernel, Ima
     };
     run(&mut make(&["tinyconfig"]), &log, "make tinyconfig")?;
     let mut merge = Command::new(src.join("scripts/kconfig/merge_config.sh"));
-    merge.current_dir(&src).arg("-m").arg("-O").arg(&obj).arg(obj.join(".config"));
+    merge
+        .current_dir(&src)
+        .arg("-m")
+        .arg("-O")
+        .arg(&obj)
+        .arg(obj.join(".config"));
     for (p, _) in &frags {
         merge.arg(p);
     }
     run(&mut merge, &log, "merging the kernel config fragments")?;
     run(&mut make(&["olddefconfig"]), &log, "make olddefconfig")?;
-    let final_cfg = std::fs::read_to_string(obj.join(".config")).map_err(|e| ImageError::io(&obj, e))?;
-    let lost: Vec<String> = frags.iter().flat_map(|(_, t)| missing_options(t, &final_cfg)).collect();
+    let final_cfg =
+        std::fs::read_to_string(obj.join(".config")).map_err(|e| ImageError::io(&obj, e))?;
+    let lost: Vec<String> = frags
+        .iter()
+        .flat_map(|(_, t)| missing_options(t, &final_cfg))
+        .collect();
     if !lost.is_empty() {
         return Err(ImageError::Kernel(format!(
             "these fragment options did not survive olddefconfig (a dependency is missing):\n  {}",
             lost.join("\n  ")
         )));
     }
-    let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).to_string();
-    log::info!("building the kernel ({jobs} jobs), log in {}", log.display());
-    run(&mut make(&["-j", &jobs, "bzImage"]), &log, "building the kernel")?;
-    let version = String::from_utf8_lossy(&make(&["-s", "kernelrelease"]).output().map_err(|e| ImageError::Kernel(e.to_string()))?.stdout)
-        .trim()
+    let jobs = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
         .to_string();
+    log::info!(
+        "building the kernel ({jobs} jobs), log in {}",
+        log.display()
+    );
+    run(
+        &mut make(&["-j", &jobs, "bzImage"]),
+        &log,
+        "building the kernel",
+    )?;
+    let version = String::from_utf8_lossy(
+        &make(&["-s", "kernelrelease"])
+            .output()
+            .map_err(|e| ImageError::Kernel(e.to_string()))?
+            .stdout,
+    )
+    .trim()
+    .to_string();
 
     let tmp = cache.join(format!("{key}.tmp"));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| ImageError::io(&tmp, e))?;
-    for (from, to) in [(obj.join("arch/x86/boot/bzImage"), "bzImage"), (obj.join(".config"), "config")] {
+    for (from, to) in [
+        (obj.join("arch/x86/boot/bzImage"), "bzImage"),
+        (obj.join(".config"), "config"),
+    ] {
         std::fs::copy(&from, tmp.join(to)).map_err(|e| ImageError::io(&from, e))?;
     }
     std::fs::write(tmp.join("version"), &version).map_err(|e| ImageError::io(&tmp, e))?;
     std::fs::rename(&tmp, &done).map_err(|e| ImageError::io(&done, e))?;
     let _ = std::fs::remove_dir_all(&work);
-    Ok(Kernel { bzimage: bz, version, config_hash: key, source: source.display().to_string(), cached: false, prebuilt: false })
+    Ok(Kernel {
+        bzimage: bz,
+        version,
+        config_hash: key,
+        source: source.display().to_string(),
+        cached: false,
+        prebuilt: false,
+    })
 }
 
 #[cfg(test)]
@@ -200,7 +290,10 @@ mod tests {
     fn lost_options_are_listed() {
         let frag = "# why\nCONFIG_A=y\nCONFIG_B=y\n# CONFIG_C is not set\nCONFIG_D=64\n";
         let fin = "CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_D=32\n";
-        assert_eq!(missing_options(frag, fin), ["CONFIG_B=y (final: n)", "CONFIG_D=64 (final: 32)"]);
+        assert_eq!(
+            missing_options(frag, fin),
+            ["CONFIG_B=y (final: n)", "CONFIG_D=64 (final: 32)"]
+        );
     }
 
     #[test]
@@ -215,7 +308,11 @@ mod tests {
                     while j > 0 && lines[j - 1].starts_with("CONFIG_") {
                         j -= 1;
                     }
-                    assert!(j > 0 && lines[j - 1].starts_with("# "), "{}: {l} has no reason above it", p.display());
+                    assert!(
+                        j > 0 && lines[j - 1].starts_with("# "),
+                        "{}: {l} has no reason above it",
+                        p.display()
+                    );
                 }
             }
         }

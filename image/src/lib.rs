@@ -34,7 +34,10 @@ pub enum ImageError {
 
 impl ImageError {
     pub fn io(path: &Path, source: std::io::Error) -> Self {
-        ImageError::Io { path: path.to_path_buf(), source }
+        ImageError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 
@@ -86,18 +89,26 @@ pub struct Manifest {
 
 impl Manifest {
     pub fn size_of(&self, name: &str) -> u64 {
-        self.artefacts.iter().find(|a| a.name == name).map_or(0, |a| a.size)
+        self.artefacts
+            .iter()
+            .find(|a| a.name == name)
+            .map_or(0, |a| a.size)
     }
 }
 
 /// Parses `SRC:DST` of `--add`, checking that SRC exists.
 pub fn parse_add(s: &str) -> Result<(PathBuf, String), ImageError> {
-    let (src, dst) = s
-        .split_once(':')
-        .ok_or_else(|| ImageError::BadAdd(format!("{s}: expected SRC:DST, e.g. /usr/sbin/bird:/usr/sbin/bird")))?;
+    let (src, dst) = s.split_once(':').ok_or_else(|| {
+        ImageError::BadAdd(format!(
+            "{s}: expected SRC:DST, e.g. /usr/sbin/bird:/usr/sbin/bird"
+        ))
+    })?;
     let src = PathBuf::from(src);
     if !src.exists() {
-        return Err(ImageError::BadAdd(format!("{s}: {} does not exist", src.display())));
+        return Err(ImageError::BadAdd(format!(
+            "{s}: {} does not exist",
+            src.display()
+        )));
     }
     if dst.is_empty() {
         return Err(ImageError::BadAdd(format!("{s}: empty destination")));
@@ -108,7 +119,11 @@ pub fn parse_add(s: &str) -> Result<(PathBuf, String), ImageError> {
 fn artefact(dir: &Path, name: &str) -> Result<Artefact, ImageError> {
     let p = dir.join(name);
     let data = std::fs::read(&p).map_err(|e| ImageError::io(&p, e))?;
-    Ok(Artefact { name: name.into(), size: data.len() as u64, sha256: sha256_hex(&data) })
+    Ok(Artefact {
+        name: name.into(),
+        size: data.len() as u64,
+        sha256: sha256_hex(&data),
+    })
 }
 
 pub fn build(o: &Options) -> Result<Manifest, ImageError> {
@@ -121,7 +136,10 @@ pub fn build(o: &Options) -> Result<Manifest, ImageError> {
     let kernel = match &o.kernel {
         KernelInput::Prebuilt(p) => {
             if !p.is_file() {
-                return Err(ImageError::Input(format!("--kernel {}: no such file", p.display())));
+                return Err(ImageError::Input(format!(
+                    "--kernel {}: no such file",
+                    p.display()
+                )));
             }
             let data = std::fs::read(p).map_err(|e| ImageError::io(p, e))?;
             kernel::Kernel {
@@ -136,16 +154,30 @@ pub fn build(o: &Options) -> Result<Manifest, ImageError> {
         KernelInput::Source(src) => kernel::build(src, &o.fragments, &o.cache)?,
     };
 
-    let parent = o.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = o
+        .out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| ImageError::io(parent, e))?;
-    let name = o.out.file_name().ok_or_else(|| ImageError::Input(format!("--out {}: not a directory name", o.out.display())))?;
-    let tmp = parent.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let name = o.out.file_name().ok_or_else(|| {
+        ImageError::Input(format!("--out {}: not a directory name", o.out.display()))
+    })?;
+    let tmp = parent.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| ImageError::io(&tmp, e))?;
     let result = write_all(o, &tree, &kernel, &tmp);
     match result {
         Ok(m) => {
-            let old = parent.join(format!(".{}.old-{}", name.to_string_lossy(), std::process::id()));
+            let old = parent.join(format!(
+                ".{}.old-{}",
+                name.to_string_lossy(),
+                std::process::id()
+            ));
             if o.out.exists() {
                 std::fs::rename(&o.out, &old).map_err(|e| ImageError::io(&o.out, e))?;
             }
@@ -160,7 +192,12 @@ pub fn build(o: &Options) -> Result<Manifest, ImageError> {
     }
 }
 
-fn write_all(o: &Options, tree: &tree::Tree, kernel: &kernel::Kernel, dir: &Path) -> Result<Manifest, ImageError> {
+fn write_all(
+    o: &Options,
+    tree: &tree::Tree,
+    kernel: &kernel::Kernel,
+    dir: &Path,
+) -> Result<Manifest, ImageError> {
     let bz = dir.join("bzImage");
     std::fs::copy(&kernel.bzimage, &bz).map_err(|e| ImageError::io(&kernel.bzimage, e))?;
     tree.write_cpio_gz(&dir.join("initramfs.cpio.gz"), o.epoch as u32)?;
@@ -172,7 +209,9 @@ fn write_all(o: &Options, tree: &tree::Tree, kernel: &kernel::Kernel, dir: &Path
         artefact(dir, "rootfs.tar")?,
         Artefact {
             name: "tinyvr-init".into(),
-            size: std::fs::metadata(&o.init).map_err(|e| ImageError::io(&o.init, e))?.len(),
+            size: std::fs::metadata(&o.init)
+                .map_err(|e| ImageError::io(&o.init, e))?
+                .len(),
             sha256: sha256_hex(&std::fs::read(&o.init).map_err(|e| ImageError::io(&o.init, e))?),
         },
     ];

@@ -39,8 +39,19 @@ impl Tree {
         for (d, mode) in BASE_DIRS {
             t.0.insert(d.to_string(), Node::Dir { mode: *mode });
         }
-        t.0.insert("init".into(), Node::File { mode: 0o755, data: init });
-        t.0.insert("sbin/init".into(), Node::Symlink { target: "/init".into() });
+        t.0.insert(
+            "init".into(),
+            Node::File {
+                mode: 0o755,
+                data: init,
+            },
+        );
+        t.0.insert(
+            "sbin/init".into(),
+            Node::Symlink {
+                target: "/init".into(),
+            },
+        );
         t
     }
 
@@ -51,16 +62,24 @@ impl Tree {
             if s.is_empty() {
                 break;
             }
-            self.0.entry(s.into_owned()).or_insert(Node::Dir { mode: 0o755 });
+            self.0
+                .entry(s.into_owned())
+                .or_insert(Node::Dir { mode: 0o755 });
             p = dir.parent();
         }
     }
 
     /// Adds a host file or directory (recursively) at `dst` in the image.
     pub fn add_host(&mut self, src: &Path, dst: &str) -> Result<(), ImageError> {
-        let dst = dst.trim_start_matches('/').trim_end_matches('/').to_string();
+        let dst = dst
+            .trim_start_matches('/')
+            .trim_end_matches('/')
+            .to_string();
         if dst.is_empty() || dst.split('/').any(|c| c == ".." || c == ".") {
-            return Err(ImageError::BadAdd(format!("{}:{dst}: the destination must be a path inside the image", src.display())));
+            return Err(ImageError::BadAdd(format!(
+                "{}:{dst}: the destination must be a path inside the image",
+                src.display()
+            )));
         }
         let meta = std::fs::symlink_metadata(src)
             .map_err(|e| ImageError::BadAdd(format!("{}: {e}", src.display())))?;
@@ -68,8 +87,14 @@ impl Tree {
         use std::os::unix::fs::PermissionsExt;
         let mode = meta.permissions().mode() & 0o7777;
         if meta.file_type().is_symlink() {
-            let target = std::fs::read_link(src).map_err(|e| ImageError::BadAdd(format!("{}: {e}", src.display())))?;
-            self.0.insert(dst, Node::Symlink { target: target.to_string_lossy().into_owned() });
+            let target = std::fs::read_link(src)
+                .map_err(|e| ImageError::BadAdd(format!("{}: {e}", src.display())))?;
+            self.0.insert(
+                dst,
+                Node::Symlink {
+                    target: target.to_string_lossy().into_owned(),
+                },
+            );
         } else if meta.is_dir() {
             self.0.insert(dst.clone(), Node::Dir { mode });
             let mut entries: Vec<_> = std::fs::read_dir(src)
@@ -78,10 +103,14 @@ impl Tree {
                 .collect();
             entries.sort_by_key(|e| e.file_name());
             for e in entries {
-                self.add_host(&e.path(), &format!("{dst}/{}", e.file_name().to_string_lossy()))?;
+                self.add_host(
+                    &e.path(),
+                    &format!("{dst}/{}", e.file_name().to_string_lossy()),
+                )?;
             }
         } else {
-            let data = std::fs::read(src).map_err(|e| ImageError::BadAdd(format!("{}: {e}", src.display())))?;
+            let data = std::fs::read(src)
+                .map_err(|e| ImageError::BadAdd(format!("{}: {e}", src.display())))?;
             self.0.insert(dst, Node::File { mode, data });
         }
         Ok(())
@@ -92,7 +121,8 @@ impl Tree {
     pub fn write_cpio_gz(&self, out: &Path, mtime: u32) -> Result<(), ImageError> {
         let f = std::fs::File::create(out).map_err(|e| ImageError::io(out, e))?;
         // flate2 writes mtime 0 and a fixed OS byte in the gzip header: deterministic.
-        let gz = flate2::write::GzEncoder::new(std::io::BufWriter::new(f), flate2::Compression::best());
+        let gz =
+            flate2::write::GzEncoder::new(std::io::BufWriter::new(f), flate2::Compression::best());
         let mut w = cpio::Writer::new(gz);
         let io = |e| ImageError::io(out, e);
         let console = "dev/console";
@@ -101,12 +131,34 @@ impl Tree {
         paths.sort_unstable();
         for p in paths {
             let e = match self.0.get(p) {
-                None => cpio::Entry { path: p, mode: cpio::S_IFCHR | 0o600, mtime, data: b"", rdev: (5, 1) },
-                Some(Node::Dir { mode }) => cpio::Entry { path: p, mode: cpio::S_IFDIR | mode, mtime, data: b"", rdev: (0, 0) },
-                Some(Node::File { mode, data }) => cpio::Entry { path: p, mode: cpio::S_IFREG | mode, mtime, data, rdev: (0, 0) },
-                Some(Node::Symlink { target }) => {
-                    cpio::Entry { path: p, mode: cpio::S_IFLNK | 0o777, mtime, data: target.as_bytes(), rdev: (0, 0) }
-                }
+                None => cpio::Entry {
+                    path: p,
+                    mode: cpio::S_IFCHR | 0o600,
+                    mtime,
+                    data: b"",
+                    rdev: (5, 1),
+                },
+                Some(Node::Dir { mode }) => cpio::Entry {
+                    path: p,
+                    mode: cpio::S_IFDIR | mode,
+                    mtime,
+                    data: b"",
+                    rdev: (0, 0),
+                },
+                Some(Node::File { mode, data }) => cpio::Entry {
+                    path: p,
+                    mode: cpio::S_IFREG | mode,
+                    mtime,
+                    data,
+                    rdev: (0, 0),
+                },
+                Some(Node::Symlink { target }) => cpio::Entry {
+                    path: p,
+                    mode: cpio::S_IFLNK | 0o777,
+                    mtime,
+                    data: target.as_bytes(),
+                    rdev: (0, 0),
+                },
             };
             w.add(&e).map_err(io)?;
         }
@@ -129,7 +181,8 @@ impl Tree {
                     h.set_entry_type(tar::EntryType::Directory);
                     h.set_mode(*mode);
                     h.set_size(0);
-                    b.append_data(&mut h, format!("{p}/"), std::io::empty()).map_err(io)?;
+                    b.append_data(&mut h, format!("{p}/"), std::io::empty())
+                        .map_err(io)?;
                 }
                 Node::File { mode, data } => {
                     h.set_entry_type(tar::EntryType::Regular);
@@ -158,13 +211,17 @@ impl Tree {
             match node {
                 Node::Dir { mode } => {
                     std::fs::create_dir_all(&path).map_err(io)?;
-                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode)).map_err(io)?;
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode))
+                        .map_err(io)?;
                 }
                 Node::File { mode, data } => {
                     std::fs::write(&path, data).map_err(io)?;
-                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode)).map_err(io)?;
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode))
+                        .map_err(io)?;
                 }
-                Node::Symlink { target } => std::os::unix::fs::symlink(target, &path).map_err(io)?,
+                Node::Symlink { target } => {
+                    std::os::unix::fs::symlink(target, &path).map_err(io)?
+                }
             }
         }
         Ok(())

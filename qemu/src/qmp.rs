@@ -11,13 +11,20 @@ use std::time::{Duration, Instant};
 #[derive(Debug, thiserror::Error)]
 pub enum QmpError {
     #[error("QMP socket {path}: {source}")]
-    Connect { path: String, source: std::io::Error },
+    Connect {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("QMP: {0}")]
     Io(#[from] std::io::Error),
     #[error("QMP: {0}")]
     Protocol(String),
     #[error("QMP command {cmd}: {class}: {desc}")]
-    Command { cmd: String, class: String, desc: String },
+    Command {
+        cmd: String,
+        class: String,
+        desc: String,
+    },
 }
 
 pub struct Qmp {
@@ -34,15 +41,26 @@ impl Qmp {
         let stream = loop {
             match UnixStream::connect(path) {
                 Ok(s) => break s,
-                Err(e) if Instant::now() >= end => return Err(QmpError::Connect { path: path.display().to_string(), source: e }),
+                Err(e) if Instant::now() >= end => {
+                    return Err(QmpError::Connect {
+                        path: path.display().to_string(),
+                        source: e,
+                    })
+                }
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
         };
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let mut q = Qmp { reader: BufReader::new(stream.try_clone()?), writer: stream, events: Vec::new() };
+        let mut q = Qmp {
+            reader: BufReader::new(stream.try_clone()?),
+            writer: stream,
+            events: Vec::new(),
+        };
         let greeting = q.read()?;
         if greeting.get("QMP").is_none() {
-            return Err(QmpError::Protocol(format!("unexpected greeting {greeting}")));
+            return Err(QmpError::Protocol(format!(
+                "unexpected greeting {greeting}"
+            )));
         }
         q.execute("qmp_capabilities", None)?;
         Ok(q)
@@ -53,7 +71,8 @@ impl Qmp {
         if self.reader.read_line(&mut line)? == 0 {
             return Err(QmpError::Protocol("qemu closed the QMP socket".into()));
         }
-        serde_json::from_str(&line).map_err(|e| QmpError::Protocol(format!("bad JSON {line:?}: {e}")))
+        serde_json::from_str(&line)
+            .map_err(|e| QmpError::Protocol(format!("bad JSON {line:?}: {e}")))
     }
 
     /// Runs one command and returns its `return` value.

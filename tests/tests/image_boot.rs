@@ -16,7 +16,9 @@ fn image() -> &'static Path {
     static IMG: OnceLock<PathBuf> = OnceLock::new();
     IMG.get_or_init(|| {
         let out = workspace().join("target/tinyvr-test-image");
-        run(Command::new(bin("tinyvr")).args(["image", "build", "--out"]).arg(&out));
+        run(Command::new(bin("tinyvr"))
+            .args(["image", "build", "--out"])
+            .arg(&out));
         out
     })
 }
@@ -51,7 +53,18 @@ impl Vm {
         let qmp = dir.0.join("qmp.sock");
         let img = image();
         let mut child = Command::new("qemu-system-x86_64")
-            .args(["-accel", "tcg", "-m", "128", "-smp", "1", "-nodefaults", "-display", "none", "-no-reboot"])
+            .args([
+                "-accel",
+                "tcg",
+                "-m",
+                "128",
+                "-smp",
+                "1",
+                "-nodefaults",
+                "-display",
+                "none",
+                "-no-reboot",
+            ])
             .args(["-serial", "stdio", "-monitor", "none"])
             .arg("-kernel")
             .arg(img.join("bzImage"))
@@ -62,15 +75,28 @@ impl Vm {
             .arg(format!("name=opt/tinyvr/config,file={}", cfg.display()))
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", qmp.display()))
-            .args(["-netdev", "hubport,id=n0,hubid=0", "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:00:01:01"])
-            .args(["-netdev", "hubport,id=n1,hubid=1", "-device", "virtio-net-pci,netdev=n1,mac=52:54:00:00:02:01"])
+            .args([
+                "-netdev",
+                "hubport,id=n0,hubid=0",
+                "-device",
+                "virtio-net-pci,netdev=n0,mac=52:54:00:00:01:01",
+            ])
+            .args([
+                "-netdev",
+                "hubport,id=n1,hubid=1",
+                "-device",
+                "virtio-net-pci,netdev=n1,mac=52:54:00:00:02:01",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("starting qemu");
         let (tx, rx) = mpsc::channel();
-        for pipe in [Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>, Box::new(child.stderr.take().unwrap())] {
+        for pipe in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
             let tx = tx.clone();
             std::thread::spawn(move || {
                 for l in BufReader::new(pipe).lines().map_while(Result::ok) {
@@ -78,7 +104,13 @@ impl Vm {
                 }
             });
         }
-        Vm { child, lines: rx, console: Vec::new(), qmp, _dir: dir }
+        Vm {
+            child,
+            lines: rx,
+            console: Vec::new(),
+            qmp,
+            _dir: dir,
+        }
     }
 
     /// Waits for a console line containing `what`; returns it.
@@ -110,7 +142,14 @@ impl Vm {
     }
 
     fn tail(&self) -> String {
-        self.console.iter().rev().take(30).rev().cloned().collect::<Vec<_>>().join("\n")
+        self.console
+            .iter()
+            .rev()
+            .take(30)
+            .rev()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -145,24 +184,41 @@ fn boots_to_ready_and_powers_down_through_qmp() {
     require!(can_boot().is_none(), can_boot().unwrap_or(""));
     let t = Instant::now();
     let mut vm = Vm::boot(GOOD);
-    let line = vm.wait_for("TINYVR-READY", 15).unwrap_or_else(|| panic!("no READY within 15 s:\n{}", vm.tail()));
+    let line = vm
+        .wait_for("TINYVR-READY", 15)
+        .unwrap_or_else(|| panic!("no READY within 15 s:\n{}", vm.tail()));
     let wall = t.elapsed();
     let ready: Value = serde_json::from_str(line.split_once("TINYVR-READY ").unwrap().1).unwrap();
     assert_eq!(ready["platform"], "vm");
     assert_eq!(ready["interfaces"][0]["name"], "in0");
     assert_eq!(ready["interfaces"][0]["mac"], "52:54:00:00:01:01");
     assert_eq!(ready["interfaces"][1]["name"], "out0");
-    assert_eq!(ready["interfaces"][1]["mac"], "52:54:00:00:02:01", "index 1 in PCI order is the second NIC");
+    assert_eq!(
+        ready["interfaces"][1]["mac"], "52:54:00:00:02:01",
+        "index 1 in PCI order is the second NIC"
+    );
     assert_eq!(ready["routes"], 1);
     assert!(ready["uptime_ms"].as_f64().unwrap() > 0.0);
-    eprintln!("READY after {:?} wall, guest uptime {} ms", wall, ready["uptime_ms"]);
+    eprintln!(
+        "READY after {:?} wall, guest uptime {} ms",
+        wall, ready["uptime_ms"]
+    );
 
     let mut q = tinyvr_qemu::qmp::Qmp::connect(&vm.qmp, Duration::from_secs(5)).unwrap();
     q.execute("system_powerdown", None).unwrap();
-    let st = vm.wait_exit(20).unwrap_or_else(|| panic!("qemu still running 20 s after system_powerdown:\n{}", vm.tail()));
+    let st = vm.wait_exit(20).unwrap_or_else(|| {
+        panic!(
+            "qemu still running 20 s after system_powerdown:\n{}",
+            vm.tail()
+        )
+    });
     assert!(st.success(), "qemu exit {st}");
     let console = vm.console.join("\n");
-    assert!(console.contains("ACPI power button pressed"), "{}", vm.tail());
+    assert!(
+        console.contains("ACPI power button pressed"),
+        "{}",
+        vm.tail()
+    );
     assert!(console.contains("shutting down"), "{}", vm.tail());
 }
 
@@ -171,11 +227,22 @@ fn bad_config_reports_the_field_and_powers_off() {
     require!(can_boot().is_none(), can_boot().unwrap_or(""));
     let bad = GOOD.replace("via = \"10.2.0.2\"", "via = \"10.7.0.2\"");
     let mut vm = Vm::boot(&bad);
-    let line = vm.wait_for("TINYVR-ERROR", 15).unwrap_or_else(|| panic!("no ERROR within 15 s:\n{}", vm.tail()));
-    assert!(line.contains("route[0].via: gateway 10.7.0.2 is outside every connected subnet"), "{line}");
-    let st = vm.wait_exit(15).unwrap_or_else(|| panic!("qemu did not power off by itself:\n{}", vm.tail()));
+    let line = vm
+        .wait_for("TINYVR-ERROR", 15)
+        .unwrap_or_else(|| panic!("no ERROR within 15 s:\n{}", vm.tail()));
+    assert!(
+        line.contains("route[0].via: gateway 10.7.0.2 is outside every connected subnet"),
+        "{line}"
+    );
+    let st = vm
+        .wait_exit(15)
+        .unwrap_or_else(|| panic!("qemu did not power off by itself:\n{}", vm.tail()));
     assert!(st.success(), "qemu exit {st}");
-    assert!(!vm.console.join("\n").contains("Kernel panic"), "{}", vm.tail());
+    assert!(
+        !vm.console.join("\n").contains("Kernel panic"),
+        "{}",
+        vm.tail()
+    );
 }
 
 #[test]
@@ -184,20 +251,30 @@ fn two_builds_are_byte_identical_and_within_budget() {
     let first = image();
     let second = workspace().join("target/tinyvr-test-image-2");
     let t = Instant::now();
-    run(Command::new(bin("tinyvr")).args(["image", "build", "--out"]).arg(&second));
+    run(Command::new(bin("tinyvr"))
+        .args(["image", "build", "--out"])
+        .arg(&second));
     eprintln!("warm build: {:?}", t.elapsed());
     for f in ["initramfs.cpio.gz", "rootfs.tar", "bzImage"] {
         let a = std::fs::read(first.join(f)).unwrap();
         let b = std::fs::read(second.join(f)).unwrap();
         assert!(a == b, "{f} differs between two builds");
     }
-    let m: Value = serde_json::from_str(&std::fs::read_to_string(second.join("manifest.json")).unwrap()).unwrap();
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(second.join("manifest.json")).unwrap())
+            .unwrap();
     assert_eq!(m["budgets"]["initramfs_ok"], true, "{}", m["budgets"]);
     assert_eq!(m["budgets"]["bzimage_ok"], true, "{}", m["budgets"]);
-    assert!(m["kernel"]["cached"].as_bool().unwrap(), "the second build rebuilt the kernel");
+    assert!(
+        m["kernel"]["cached"].as_bool().unwrap(),
+        "the second build rebuilt the kernel"
+    );
     // The rootfs directory is the same tree.
     assert!(second.join("rootfs/init").is_file());
-    assert_eq!(std::fs::read_link(second.join("rootfs/sbin/init")).unwrap(), Path::new("/init"));
+    assert_eq!(
+        std::fs::read_link(second.join("rootfs/sbin/init")).unwrap(),
+        Path::new("/init")
+    );
     let _ = std::fs::remove_dir_all(&second);
 }
 
@@ -209,16 +286,40 @@ fn bad_build_inputs_fail_and_leave_no_output() {
     let tinyvr = bin("tinyvr");
     let init = dir.file("fake-init", "#!/bin/sh\n");
     let cases: [(&[&str], &str); 3] = [
-        (&["--kernel-source", "/nonexistent/linux.tar.xz"], "kernel source /nonexistent/linux.tar.xz does not exist"),
-        (&["--kernel", "/nonexistent/bzImage"], "--kernel /nonexistent/bzImage: no such file"),
-        (&["--add", "/nonexistent/bird:/usr/sbin/bird"], "/nonexistent/bird does not exist"),
+        (
+            &["--kernel-source", "/nonexistent/linux.tar.xz"],
+            "kernel source /nonexistent/linux.tar.xz does not exist",
+        ),
+        (
+            &["--kernel", "/nonexistent/bzImage"],
+            "--kernel /nonexistent/bzImage: no such file",
+        ),
+        (
+            &["--add", "/nonexistent/bird:/usr/sbin/bird"],
+            "/nonexistent/bird does not exist",
+        ),
     ];
     for (args, want) in cases {
-        let o = Command::new(&tinyvr).args(["image", "build", "--init"]).arg(&init).arg("--out").arg(&out).args(args).output().unwrap();
+        let o = Command::new(&tinyvr)
+            .args(["image", "build", "--init"])
+            .arg(&init)
+            .arg("--out")
+            .arg(&out)
+            .args(args)
+            .output()
+            .unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success() && err.contains(want), "{args:?}: want {want:?}, got {err}");
+        assert!(
+            !o.status.success() && err.contains(want),
+            "{args:?}: want {want:?}, got {err}"
+        );
         assert!(!out.exists(), "{args:?} left an output directory");
-        let leftovers: Vec<_> = std::fs::read_dir(&dir.0).unwrap().flatten().map(|e| e.file_name()).filter(|n| n.to_string_lossy().contains("tmp")).collect();
+        let leftovers: Vec<_> = std::fs::read_dir(&dir.0)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n.to_string_lossy().contains("tmp"))
+            .collect();
         assert!(leftovers.is_empty(), "{args:?} left {leftovers:?}");
     }
 }
@@ -230,7 +331,15 @@ fn a_fragment_option_that_does_not_survive_is_named() {
     // CONFIG_IXGBEVF needs PCI_MSI; this fragment turns PCI off.
     dir.file("bad.config", "# test: a VF driver without PCI\nCONFIG_64BIT=y\nCONFIG_NET=y\nCONFIG_NETDEVICES=y\nCONFIG_ETHERNET=y\nCONFIG_NET_VENDOR_INTEL=y\nCONFIG_IXGBEVF=y\n# CONFIG_PCI is not set\n");
     let cache = dir.0.join("cache");
-    let e = tinyvr_image::kernel::build(Path::new(tinyvr_image::kernel::DEFAULT_SOURCE), &dir.0, &cache).unwrap_err();
+    let e = tinyvr_image::kernel::build(
+        Path::new(tinyvr_image::kernel::DEFAULT_SOURCE),
+        &dir.0,
+        &cache,
+    )
+    .unwrap_err();
     let msg = e.to_string();
-    assert!(msg.contains("did not survive") && msg.contains("CONFIG_IXGBEVF=y"), "{msg}");
+    assert!(
+        msg.contains("did not survive") && msg.contains("CONFIG_IXGBEVF=y"),
+        "{msg}"
+    );
 }

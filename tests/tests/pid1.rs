@@ -139,6 +139,13 @@ exec = ["/bin/sh", "-c", "sleep 0.1 & sleep 0.2 & echo service-ran"]
         "zombies left under PID 1"
     );
 
+    // SIGHUP: interface counters on the console, from /proc/net/dev.
+    nix_kill(init, 1);
+    assert!(
+        wait_for(&mut lines, "counters lo: rx_packets=", 5),
+        "no counters after SIGHUP: {lines:#?}"
+    );
+
     // SIGTERM: clean shutdown, exit status 0.
     nix_kill(init, 15);
     let end = Instant::now() + Duration::from_secs(10);

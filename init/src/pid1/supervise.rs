@@ -62,11 +62,30 @@ pub fn reap() -> Reaped {
     let mut exited = Vec::new();
     loop {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) => exited.push((pid.as_raw(), format!("exited with status {code}"))),
-            Ok(WaitStatus::Signaled(pid, sig, _)) => exited.push((pid.as_raw(), format!("was killed by {sig}"))),
-            Ok(WaitStatus::StillAlive) => return Reaped { exited, none_left: false },
-            Err(nix::Error::ECHILD) => return Reaped { exited, none_left: true },
-            Err(_) => return Reaped { exited, none_left: false },
+            Ok(WaitStatus::Exited(pid, code)) => {
+                exited.push((pid.as_raw(), format!("exited with status {code}")))
+            }
+            Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                exited.push((pid.as_raw(), format!("was killed by {sig}")))
+            }
+            Ok(WaitStatus::StillAlive) => {
+                return Reaped {
+                    exited,
+                    none_left: false,
+                }
+            }
+            Err(nix::Error::ECHILD) => {
+                return Reaped {
+                    exited,
+                    none_left: true,
+                }
+            }
+            Err(_) => {
+                return Reaped {
+                    exited,
+                    none_left: false,
+                }
+            }
             Ok(_) => {}
         }
     }
