@@ -45,29 +45,32 @@ impl<W: Write> Writer<W> {
         self.put(&[0u8; 3][..pad])
     }
 
-    fn header(
-        &mut self,
-        path: &str,
-        mode: u32,
-        nlink: u32,
-        mtime: u32,
-        size: usize,
-        rdev: (u32, u32),
-        ino: u32,
-    ) -> io::Result<()> {
-        let name_len = path.len() + 1;
-        let hdr = format!(
-            "070701{ino:08x}{mode:08x}{uid:08x}{gid:08x}{nlink:08x}{mtime:08x}{size:08x}{dmaj:08x}{dmin:08x}{rmaj:08x}{rmin:08x}{name_len:08x}{check:08x}",
-            uid = 0,
-            gid = 0,
-            dmaj = 0,
-            dmin = 0,
-            rmaj = rdev.0,
-            rmin = rdev.1,
-            check = 0
-        );
+    fn header(&mut self, e: &Entry, nlink: u32, ino: u32) -> io::Result<()> {
+        let name_len = e.path.len() + 1;
+        // magic, ino, mode, uid, gid, nlink, mtime, filesize, devmajor,
+        // devminor, rdevmajor, rdevminor, namesize, check: 8 hex digits each.
+        let fields = [
+            ino,
+            e.mode,
+            0,
+            0,
+            nlink,
+            e.mtime,
+            e.data.len() as u32,
+            0,
+            0,
+            e.rdev.0,
+            e.rdev.1,
+            name_len as u32,
+            0,
+        ];
+        let mut hdr = String::with_capacity(110);
+        hdr.push_str("070701");
+        for f in fields {
+            hdr.push_str(&format!("{f:08x}"));
+        }
         self.put(hdr.as_bytes())?;
-        self.put(path.as_bytes())?;
+        self.put(e.path.as_bytes())?;
         self.put(&[0])?;
         self.pad4()
     }
@@ -76,14 +79,21 @@ impl<W: Write> Writer<W> {
         let nlink = if e.mode & S_IFDIR == S_IFDIR { 2 } else { 1 };
         let ino = self.ino;
         self.ino += 1;
-        self.header(e.path, e.mode, nlink, e.mtime, e.data.len(), e.rdev, ino)?;
+        self.header(e, nlink, ino)?;
         self.put(e.data)?;
         self.pad4()
     }
 
     /// Writes the trailer and returns the inner writer.
     pub fn finish(mut self) -> io::Result<W> {
-        self.header("TRAILER!!!", 0, 1, 0, 0, (0, 0), 0)?;
+        let trailer = Entry {
+            path: "TRAILER!!!",
+            mode: 0,
+            mtime: 0,
+            data: b"",
+            rdev: (0, 0),
+        };
+        self.header(&trailer, 1, 0)?;
         Ok(self.out)
     }
 }
