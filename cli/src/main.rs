@@ -2,6 +2,7 @@
 
 mod check;
 mod image;
+mod netns;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -29,6 +30,11 @@ enum Cmd {
     /// Build the guest image.
     #[command(subcommand)]
     Image(ImageCmd),
+    /// The baseline platform: a router in a bare network namespace.
+    #[command(subcommand)]
+    Netns(netns::NetnsCmd),
+    /// Remove routers whose owning process (qemu, lxc-start) is gone.
+    Gc,
 }
 
 #[derive(Subcommand)]
@@ -52,6 +58,8 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Check { files } => return check::run(&files),
         Cmd::Image(ImageCmd::Build(a)) => image::build(a),
+        Cmd::Netns(c) => netns::run(c),
+        Cmd::Gc => netns::gc(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

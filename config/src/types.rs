@@ -68,9 +68,57 @@ pub struct Interface {
     pub addresses: Vec<Prefix>,
     pub rps_cpus: Option<CpuList>,
     pub xps_cpus: Option<CpuList>,
+    /// How the host side of this interface is made when tinyvr runs the
+    /// router (netns, lxc; the VM backends come with the VM platform).
+    /// Ignored by the init itself.
+    pub host: Option<HostLink>,
+}
+
+/// The host side of a router interface.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum HostLink {
+    /// A veth pair: the router gets one end, the host keeps the peer (named
+    /// `peer`, default `<router>-<interface>`), optionally moved into the
+    /// namespace `netns` or attached to the bridge `bridge`.
+    Veth {
+        peer: Option<IfName>,
+        /// MAC of the host-side end (default: random).
+        peer_mac: Option<MacAddr>,
+        netns: Option<String>,
+        bridge: Option<IfName>,
+    },
+    /// A macvlan on the host device `parent`.
+    Macvlan {
+        parent: IfName,
+        #[serde(default)]
+        mode: MacvlanMode,
+    },
+    /// An existing host device (an SR-IOV VF, a veth end) moved into the router.
+    Phys { device: IfName },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MacvlanMode {
+    #[default]
+    Bridge,
+    Vepa,
+    Private,
+    Passthru,
 }
 
 impl Interface {
+    /// The host-side device name: the configured peer, the phys device, or
+    /// `<router>-<interface>`.
+    pub fn host_name(&self, router: &str) -> String {
+        match &self.host {
+            Some(HostLink::Veth { peer: Some(p), .. }) => p.to_string(),
+            Some(HostLink::Phys { device }) => device.to_string(),
+            _ => format!("{router}-{}", self.name),
+        }
+    }
+
     /// True when the device is found by its current kernel name.
     pub fn matched_by_name(&self) -> bool {
         self.mac.is_none() && self.pci.is_none() && self.driver.is_none()

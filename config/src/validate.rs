@@ -131,6 +131,7 @@ impl RouterConfig {
                     );
                 }
             }
+            self.check_host(c, &p, ifc);
             let nets = subnets.entry(ifc.name.as_str()).or_default();
             for (j, a) in ifc.addresses.iter().enumerate() {
                 let ap = format!("{p}.addresses[{j}]");
@@ -150,6 +151,32 @@ impl RouterConfig {
             }
         }
         subnets
+    }
+
+    fn check_host(&self, c: &mut Check, p: &str, ifc: &Interface) {
+        let host = ifc.host_name(&self.name);
+        if host.len() > crate::values::IFNAME_MAX {
+            c.err(
+                format!("{p}.host.peer"),
+                format!(
+                    "the host-side name {host:?} is {} bytes, over 15: set a shorter peer",
+                    host.len()
+                ),
+            );
+        }
+        if let Some(HostLink::Veth {
+            netns: Some(ns),
+            bridge,
+            ..
+        }) = &ifc.host
+        {
+            if ns.is_empty() || ns.len() > 64 || ns.contains('/') || ns.starts_with('.') {
+                c.err(format!("{p}.host.netns"), format!("{ns:?} is not a namespace name: 1 to 64 characters, no '/', not starting with '.'"));
+            }
+            if bridge.is_some() {
+                c.err(format!("{p}.host.bridge"), "a peer moved into a namespace cannot also be on a host bridge: give netns or bridge");
+            }
+        }
     }
 
     fn check_routes(&self, c: &mut Check, ifaces: &HashMap<&str, Vec<Prefix>>) {

@@ -36,6 +36,7 @@ fn small_file_parses_to_the_expected_struct() {
             addresses: vec!["10.1.0.1/24".parse().unwrap()],
             rps_cpus: None,
             xps_cpus: None,
+            host: None,
         }],
         routes: vec![Route {
             dest: Dest::Default,

@@ -179,6 +179,14 @@ fn pid1(explicit: Option<&Path>) -> ! {
         log::warn!("kernel command line: {p}");
     }
 
+    // Open the power button before configuring: a press (qemu's
+    // system_powerdown) only reaches readers that have it open, and one may
+    // come right after READY.
+    let mut buttons = if platform == Platform::Vm {
+        tinyvr_init::pid1::acpi::open_power_buttons()
+    } else {
+        Vec::new()
+    };
     let result = std::panic::catch_unwind(|| configure(platform, explicit, &cmdline, t0));
     let (cfg, ready) = match result {
         Ok(Ok(v)) => v,
@@ -199,11 +207,6 @@ fn pid1(explicit: Option<&Path>) -> ! {
     console::emit(READY, &ready);
 
     let mut services: Vec<Supervised> = cfg.services.iter().cloned().map(Supervised::new).collect();
-    let mut buttons = if platform == Platform::Vm {
-        tinyvr_init::pid1::acpi::open_power_buttons()
-    } else {
-        Vec::new()
-    };
     let stop = supervise::run(&mut sfd, &mut services, &mut buttons);
     log::info!("shutting down ({stop:?})");
     supervise::stop_everything(&mut services);

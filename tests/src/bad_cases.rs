@@ -41,6 +41,11 @@ pub const CASES: &[(&str, &str, &str)] = &[
     ("[[interface]]\nname = \"x\"\naddresses = [\"10.1.0.1/24\"]", "interface[2].addresses[0]", "assigned twice"),
     ("[[interface]]\nname = \"x\"\naddresses = [\"10.5.0.1/0\"]", "interface[2].addresses[0]", "prefix length 0"),
     ("[[interface]]\nname = \"lo\"", "interface[2].name", "loopback"),
+    ("[[interface]]\nname = \"x\"\nhost = { kind = \"veth\", netns = \"a/b\" }", "interface[2].host.netns", "not a namespace name"),
+    ("[[interface]]\nname = \"x\"\nhost = { kind = \"veth\", netns = \"n\", bridge = \"br0\" }", "interface[2].host.bridge", "give netns or bridge"),
+    ("[[interface]]\nname = \"long-iface-name\"", "interface[2].host.peer", "over 15"),
+    ("[[interface]]\nname = \"x\"\nhost = { kind = \"tunnel\" }", "interface[2].host.kind", "unknown variant"),
+    ("[[interface]]\nname = \"x\"\nhost = { kind = \"macvlan\" }", "interface[2].host.parent", "missing field `parent`"),
     // routes
     ("[[route]]\ndest = \"10.9.0.1/16\"\nvia = \"10.2.0.2\"", "route[0].dest", "host bits"),
     ("[[route]]\ndest = \"10.9.0.0/16\"\nvia = \"10.2.0.2\"\ndev = \"eth9\"", "route[0].dev", "names no [[interface]]"),

@@ -1,0 +1,256 @@
+//! Link operations the host side needs: veth pairs, macvlans, moving a
+//! device into a namespace, bridges, addresses, neighbours, routes. Each
+//! takes a netlink socket bound to the namespace it acts in.
+
+use crate::HostError;
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoMacVlan, InfoVeth, LinkAttribute, LinkInfo, LinkMessage, MacVlanMode,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage as M};
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use tinyvr_config::{MacAddr, MacvlanMode, Neighbor, Prefix};
+use tinyvr_init::netlink::msg::{self, LinkChange};
+use tinyvr_init::netlink::{flags, Netlink, Socket};
+
+/// The index of a link by name, or None.
+pub fn index(nl: &mut Socket, name: &str) -> Result<Option<u32>, HostError> {
+    let mut m = LinkMessage::default();
+    m.attributes.push(LinkAttribute::IfName(name.into()));
+    match nl.request(&|| format!("looking up {name}"), M::GetLink(m), flags::NONE) {
+        Ok(r) => Ok(r.iter().find_map(|m| match m {
+            M::NewLink(l) => Some(l.header.index),
+            _ => None,
+        })),
+        Err(e) if e.errno == libc::ENODEV => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn must_index(nl: &mut Socket, name: &str, what: &str) -> Result<u32, HostError> {
+    index(nl, name)?.ok_or_else(|| HostError::Other(format!("{what}: no device named {name:?}")))
+}
+
+/// The veth pair request: `(name, mac)` here, `(peer, mac)` created in
+/// the namespace `peer_ns` (an open namespace file).
+pub fn veth_message(
+    local: (&str, Option<&MacAddr>),
+    peer: (&str, Option<&MacAddr>),
+    peer_ns: Option<i32>,
+) -> LinkMessage {
+    let mut p = LinkMessage::default();
+    p.attributes.push(LinkAttribute::IfName(peer.0.into()));
+    if let Some(fd) = peer_ns {
+        p.attributes.push(LinkAttribute::NetNsFd(fd));
+    }
+    if let Some(m) = peer.1 {
+        p.attributes.push(LinkAttribute::Address(m.0.to_vec()));
+    }
+    let mut m = LinkMessage::default();
+    m.attributes.push(LinkAttribute::IfName(local.0.into()));
+    if let Some(mac) = local.1 {
+        m.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+    }
+    m.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::Veth),
+        LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))),
+    ]));
+    m
+}
+
+pub fn add_veth(
+    nl: &mut Socket,
+    local: (&str, Option<&MacAddr>),
+    peer: (&str, Option<&MacAddr>),
+    peer_ns: Option<&str>,
+) -> Result<(), HostError> {
+    let ns = peer_ns.map(crate::netns::open).transpose()?;
+    let m = veth_message(local, peer, ns.as_ref().map(|f| f.as_raw_fd()));
+    nl.request(
+        &|| format!("creating veth pair {} / {}", local.0, peer.0),
+        M::NewLink(m),
+        flags::CREATE_EXCL,
+    )?;
+    Ok(())
+}
+
+fn macvlan_mode(m: MacvlanMode) -> MacVlanMode {
+    match m {
+        MacvlanMode::Bridge => MacVlanMode::Bridge,
+        MacvlanMode::Vepa => MacVlanMode::Vepa,
+        MacvlanMode::Private => MacVlanMode::Private,
+        MacvlanMode::Passthru => MacVlanMode::Passthrough,
+    }
+}
+
+/// A macvlan named `name` on `parent`, created directly in namespace `ns`.
+pub fn add_macvlan(
+    nl: &mut Socket,
+    name: &str,
+    parent: &str,
+    mode: MacvlanMode,
+    ns: &str,
+    mac: Option<&MacAddr>,
+) -> Result<(), HostError> {
+    let parent_index = must_index(nl, parent, &format!("macvlan {name}: parent"))?;
+    let fd = crate::netns::open(ns)?;
+    let mut m = LinkMessage::default();
+    m.attributes.push(LinkAttribute::IfName(name.into()));
+    m.attributes.push(LinkAttribute::Link(parent_index));
+    m.attributes.push(LinkAttribute::NetNsFd(fd.as_raw_fd()));
+    if let Some(mac) = mac {
+        m.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+    }
+    m.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::MacVlan),
+        LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(macvlan_mode(
+            mode,
+        ))])),
+    ]));
+    nl.request(
+        &|| format!("creating macvlan {name} on {parent} in {ns}"),
+        M::NewLink(m),
+        flags::CREATE_EXCL,
+    )?;
+    Ok(())
+}
+
+/// Moves device `name` into namespace `ns` (optionally renaming it there).
+pub fn move_to(
+    nl: &mut Socket,
+    name: &str,
+    ns_fd: i32,
+    new_name: Option<&str>,
+) -> Result<(), HostError> {
+    let i = must_index(nl, name, "moving a device")?;
+    let mut m = LinkMessage::default();
+    m.header.index = i;
+    m.attributes.push(LinkAttribute::NetNsFd(ns_fd));
+    if let Some(n) = new_name {
+        m.attributes.push(LinkAttribute::IfName(n.into()));
+    }
+    nl.request(
+        &|| format!("moving {name} to another namespace"),
+        M::SetLink(m),
+        flags::NONE,
+    )?;
+    Ok(())
+}
+
+pub fn set_master(nl: &mut Socket, name: &str, bridge: &str) -> Result<(), HostError> {
+    let i = must_index(nl, name, "attaching to a bridge")?;
+    let b = must_index(nl, bridge, &format!("attaching {name} to bridge {bridge}"))?;
+    let mut m = LinkMessage::default();
+    m.header.index = i;
+    m.attributes.push(LinkAttribute::Controller(b));
+    nl.request(
+        &|| format!("attaching {name} to bridge {bridge}"),
+        M::SetLink(m),
+        flags::NONE,
+    )?;
+    Ok(())
+}
+
+pub fn set_up(nl: &mut Socket, name: &str) -> Result<(), HostError> {
+    let i = must_index(nl, name, "setting a link up")?;
+    let c = LinkChange {
+        up: Some(true),
+        ..Default::default()
+    };
+    nl.request(
+        &|| format!("setting {name} up"),
+        M::SetLink(msg::set_link(i, &c)),
+        flags::NONE,
+    )?;
+    Ok(())
+}
+
+/// Deletes a link if it exists.
+pub fn delete(nl: &mut Socket, name: &str) -> Result<(), HostError> {
+    if let Some(i) = index(nl, name)? {
+        let mut m = LinkMessage::default();
+        m.header.index = i;
+        nl.request(&|| format!("deleting {name}"), M::DelLink(m), flags::NONE)?;
+    }
+    Ok(())
+}
+
+pub fn add_address(nl: &mut Socket, dev: &str, p: &Prefix) -> Result<(), HostError> {
+    let i = must_index(nl, dev, "adding an address")?;
+    nl.request(
+        &|| format!("adding {p} to {dev}"),
+        M::NewAddress(msg::address(i, p)),
+        flags::CREATE_REPLACE,
+    )?;
+    Ok(())
+}
+
+pub fn add_neighbor(nl: &mut Socket, dev: &str, ip: IpAddr, mac: MacAddr) -> Result<(), HostError> {
+    let i = must_index(nl, dev, "adding a neighbour")?;
+    let n = Neighbor {
+        ip,
+        mac,
+        dev: dev.parse().map_err(HostError::Other)?,
+    };
+    nl.request(
+        &|| format!("adding neighbour {ip} on {dev}"),
+        M::NewNeighbour(msg::neighbor(i, &n)),
+        flags::CREATE_REPLACE,
+    )?;
+    Ok(())
+}
+
+/// A route to `dest` via `gw` in the main table.
+pub fn add_route(nl: &mut Socket, dest: &Prefix, gw: IpAddr) -> Result<(), HostError> {
+    let mut m = RouteMessage::default();
+    m.header.address_family = if dest.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    m.header.destination_prefix_length = dest.len;
+    m.header.table = 254;
+    m.header.protocol = RouteProtocol::Static;
+    m.header.scope = RouteScope::Universe;
+    m.header.kind = RouteType::Unicast;
+    if dest.len > 0 {
+        m.attributes
+            .push(RouteAttribute::Destination(RouteAddress::from(
+                dest.network(),
+            )));
+    }
+    m.attributes
+        .push(RouteAttribute::Gateway(RouteAddress::from(gw)));
+    nl.request(
+        &|| format!("adding route {dest} via {gw}"),
+        M::NewRoute(m),
+        flags::CREATE_REPLACE,
+    )?;
+    Ok(())
+}
+
+/// The MAC address of a link.
+pub fn mac_of(nl: &mut Socket, name: &str) -> Result<MacAddr, HostError> {
+    let mut m = LinkMessage::default();
+    m.attributes.push(LinkAttribute::IfName(name.into()));
+    let r = nl.request(
+        &|| format!("reading the MAC of {name}"),
+        M::GetLink(m),
+        flags::NONE,
+    )?;
+    for msg in r {
+        if let M::NewLink(l) = msg {
+            for a in l.attributes {
+                if let LinkAttribute::Address(b) = a {
+                    if b.len() == 6 {
+                        return Ok(MacAddr(b.try_into().unwrap()));
+                    }
+                }
+            }
+        }
+    }
+    Err(HostError::Other(format!("{name} has no MAC address")))
+}

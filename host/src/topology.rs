@@ -1,0 +1,198 @@
+//! The measurement topology: a source and a sink namespace, each joined by
+//! a veth pair to the router's first (in) and second (out) interface, with
+//! addresses, routes and permanent neighbours on every hop, so no ARP or
+//! NDP happens on the measured path and no IPv6 chatter is counted.
+
+use crate::{links, netns, HostError};
+use serde::Serialize;
+use std::net::IpAddr;
+use tinyvr_config::values::{from_bits, to_bits};
+use tinyvr_config::{HostLink, MacAddr, Neighbor, Prefix, RouterConfig};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct End {
+    pub netns: String,
+    /// The device in `netns` (the host-side name of the router interface).
+    pub dev: String,
+    pub ip: IpAddr,
+    pub mac: MacAddr,
+    /// The router's address on this link: the end's gateway.
+    pub router_ip: IpAddr,
+    pub subnet: Prefix,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Topology {
+    pub src: End,
+    pub sink: End,
+}
+
+/// A host address in the same subnet as the router's `a`: the next one,
+/// or the previous one when `a` is the last usable.
+fn neighbour_addr(a: &Prefix) -> Option<IpAddr> {
+    let bits = to_bits(a.addr);
+    let host_bits = a.max_len() - a.len;
+    if host_bits < 2 {
+        return None;
+    }
+    let last = to_bits(a.network()) + (1u128 << host_bits) - 2;
+    let pick = if bits < last { bits + 1 } else { bits - 1 };
+    Some(from_bits(a.addr, pick))
+}
+
+fn mac_for(router: &str, which: u8) -> MacAddr {
+    // FNV-1a of the router name: stable, distinct per router.
+    let h = router.bytes().fold(0x811c9dc5u32, |h, b| {
+        (h ^ b as u32).wrapping_mul(0x01000193)
+    });
+    let b = h.to_be_bytes();
+    MacAddr([0x02, 0x74, b[0], b[1], b[2], which])
+}
+
+/// Plans the ends for a router: pure, no system calls.
+pub fn plan(cfg: &RouterConfig) -> Result<Topology, String> {
+    if cfg.interfaces.len() < 2 {
+        return Err(format!(
+            "the topology needs two interfaces (in, out); {} has {}",
+            cfg.name,
+            cfg.interfaces.len()
+        ));
+    }
+    let end = |i: usize, suffix: &str, which: u8| -> Result<End, String> {
+        let ifc = &cfg.interfaces[i];
+        let a = ifc.addresses.iter().find(|a| a.is_ipv4()).ok_or_else(|| {
+            format!(
+                "interface[{i}] ({}): the topology needs an IPv4 address on it",
+                ifc.name
+            )
+        })?;
+        let ip = neighbour_addr(a).ok_or_else(|| {
+            format!(
+                "interface[{i}] ({}): {a} leaves no room for a second host",
+                ifc.name
+            )
+        })?;
+        // A neighbour the config already gives for this address fixes the end's MAC.
+        let mac = cfg
+            .neighbors
+            .iter()
+            .find(|n| n.ip == ip && n.dev == ifc.name)
+            .map_or(mac_for(&cfg.name, which), |n| n.mac);
+        Ok(End {
+            netns: format!("{}-{suffix}", cfg.name),
+            dev: ifc.host_name(&cfg.name),
+            ip,
+            mac,
+            router_ip: a.addr,
+            subnet: Prefix {
+                addr: a.network(),
+                len: a.len,
+            },
+        })
+    };
+    Ok(Topology {
+        src: end(0, "src", 0x0a)?,
+        sink: end(1, "snk", 0x0b)?,
+    })
+}
+
+/// Points the router's in/out host sides into the two namespaces and gives
+/// the router permanent neighbours for the source and the sink.
+pub fn attach(cfg: &mut RouterConfig, t: &Topology) {
+    for (i, e) in [(0, &t.src), (1, &t.sink)] {
+        let ifc = &mut cfg.interfaces[i];
+        ifc.host = Some(HostLink::Veth {
+            peer: Some(e.dev.parse().expect("validated name")),
+            peer_mac: Some(e.mac),
+            netns: Some(e.netns.clone()),
+            bridge: None,
+        });
+        let n = Neighbor {
+            ip: e.ip,
+            mac: e.mac,
+            dev: ifc.name.clone(),
+        };
+        if !cfg.neighbors.iter().any(|x| x.ip == n.ip && x.dev == n.dev) {
+            cfg.neighbors.push(n);
+        }
+    }
+}
+
+/// Turns IPv6 off in a namespace before its links exist, so nothing but
+/// the offered load crosses the measured links.
+pub fn quiet(ns: &str) -> Result<(), HostError> {
+    netns::run_in(Some(ns), || {
+        for k in ["all", "default"] {
+            let p = format!("/proc/sys/net/ipv6/conf/{k}/disable_ipv6");
+            std::fs::write(&p, "1").map_err(|e| HostError::io(format!("writing {p}"), e))?;
+        }
+        Ok(())
+    })
+}
+
+/// Once the router is up: addresses, routes and neighbours at both ends.
+/// `router_macs` are the MACs of the router's in and out interfaces.
+pub fn configure_ends(t: &Topology, router_macs: [MacAddr; 2]) -> Result<(), HostError> {
+    for (e, other, rmac) in [
+        (&t.src, &t.sink, router_macs[0]),
+        (&t.sink, &t.src, router_macs[1]),
+    ] {
+        let mut nl = netns::socket(Some(&e.netns))?;
+        links::add_address(
+            &mut nl,
+            &e.dev,
+            &Prefix {
+                addr: e.ip,
+                len: e.subnet.len,
+            },
+        )?;
+        links::set_up(&mut nl, &e.dev)?;
+        links::add_neighbor(&mut nl, &e.dev, e.router_ip, rmac)?;
+        links::add_route(&mut nl, &other.subnet, e.router_ip)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_ends_next_to_the_router() {
+        let mut cfg = tinyvr_config::load(include_str!("../../examples/router.toml")).unwrap();
+        let t = plan(&cfg).unwrap();
+        assert_eq!(t.src.ip.to_string(), "10.1.0.2");
+        assert_eq!(t.sink.ip.to_string(), "10.2.0.2");
+        assert_eq!(
+            (t.src.netns.as_str(), t.sink.netns.as_str()),
+            ("vr1-src", "vr1-snk")
+        );
+        assert_eq!(t.src.dev, "vr1-in0");
+        assert_eq!(t.sink.subnet.to_string(), "10.2.0.0/24");
+        attach(&mut cfg, &t);
+        assert!(
+            matches!(&cfg.interfaces[0].host, Some(HostLink::Veth { netns: Some(n), .. }) if n == "vr1-src")
+        );
+        assert!(cfg
+            .neighbors
+            .iter()
+            .any(|n| n.ip == t.src.ip && n.mac == t.src.mac));
+        assert_eq!(
+            t.sink.mac.to_string(),
+            "02:00:00:00:02:02",
+            "the config's own neighbour entry wins"
+        );
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn last_address_picks_the_previous_one() {
+        assert_eq!(
+            neighbour_addr(&"10.0.0.254/24".parse().unwrap())
+                .unwrap()
+                .to_string(),
+            "10.0.0.253"
+        );
+        assert!(neighbour_addr(&"10.0.0.1/32".parse().unwrap()).is_none());
+    }
+}
