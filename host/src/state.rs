@@ -133,7 +133,8 @@ fn remove(r: &Resource) -> Result<(), HostError> {
             if links::index(&mut nl, name)?.is_none() {
                 return Ok(());
             }
-            let host = std::fs::File::open("/proc/1/ns/net")
+            // The tool itself runs in the host namespace (only helper threads enter others).
+            let host = std::fs::File::open("/proc/self/ns/net")
                 .map_err(|e| HostError::io("opening the host namespace", e))?;
             links::move_to(&mut nl, name, host.as_raw_fd(), Some(back_as))
         }

@@ -60,6 +60,12 @@ pub fn plan(cfg: &RouterConfig) -> Result<Topology, String> {
     }
     let end = |i: usize, suffix: &str, which: u8| -> Result<End, String> {
         let ifc = &cfg.interfaces[i];
+        if ifc.host.is_some() {
+            return Err(format!(
+                "interface[{i}] ({}) has its own [interface.host]: the topology wires the in/out interfaces itself; drop one or the other",
+                ifc.name
+            ));
+        }
         let a = ifc.addresses.iter().find(|a| a.is_ipv4()).ok_or_else(|| {
             format!(
                 "interface[{i}] ({}): the topology needs an IPv4 address on it",

@@ -230,3 +230,62 @@ pub fn tagged_json(output: &str, tag: &str) -> Option<Value> {
         serde_json::from_str(j.trim()).unwrap_or_else(|e| panic!("bad {tag} json: {e}: {j}"))
     })
 }
+
+/// Sends `count` UDP datagrams of `payload` bytes from inside namespace
+/// `ns` to `dst` (a thread that enters the namespace; the socket stays there).
+pub fn udp_send(ns: &str, dst: std::net::SocketAddr, count: u32, payload: usize) {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        let buf = vec![0u8; payload];
+        for _ in 0..count {
+            // A full socket buffer is a local drop, not a network one: retry.
+            while let Err(e) = s.send_to(&buf, dst) {
+                assert_eq!(e.raw_os_error(), Some(105), "sending: {e}"); // ENOBUFS
+                std::thread::yield_now();
+            }
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+/// A link's counter from `ip -s -json link` in namespace `ns`.
+pub fn link_stat(ns: &str, dev: &str, dir: &str, what: &str) -> u64 {
+    let out = run(Command::new("ip").args(["-n", ns, "-s", "-json", "link", "show", "dev", dev]));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[0]["stats64"][dir][what]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no stats64.{dir}.{what} for {dev} in {ns}: {v}"))
+}
+
+/// Names of namespaces, host links and tinyvr state files that start with `prefix`.
+pub fn leftovers(prefix: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let ns = run(Command::new("ip").args(["netns", "list"]));
+    for l in String::from_utf8_lossy(&ns.stdout).lines() {
+        let n = l.split_whitespace().next().unwrap_or("");
+        if n.starts_with(prefix) {
+            out.push(format!("netns {n}"));
+        }
+    }
+    let links = run(Command::new("ip").args(["-json", "link", "show"]));
+    let v: Value = serde_json::from_slice(&links.stdout).unwrap();
+    for l in v.as_array().unwrap() {
+        let n = l["ifname"].as_str().unwrap_or("");
+        if n.starts_with(prefix) {
+            out.push(format!("link {n}"));
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir("/run/tinyvr") {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with(prefix) {
+                out.push(format!("state /run/tinyvr/{n}"));
+            }
+        }
+    }
+    out
+}
