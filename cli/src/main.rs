@@ -2,6 +2,7 @@
 
 mod check;
 mod image;
+mod lxc;
 mod netns;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +34,9 @@ enum Cmd {
     /// The baseline platform: a router in a bare network namespace.
     #[command(subcommand)]
     Netns(netns::NetnsCmd),
+    /// The container platform: the image's rootfs under LXC.
+    #[command(subcommand)]
+    Lxc(lxc::LxcCmd),
     /// Remove routers whose owning process (qemu, lxc-start) is gone.
     Gc,
 }
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
         Cmd::Check { files } => return check::run(&files),
         Cmd::Image(ImageCmd::Build(a)) => image::build(a),
         Cmd::Netns(c) => netns::run(c),
+        Cmd::Lxc(c) => lxc::run(c),
         Cmd::Gc => netns::gc(),
     };
     match result {

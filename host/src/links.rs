@@ -140,6 +140,19 @@ pub fn move_to(
     Ok(())
 }
 
+pub fn set_mac(nl: &mut Socket, name: &str, mac: &MacAddr) -> Result<(), HostError> {
+    let i = must_index(nl, name, "setting a MAC address")?;
+    let mut m = LinkMessage::default();
+    m.header.index = i;
+    m.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+    nl.request(
+        &|| format!("setting the MAC of {name} to {mac}"),
+        M::SetLink(m),
+        flags::NONE,
+    )?;
+    Ok(())
+}
+
 pub fn set_master(nl: &mut Socket, name: &str, bridge: &str) -> Result<(), HostError> {
     let i = must_index(nl, name, "attaching to a bridge")?;
     let b = must_index(nl, bridge, &format!("attaching {name} to bridge {bridge}"))?;

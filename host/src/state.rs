@@ -24,6 +24,8 @@ pub enum Resource {
     },
     /// A file tinyvr wrote (the effective router config).
     File { path: PathBuf },
+    /// An LXC container and its directory (config, rootfs copy, logs).
+    Container { name: String, lxcpath: PathBuf },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -107,6 +109,21 @@ impl State {
 
 fn remove(r: &Resource) -> Result<(), HostError> {
     match r {
+        Resource::Container { name, lxcpath } => {
+            let dir = lxcpath.join(name);
+            if !dir.exists() {
+                return Ok(());
+            }
+            // Normally stopped already by `down`; this is the crash path.
+            let _ = std::process::Command::new("lxc-stop")
+                .args(["-k", "-n", name, "-P"])
+                .arg(lxcpath)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| HostError::io(format!("removing {}", dir.display()), e))
+        }
         Resource::File { path } => match std::fs::remove_file(path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(HostError::io(format!("removing {}", path.display()), e))

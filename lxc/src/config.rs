@@ -1,0 +1,278 @@
+//! The LXC config tinyvr writes for a router: pure text from the router
+//! config and the resource settings, unit-tested without root.
+
+use tinyvr_config::{HostLink, MacvlanMode, RouterConfig};
+
+/// Per-container resource settings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Resources {
+    /// cgroup v2 cpu.weight (1-10000); v1 cpu.shares is derived when only v1 exists.
+    pub cpu_weight: Option<u32>,
+    /// cgroup v2 cpu.max quota as "QUOTA PERIOD" in µs, e.g. "50000 100000".
+    pub cpu_max: Option<String>,
+    /// cpuset, e.g. "0" or "0-1".
+    pub cpuset: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cgroup {
+    V2,
+    V1,
+}
+
+/// cgroup v1 cpu.shares for a v2 weight, the mapping systemd uses
+/// (weight 100 = shares 1024).
+pub fn shares_for_weight(w: u32) -> u32 {
+    (w as u64 * 1024 / 100).clamp(2, 262_144) as u32
+}
+
+fn mode(m: MacvlanMode) -> &'static str {
+    match m {
+        MacvlanMode::Bridge => "bridge",
+        MacvlanMode::Vepa => "vepa",
+        MacvlanMode::Private => "private",
+        MacvlanMode::Passthru => "passthru",
+    }
+}
+
+/// The container's config file; `dir` is the container's directory
+/// (rootfs/ and console.log live in it).
+pub fn generate(cfg: &RouterConfig, dir: &str, res: &Resources, cg: Cgroup) -> String {
+    let mut c = Vec::new();
+    let mut kv = |k: &str, v: &str| c.push(format!("{k} = {v}"));
+    kv("lxc.uts.name", &cfg.name);
+    kv("lxc.rootfs.path", &format!("dir:{dir}/rootfs"));
+    // The init's console (READY/ERROR lines, log) goes to a file the host
+    // tools read; lxc-start does not copy it to its own stdout unless that
+    // is a terminal.
+    kv("lxc.console.logfile", &format!("{dir}/console.log"));
+    // tinyvr-init is PID 1 and finds the config in the rootfs.
+    kv("lxc.init.cmd", "/sbin/init");
+    // proc and sys from LXC (the init skips what is mounted); a small /dev.
+    kv("lxc.mount.auto", "proc:mixed sys:mixed");
+    kv("lxc.autodev", "1");
+    kv("lxc.tty.max", "0");
+    kv("lxc.pty.max", "0");
+    // lxc-stop's halt signal; the init shuts down cleanly on SIGPWR.
+    kv("lxc.signal.halt", "SIGPWR");
+    // No AppArmor profile: the image has nothing to confine, and hosts
+    // without AppArmor would refuse to start the container.
+    kv("lxc.apparmor.profile", "unconfined");
+    for (i, ifc) in cfg.interfaces.iter().enumerate() {
+        let n = format!("lxc.net.{i}");
+        let host = ifc.host_name(&cfg.name);
+        match &ifc.host {
+            None | Some(HostLink::Veth { .. }) => {
+                kv(&format!("{n}.type"), "veth");
+                kv(&format!("{n}.veth.pair"), &host);
+                if let Some(HostLink::Veth {
+                    bridge: Some(b), ..
+                }) = &ifc.host
+                {
+                    kv(&format!("{n}.link"), b.as_str());
+                }
+            }
+            Some(HostLink::Macvlan { parent, mode: m }) => {
+                kv(&format!("{n}.type"), "macvlan");
+                kv(&format!("{n}.link"), parent.as_str());
+                kv(&format!("{n}.macvlan.mode"), mode(*m));
+            }
+            Some(HostLink::Phys { device }) => {
+                kv(&format!("{n}.type"), "phys");
+                kv(&format!("{n}.link"), device.as_str());
+            }
+        }
+        // The device enters the container under its final name.
+        kv(&format!("{n}.name"), ifc.name.as_str());
+        if let Some(m) = ifc.mac {
+            kv(&format!("{n}.hwaddr"), &m.to_string());
+        }
+    }
+    match cg {
+        Cgroup::V2 => {
+            if let Some(w) = res.cpu_weight {
+                kv("lxc.cgroup2.cpu.weight", &w.to_string());
+            }
+            if let Some(m) = &res.cpu_max {
+                kv("lxc.cgroup2.cpu.max", m);
+            }
+            if let Some(s) = &res.cpuset {
+                kv("lxc.cgroup2.cpuset.cpus", s);
+            }
+        }
+        Cgroup::V1 => {
+            if let Some(w) = res.cpu_weight {
+                kv("lxc.cgroup.cpu.shares", &shares_for_weight(w).to_string());
+            }
+            if let Some(m) = &res.cpu_max {
+                let mut p = m.split_whitespace();
+                if let (Some(q), Some(per)) = (p.next(), p.next()) {
+                    kv(
+                        "lxc.cgroup.cpu.cfs_quota_us",
+                        if q == "max" { "-1" } else { q },
+                    );
+                    kv("lxc.cgroup.cpu.cfs_period_us", per);
+                }
+            }
+            if let Some(s) = &res.cpuset {
+                kv("lxc.cgroup.cpuset.cpus", s);
+            }
+        }
+    }
+    c.join("\n") + "\n"
+}
+
+/// Checks resource settings before anything is created.
+pub fn check(res: &Resources, online: &[u32]) -> Result<(), String> {
+    if let Some(w) = res.cpu_weight {
+        if !(1..=10_000).contains(&w) {
+            return Err(format!("--cpu-weight {w}: expected 1 to 10000"));
+        }
+    }
+    if let Some(m) = &res.cpu_max {
+        let p: Vec<&str> = m.split_whitespace().collect();
+        let ok = p.len() == 2
+            && (p[0] == "max" || p[0].parse::<u64>().is_ok_and(|q| q >= 1000))
+            && p[1]
+                .parse::<u64>()
+                .is_ok_and(|x| (1000..=1_000_000).contains(&x));
+        if !ok {
+            return Err(format!("--cpu-max {m:?}: expected \"QUOTA PERIOD\" in µs (quota ≥ 1000 or max, period 1000 to 1000000), e.g. \"50000 100000\""));
+        }
+    }
+    if let Some(s) = &res.cpuset {
+        let cpus: tinyvr_config::CpuList = s.parse().map_err(|e| format!("--cpuset: {e}"))?;
+        if let Some(c) = cpus.0.iter().find(|c| !online.contains(c)) {
+            return Err(format!(
+                "--cpuset {s}: CPU {c} is not online (online: {online:?})"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(extra: &str) -> RouterConfig {
+        tinyvr_config::load(&format!(
+            "name = \"c1\"\n[[interface]]\nname = \"in0\"\nmac = \"02:00:00:00:01:01\"\naddresses = [\"10.1.0.1/24\"]\n[[interface]]\nname = \"out0\"\naddresses = [\"10.2.0.1/24\"]\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn veth_interfaces_and_v2_resources() {
+        let res = Resources {
+            cpu_weight: Some(200),
+            cpu_max: Some("50000 100000".into()),
+            cpuset: Some("1".into()),
+        };
+        let text = generate(&cfg(""), "/var/lib/tinyvr/lxc/c1", &res, Cgroup::V2);
+        for line in [
+            "lxc.rootfs.path = dir:/var/lib/tinyvr/lxc/c1/rootfs",
+            "lxc.console.logfile = /var/lib/tinyvr/lxc/c1/console.log",
+            "lxc.init.cmd = /sbin/init",
+            "lxc.signal.halt = SIGPWR",
+            "lxc.net.0.type = veth",
+            "lxc.net.0.veth.pair = c1-in0",
+            "lxc.net.0.name = in0",
+            "lxc.net.0.hwaddr = 02:00:00:00:01:01",
+            "lxc.net.1.veth.pair = c1-out0",
+            "lxc.cgroup2.cpu.weight = 200",
+            "lxc.cgroup2.cpu.max = 50000 100000",
+            "lxc.cgroup2.cpuset.cpus = 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn macvlan_phys_bridge_and_v1() {
+        let c = cfg("").interfaces.len();
+        assert_eq!(c, 2);
+        let mut r = cfg("");
+        r.interfaces[0].host = Some(HostLink::Macvlan {
+            parent: "eth1".parse().unwrap(),
+            mode: MacvlanMode::Vepa,
+        });
+        r.interfaces[1].host = Some(HostLink::Phys {
+            device: "enp1s0f0v0".parse().unwrap(),
+        });
+        let res = Resources {
+            cpu_weight: Some(50),
+            cpu_max: Some("max 100000".into()),
+            cpuset: None,
+        };
+        let text = generate(&r, "/r", &res, Cgroup::V1);
+        for line in [
+            "lxc.net.0.type = macvlan",
+            "lxc.net.0.link = eth1",
+            "lxc.net.0.macvlan.mode = vepa",
+            "lxc.net.1.type = phys",
+            "lxc.net.1.link = enp1s0f0v0",
+            "lxc.net.1.name = out0",
+            "lxc.cgroup.cpu.shares = 512",
+            "lxc.cgroup.cpu.cfs_quota_us = -1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        let mut b = cfg("");
+        b.interfaces[0].host = Some(HostLink::Veth {
+            peer: None,
+            peer_mac: None,
+            netns: None,
+            bridge: Some("br0".parse().unwrap()),
+        });
+        assert!(
+            generate(&b, "/r", &Resources::default(), Cgroup::V2).contains("lxc.net.0.link = br0")
+        );
+    }
+
+    #[test]
+    fn resource_checks() {
+        let on = [0, 1];
+        assert!(check(
+            &Resources {
+                cpu_weight: Some(0),
+                ..Default::default()
+            },
+            &on
+        )
+        .unwrap_err()
+        .contains("1 to 10000"));
+        assert!(check(
+            &Resources {
+                cpu_max: Some("5 100000".into()),
+                ..Default::default()
+            },
+            &on
+        )
+        .is_err());
+        assert!(check(
+            &Resources {
+                cpuset: Some("7".into()),
+                ..Default::default()
+            },
+            &on
+        )
+        .unwrap_err()
+        .contains("CPU 7 is not online"));
+        assert!(check(
+            &Resources {
+                cpu_weight: Some(100),
+                cpu_max: Some("50000 100000".into()),
+                cpuset: Some("0-1".into())
+            },
+            &on
+        )
+        .is_ok());
+    }
+}

@@ -1,0 +1,331 @@
+//! `tinyvr lxc up|down`: start the image's rootfs under lxc-start with the
+//! router config inside, wait for TINYVR-READY on its console, stop it with
+//! lxc-stop (SIGPWR, which the init treats as a clean shutdown).
+
+use crate::config::{self, Cgroup, Resources};
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tinyvr_host::state::{Resource, State};
+use tinyvr_host::{links, netns, topology, HostError};
+
+pub const DEFAULT_LXCPATH: &str = "/var/lib/tinyvr/lxc";
+
+pub struct Up<'a> {
+    pub config: &'a Path,
+    pub rootfs: PathBuf,
+    pub topology: bool,
+    pub resources: Resources,
+    pub lxcpath: PathBuf,
+    pub timeout: Duration,
+}
+
+fn have(cmd: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
+}
+
+pub fn cgroup_version() -> Cgroup {
+    let ctl = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers").unwrap_or_default();
+    if ctl.split_whitespace().any(|c| c == "cpu") {
+        Cgroup::V2
+    } else {
+        Cgroup::V1
+    }
+}
+
+pub fn online_cpus() -> Vec<u32> {
+    std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .and_then(|s| s.trim().parse::<tinyvr_config::CpuList>().ok())
+        .map(|c| c.0)
+        .unwrap_or_default()
+}
+
+/// The config `up` would write, for `tinyvr lxc config`.
+pub fn render(o: &Up) -> Result<String, HostError> {
+    let (cfg, _) = load(o)?;
+    let dir = o.lxcpath.join(&cfg.name);
+    Ok(config::generate(
+        &cfg,
+        &dir.display().to_string(),
+        &o.resources,
+        cgroup_version(),
+    ))
+}
+
+fn load(o: &Up) -> Result<(tinyvr_config::RouterConfig, Option<topology::Topology>), HostError> {
+    let mut cfg =
+        tinyvr_init::check::check_file(o.config).map_err(|l| HostError::Other(l.join("\n")))?;
+    config::check(&o.resources, &online_cpus()).map_err(HostError::Other)?;
+    let topo = if o.topology {
+        Some(topology::plan(&cfg).map_err(HostError::Other)?)
+    } else {
+        None
+    };
+    if let Some(t) = &topo {
+        topology::attach(&mut cfg, t);
+    }
+    Ok((cfg, topo))
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    let meta = std::fs::symlink_metadata(from)?;
+    if meta.file_type().is_symlink() {
+        std::os::unix::fs::symlink(std::fs::read_link(from)?, to)
+    } else if meta.is_dir() {
+        std::fs::create_dir_all(to)?;
+        std::fs::set_permissions(to, meta.permissions())?;
+        for e in std::fs::read_dir(from)? {
+            let e = e?;
+            copy_tree(&e.path(), &to.join(e.file_name()))?;
+        }
+        Ok(())
+    } else {
+        std::fs::copy(from, to).map(|_| ())
+    }
+}
+
+/// The console log's lines so far.
+fn console(path: &Path) -> String {
+    let mut s = String::new();
+    let _ = std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut s));
+    s
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+pub fn up(o: &Up) -> Result<serde_json::Value, HostError> {
+    if !have("lxc-start") {
+        return Err(HostError::Other(
+            "lxc-start not found: install Debian's lxc package (scripts/setup does)".into(),
+        ));
+    }
+    let (cfg, topo) = load(o)?;
+    if !o.rootfs.join("init").is_file() {
+        return Err(HostError::Other(format!(
+            "rootfs {} has no /init: build the image first (tinyvr image build) or pass --rootfs",
+            o.rootfs.display()
+        )));
+    }
+    // LXC would fail on a missing phys device with a less clear message.
+    let mut nl = netns::socket(None)?;
+    for (i, ifc) in cfg.interfaces.iter().enumerate() {
+        if let Some(tinyvr_config::HostLink::Phys { device }) = &ifc.host {
+            links::must_index(
+                &mut nl,
+                device.as_str(),
+                &format!("interface[{i}] ({}) host phys device", ifc.name),
+            )?;
+        }
+    }
+    let name = cfg.name.clone();
+    let mut state = State::create(&name, "lxc")?;
+    let result = start(o, &cfg, topo.as_ref(), &mut state);
+    if result.is_err() {
+        let _ = state.teardown();
+    }
+    result
+}
+
+fn start(
+    o: &Up,
+    cfg: &tinyvr_config::RouterConfig,
+    topo: Option<&topology::Topology>,
+    state: &mut State,
+) -> Result<serde_json::Value, HostError> {
+    let name = &cfg.name;
+    if let Some(t) = topo {
+        for ns in [&t.src.netns, &t.sink.netns] {
+            state.add(Resource::Netns { name: ns.clone() })?;
+            netns::create(ns)?;
+            topology::quiet(ns)?;
+        }
+    }
+    let dir = o.lxcpath.join(name);
+    state.add(Resource::Container {
+        name: name.clone(),
+        lxcpath: o.lxcpath.clone(),
+    })?;
+    if dir.exists() {
+        return Err(HostError::Other(format!(
+            "{} exists: a container named {name} is there already",
+            dir.display()
+        )));
+    }
+    let rootfs = dir.join("rootfs");
+    copy_tree(&o.rootfs, &rootfs).map_err(|e| {
+        HostError::io(
+            format!("copying {} to {}", o.rootfs.display(), rootfs.display()),
+            e,
+        )
+    })?;
+    let etc = rootfs.join("etc/tinyvr");
+    std::fs::create_dir_all(&etc)
+        .map_err(|e| HostError::io(format!("creating {}", etc.display()), e))?;
+    std::fs::write(etc.join("router.toml"), cfg.to_toml())
+        .map_err(|e| HostError::io("writing router.toml", e))?;
+    let text = config::generate(
+        cfg,
+        &dir.display().to_string(),
+        &o.resources,
+        cgroup_version(),
+    );
+    std::fs::write(dir.join("config"), text)
+        .map_err(|e| HostError::io("writing the LXC config", e))?;
+
+    let log = dir.join("console.log");
+    let start_log = dir.join("lxc-start.out");
+    let out = std::fs::File::create(&start_log)
+        .map_err(|e| HostError::io(format!("creating {}", start_log.display()), e))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| HostError::io("console log", e))?;
+    let mut cmd = Command::new("lxc-start");
+    cmd.args(["-F", "-n", name, "-P"])
+        .arg(&o.lxcpath)
+        .arg("-o")
+        .arg(dir.join("lxc.log"))
+        .args(["-l", "INFO"])
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    // Its own session: Ctrl-C on the caller's terminal must not reach it.
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let t0 = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| HostError::io("running lxc-start", e))?;
+    state.owner_pid = Some(child.id());
+    state.save()?;
+
+    let ready = loop {
+        let text = console(&log);
+        if let Some(j) = text
+            .lines()
+            .find_map(|l| l.trim_end_matches('\r').strip_prefix("TINYVR-READY "))
+        {
+            break serde_json::from_str::<serde_json::Value>(j)
+                .map_err(|e| HostError::Other(format!("bad READY line: {e}")))?;
+        }
+        if let Some(j) = text
+            .lines()
+            .find_map(|l| l.trim_end_matches('\r').strip_prefix("TINYVR-ERROR "))
+        {
+            let v: serde_json::Value = serde_json::from_str(j).unwrap_or_default();
+            return Err(HostError::Other(format!(
+                "container {name}: {}",
+                v["error"].as_str().unwrap_or(j)
+            )));
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            let lxclog = console(&dir.join("lxc.log")) + &console(&start_log);
+            return Err(HostError::Other(format!(
+                "lxc-start exited ({st}) before READY; console:\n{}\nlxc log:\n{}",
+                tail(&text, 10),
+                tail(&lxclog, 10)
+            )));
+        }
+        if t0.elapsed() > o.timeout {
+            return Err(HostError::Other(format!(
+                "no TINYVR-READY from {name} within {:?}; console:\n{}",
+                o.timeout,
+                tail(&text, 10)
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let boot_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let mut ready = ready;
+    if let Some(t) = topo {
+        // LXC made the host ends in the host namespace: move them to the
+        // source and sink namespaces and give them the planned MACs.
+        let mut nl = netns::socket(None)?;
+        for e in [&t.src, &t.sink] {
+            let fd = netns::open(&e.netns)?;
+            links::move_to(&mut nl, &e.dev, fd.as_raw_fd(), None)?;
+            let mut inner = netns::socket(Some(&e.netns))?;
+            links::set_mac(&mut inner, &e.dev, &e.mac)?;
+        }
+        let mac = |i: usize| -> Result<tinyvr_config::MacAddr, HostError> {
+            ready["interfaces"][i]["mac"]
+                .as_str()
+                .unwrap_or("")
+                .parse()
+                .map_err(HostError::Other)
+        };
+        topology::configure_ends(t, [mac(0)?, mac(1)?])?;
+        ready["topology"] = serde_json::to_value(t).unwrap();
+    }
+    ready["container"] = name.clone().into();
+    ready["lxcpath"] = o.lxcpath.display().to_string().into();
+    ready["init_pid"] = init_pid(name, &o.lxcpath).map_or(serde_json::Value::Null, Into::into);
+    ready["start_to_ready_ms"] = boot_ms.round().into();
+    Ok(ready)
+}
+
+/// The host pid of the container's PID 1, from lxc-info.
+pub fn init_pid(name: &str, lxcpath: &Path) -> Option<u32> {
+    let o = Command::new("lxc-info")
+        .args(["-n", name, "-p", "-H", "-P"])
+        .arg(lxcpath)
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&o.stdout).trim().parse().ok()
+}
+
+/// Stops the container (SIGPWR; SIGKILL after `timeout`), shows how its
+/// init ended, and removes everything `up` created.
+pub fn down(name: &str, lxcpath: &Path, timeout: Duration) -> Result<Vec<String>, HostError> {
+    let state = State::load(name)?;
+    let dir = lxcpath.join(name);
+    let mut notes = Vec::new();
+    if dir.exists() {
+        let st = Command::new("lxc-stop")
+            .args([
+                "-n",
+                name,
+                "-t",
+                &timeout.as_secs().max(1).to_string(),
+                "-P",
+            ])
+            .arg(lxcpath)
+            .output()
+            .map_err(|e| HostError::io("running lxc-stop", e))?;
+        if !st.status.success() {
+            notes.push(format!(
+                "lxc-stop: {}",
+                String::from_utf8_lossy(&st.stderr).trim()
+            ));
+        }
+        // lxc-start -F returns once the container is down.
+        if let Some(pid) = state.owner_pid {
+            let end = Instant::now() + timeout;
+            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let text = console(&dir.join("console.log"));
+        notes.extend(
+            text.lines()
+                .filter(|l| {
+                    l.contains("received") || l.contains("shutting down") || l.contains("exiting")
+                })
+                .map(String::from),
+        );
+    }
+    state.teardown()?;
+    Ok(notes)
+}
