@@ -106,7 +106,7 @@ fn main() {
         "{:<6} {:>6} {:>10} {:>10} {:>8}",
         "round", "where", "forwarded", "kpps", "loss"
     );
-    let mut rate = |p: &str, r: u32| {
+    let rate = |p: &str, r: u32| {
         let (got, secs) = trial(p, &name, &cfg, &rootfs, packets);
         let kpps = got as f64 / secs / 1000.0;
         println!(
