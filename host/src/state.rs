@@ -26,6 +26,58 @@ pub enum Resource {
     File { path: PathBuf },
     /// An LXC container and its directory (config, rootfs copy, logs).
     Container { name: String, lxcpath: PathBuf },
+    /// A process to kill if it still runs, identified by pid and start time
+    /// (so a recycled pid is never hit).
+    Process { pid: u32, starttime: u64 },
+    /// cgroup directories with this name in any hierarchy (v1 or v2).
+    Cgroups { dir_names: Vec<String> },
+}
+
+/// True for a process that exists and is not a zombie (a killed owner whose
+/// parent has not reaped it yet is gone for our purposes).
+pub fn is_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next().map(|st| st != "Z"))
+        })
+        .unwrap_or(false)
+}
+
+/// Field 22 of /proc/<pid>/stat: when the process started, in clock ticks.
+pub fn starttime(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count from its ')'.
+    s.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+/// Every directory named one of `names` below /sys/fs/cgroup, deepest first.
+fn cgroup_dirs(names: &[String]) -> Vec<PathBuf> {
+    fn walk(dir: &std::path::Path, names: &[String], depth: u32, out: &mut Vec<PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                if depth < 4 {
+                    walk(&p, names, depth + 1, out);
+                }
+                if names.iter().any(|n| e.file_name().to_string_lossy() == *n) {
+                    out.push(p);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(std::path::Path::new("/sys/fs/cgroup"), names, 0, &mut out);
+    out
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -109,6 +161,37 @@ impl State {
 
 fn remove(r: &Resource) -> Result<(), HostError> {
     match r {
+        Resource::Process { pid, starttime: t } => {
+            if starttime(*pid) == Some(*t) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(*pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                while starttime(*pid) == Some(*t) && std::time::Instant::now() < end {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+            Ok(())
+        }
+        Resource::Cgroups { dir_names } => {
+            // A cgroup can be removed once its last process is gone; that
+            // may take a moment after a kill.
+            let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            loop {
+                let left: Vec<PathBuf> = cgroup_dirs(dir_names)
+                    .into_iter()
+                    .filter(|d| std::fs::remove_dir(d).is_err())
+                    .collect();
+                if left.is_empty() {
+                    return Ok(());
+                }
+                if std::time::Instant::now() > end {
+                    return Err(HostError::Other(format!("cgroups still busy: {left:?}")));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
         Resource::Container { name, lxcpath } => {
             let dir = lxcpath.join(name);
             if !dir.exists() {
@@ -168,9 +251,7 @@ pub fn list() -> Vec<(State, bool)> {
         let n = e.file_name().to_string_lossy().into_owned();
         if let Some(name) = n.strip_suffix(".json") {
             if let Ok(s) = State::load(name) {
-                let alive = s
-                    .owner_pid
-                    .is_none_or(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+                let alive = s.owner_pid.is_none_or(is_alive);
                 out.push((s, alive));
             }
         }

@@ -204,6 +204,11 @@ fn start(
             Ok(())
         });
     }
+    // What LXC normally removes itself, recorded for when it cannot (its
+    // monitor was killed): the container's cgroups.
+    state.add(Resource::Cgroups {
+        dir_names: vec![format!("lxc.payload.{name}"), format!("lxc.monitor.{name}")],
+    })?;
     let t0 = Instant::now();
     let mut child = cmd
         .spawn()
@@ -248,6 +253,15 @@ fn start(
         std::thread::sleep(Duration::from_millis(20));
     };
     let boot_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    // The container's PID 1, so that a teardown can still end it when the
+    // LXC monitor is gone.
+    let pid = init_pid(name, &o.lxcpath);
+    if let Some(t) = pid.and_then(tinyvr_host::state::starttime) {
+        state.add(Resource::Process {
+            pid: pid.unwrap(),
+            starttime: t,
+        })?;
+    }
     let mut ready = ready;
     if let Some(t) = topo {
         // LXC made the host ends in the host namespace: move them to the
@@ -271,7 +285,7 @@ fn start(
     }
     ready["container"] = name.clone().into();
     ready["lxcpath"] = o.lxcpath.display().to_string().into();
-    ready["init_pid"] = init_pid(name, &o.lxcpath).map_or(serde_json::Value::Null, Into::into);
+    ready["init_pid"] = pid.map_or(serde_json::Value::Null, Into::into);
     ready["start_to_ready_ms"] = boot_ms.round().into();
     Ok(ready)
 }
@@ -313,7 +327,7 @@ pub fn down(name: &str, lxcpath: &Path, timeout: Duration) -> Result<Vec<String>
         // lxc-start -F returns once the container is down.
         if let Some(pid) = state.owner_pid {
             let end = Instant::now() + timeout;
-            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < end {
+            while tinyvr_host::state::is_alive(pid) && Instant::now() < end {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }

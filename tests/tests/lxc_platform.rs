@@ -298,3 +298,34 @@ fn failures_leave_nothing_behind() {
     );
     assert_eq!(all_leftovers(&name), Vec::<String>::new());
 }
+
+#[test]
+fn gc_cleans_up_after_the_monitor_was_killed() {
+    require!(can_run().is_none(), can_run().unwrap_or(""));
+    let (name, cfg) = router('g', "");
+    let dir = Scratch::new("lxc-gc");
+    let out = up(
+        &dir.file("router.toml", &cfg),
+        &["--topology", "--cpu-weight", "50"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("/run/tinyvr/{name}.json")).unwrap())
+            .unwrap();
+    let owner = state["owner_pid"].as_u64().expect("owner pid");
+    // The tool and the monitor die uncleanly: gc finds the owner gone.
+    run(Command::new("kill").args(["-9", &owner.to_string()]));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = tinyvr(&["gc"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("removing {name}")));
+    assert_eq!(all_leftovers(&name), Vec::<String>::new());
+}
