@@ -136,13 +136,10 @@ pub fn quiet(ns: &str) -> Result<(), HostError> {
     })
 }
 
-/// Once the router is up: addresses, routes and neighbours at both ends.
-/// `router_macs` are the MACs of the router's in and out interfaces.
+/// Once the router is up: addresses, a default route via the router and a
+/// permanent neighbour for it, at both ends.
 pub fn configure_ends(t: &Topology, router_macs: [MacAddr; 2]) -> Result<(), HostError> {
-    for (e, other, rmac) in [
-        (&t.src, &t.sink, router_macs[0]),
-        (&t.sink, &t.src, router_macs[1]),
-    ] {
+    for (e, rmac) in [(&t.src, router_macs[0]), (&t.sink, router_macs[1])] {
         let mut nl = netns::socket(Some(&e.netns))?;
         links::add_address(
             &mut nl,
@@ -154,7 +151,12 @@ pub fn configure_ends(t: &Topology, router_macs: [MacAddr; 2]) -> Result<(), Hos
         )?;
         links::set_up(&mut nl, &e.dev)?;
         links::add_neighbor(&mut nl, &e.dev, e.router_ip, rmac)?;
-        links::add_route(&mut nl, &other.subnet, e.router_ip)?;
+        // Everything else is behind the router.
+        let default = Prefix {
+            addr: from_bits(e.ip, 0),
+            len: 0,
+        };
+        links::add_route(&mut nl, &default, e.router_ip)?;
     }
     Ok(())
 }
