@@ -155,25 +155,12 @@ fn plumb(cfg: &RouterConfig, ns: &str, state: &mut State) -> Result<(), HostErro
 
 /// Brings a router up; on any failure everything created so far is removed.
 pub fn up(o: &Up) -> Result<serde_json::Value, HostError> {
-    let mut cfg =
-        tinyvr_init::check::check_file(o.config).map_err(|l| HostError::Other(l.join("\n")))?;
+    let (cfg, topo) = topology::load(o.config, o.topology)?;
     let name = o.name.clone().unwrap_or_else(|| cfg.name.clone());
-    let topo = if o.topology {
-        Some(topology::plan(&cfg).map_err(HostError::Other)?)
-    } else {
-        None
-    };
-    if let Some(t) = &topo {
-        topology::attach(&mut cfg, t);
-    }
     let mut state = State::create(&name, "netns")?;
     let result = (|| {
         if let Some(t) = &topo {
-            for ns in [&t.src.netns, &t.sink.netns] {
-                state.add(Resource::Netns { name: ns.clone() })?;
-                netns::create(ns)?;
-                topology::quiet(ns)?;
-            }
+            topology::create_namespaces(t, &mut state)?;
         }
         state.add(Resource::Netns { name: name.clone() })?;
         netns::create(&name)?;
@@ -184,15 +171,7 @@ pub fn up(o: &Up) -> Result<serde_json::Value, HostError> {
             .map_err(|e| HostError::io(format!("writing {}", eff.display()), e))?;
         let mut ready = apply_in(&name, &o.init, &eff)?;
         if let Some(t) = &topo {
-            let mac = |i: usize| -> Result<tinyvr_config::MacAddr, HostError> {
-                ready["interfaces"][i]["mac"]
-                    .as_str()
-                    .unwrap_or("")
-                    .parse()
-                    .map_err(HostError::Other)
-            };
-            topology::configure_ends(t, [mac(0)?, mac(1)?])?;
-            ready["topology"] = serde_json::to_value(t).unwrap();
+            topology::finish(t, &mut ready)?;
         }
         ready["netns"] = name.clone().into();
         Ok(ready)

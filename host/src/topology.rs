@@ -124,6 +124,51 @@ pub fn attach(cfg: &mut RouterConfig, t: &Topology) {
     }
 }
 
+/// Loads and validates a router config file and, with `topology`, plans
+/// the source/sink ends and attaches them to the config. Nothing is
+/// created: every platform calls this before touching the system.
+pub fn load(
+    path: &std::path::Path,
+    topology: bool,
+) -> Result<(RouterConfig, Option<Topology>), HostError> {
+    let mut cfg =
+        tinyvr_init::check::check_file(path).map_err(|l| HostError::Other(l.join("\n")))?;
+    let topo = if topology {
+        Some(plan(&cfg).map_err(HostError::Other)?)
+    } else {
+        None
+    };
+    if let Some(t) = &topo {
+        attach(&mut cfg, t);
+    }
+    Ok((cfg, topo))
+}
+
+/// Creates the source and sink namespaces (recorded first), quiet.
+pub fn create_namespaces(t: &Topology, state: &mut crate::state::State) -> Result<(), HostError> {
+    for ns in [&t.src.netns, &t.sink.netns] {
+        state.add(crate::state::Resource::Netns { name: ns.clone() })?;
+        netns::create(ns)?;
+        quiet(ns)?;
+    }
+    Ok(())
+}
+
+/// After READY: configures both ends from the router's MACs in the READY
+/// json and adds the topology to it.
+pub fn finish(t: &Topology, ready: &mut serde_json::Value) -> Result<(), HostError> {
+    let mac = |i: usize| -> Result<MacAddr, HostError> {
+        ready["interfaces"][i]["mac"]
+            .as_str()
+            .unwrap_or("")
+            .parse()
+            .map_err(HostError::Other)
+    };
+    configure_ends(t, [mac(0)?, mac(1)?])?;
+    ready["topology"] = serde_json::to_value(t).expect("a topology serializes");
+    Ok(())
+}
+
 /// Turns IPv6 off in a namespace before its links exist, so nothing but
 /// the offered load crosses the measured links.
 pub fn quiet(ns: &str) -> Result<(), HostError> {

@@ -58,18 +58,9 @@ pub fn render(o: &Up) -> Result<String, HostError> {
 }
 
 fn load(o: &Up) -> Result<(tinyvr_config::RouterConfig, Option<topology::Topology>), HostError> {
-    let mut cfg =
-        tinyvr_init::check::check_file(o.config).map_err(|l| HostError::Other(l.join("\n")))?;
+    let loaded = topology::load(o.config, o.topology)?;
     config::check(&o.resources, &online_cpus()).map_err(HostError::Other)?;
-    let topo = if o.topology {
-        Some(topology::plan(&cfg).map_err(HostError::Other)?)
-    } else {
-        None
-    };
-    if let Some(t) = &topo {
-        topology::attach(&mut cfg, t);
-    }
-    Ok((cfg, topo))
+    Ok(loaded)
 }
 
 fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
@@ -142,11 +133,7 @@ fn start(
 ) -> Result<serde_json::Value, HostError> {
     let name = &cfg.name;
     if let Some(t) = topo {
-        for ns in [&t.src.netns, &t.sink.netns] {
-            state.add(Resource::Netns { name: ns.clone() })?;
-            netns::create(ns)?;
-            topology::quiet(ns)?;
-        }
+        topology::create_namespaces(t, state)?;
     }
     let dir = o.lxcpath.join(name);
     state.add(Resource::Container {
@@ -273,15 +260,7 @@ fn start(
             let mut inner = netns::socket(Some(&e.netns))?;
             links::set_mac(&mut inner, &e.dev, &e.mac)?;
         }
-        let mac = |i: usize| -> Result<tinyvr_config::MacAddr, HostError> {
-            ready["interfaces"][i]["mac"]
-                .as_str()
-                .unwrap_or("")
-                .parse()
-                .map_err(HostError::Other)
-        };
-        topology::configure_ends(t, [mac(0)?, mac(1)?])?;
-        ready["topology"] = serde_json::to_value(t).unwrap();
+        topology::finish(t, &mut ready)?;
     }
     ready["container"] = name.clone().into();
     ready["lxcpath"] = o.lxcpath.display().to_string().into();
