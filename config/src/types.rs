@@ -96,6 +96,68 @@ pub enum HostLink {
     },
     /// An existing host device (an SR-IOV VF, a veth end) moved into the router.
     Phys { device: IfName },
+    /// VM: a tap device (named `name`, default `<router>-<interface>`),
+    /// optionally moved into namespace `netns` or attached to `bridge`.
+    Tap {
+        name: Option<IfName>,
+        netns: Option<String>,
+        bridge: Option<IfName>,
+        #[serde(flatten)]
+        nic: VirtioNic,
+    },
+    /// VM: a macvtap on host device `parent`, opened through /dev/tapN.
+    Macvtap {
+        parent: IfName,
+        #[serde(default)]
+        mode: MacvlanMode,
+        #[serde(flatten)]
+        nic: VirtioNic,
+    },
+    /// VM: a tap on a bridge tinyvr creates (`bridge`, default `<router>-br<n>`).
+    Bridge {
+        bridge: Option<IfName>,
+        #[serde(flatten)]
+        nic: VirtioNic,
+    },
+    /// VM: an SR-IOV VF passed through with vfio-pci (needs an IOMMU and KVM).
+    Vfio { pci: PciAddr },
+}
+
+/// How a VM's virtio-net NIC and its host queue are set up.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+pub struct VirtioNic {
+    /// vhost-net: "on", "off" or "auto" (on when /dev/vhost-net exists).
+    #[serde(default)]
+    pub vhost: Vhost,
+    /// Queue pairs (multi-queue when > 1).
+    pub queues: Option<u32>,
+    /// Virtqueue sizes (256, 512 or 1024).
+    pub rx_queue_size: Option<u32>,
+    pub tx_queue_size: Option<u32>,
+    /// The host tap's/macvtap's transmit queue length: where overload drops happen.
+    pub txqueuelen: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Vhost {
+    On,
+    Off,
+    #[default]
+    Auto,
+}
+
+impl HostLink {
+    /// The platform this backend belongs to: "vm" or "netns/lxc".
+    pub fn is_vm(&self) -> bool {
+        matches!(
+            self,
+            HostLink::Tap { .. }
+                | HostLink::Macvtap { .. }
+                | HostLink::Bridge { .. }
+                | HostLink::Vfio { .. }
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -114,6 +176,7 @@ impl Interface {
     pub fn host_name(&self, router: &str) -> String {
         match &self.host {
             Some(HostLink::Veth { peer: Some(p), .. }) => p.to_string(),
+            Some(HostLink::Tap { name: Some(p), .. }) => p.to_string(),
             Some(HostLink::Phys { device }) => device.to_string(),
             _ => format!("{router}-{}", self.name),
         }

@@ -164,17 +164,51 @@ impl RouterConfig {
                 ),
             );
         }
-        if let Some(HostLink::Veth {
-            netns: Some(ns),
-            bridge,
-            ..
-        }) = &ifc.host
-        {
+        let (netns, bridge, nic) = match &ifc.host {
+            Some(HostLink::Veth { netns, bridge, .. }) => (netns.as_ref(), bridge.as_ref(), None),
+            Some(HostLink::Tap {
+                netns, bridge, nic, ..
+            }) => (netns.as_ref(), bridge.as_ref(), Some(nic)),
+            Some(HostLink::Macvtap { nic, .. } | HostLink::Bridge { nic, .. }) => {
+                (None, None, Some(nic))
+            }
+            _ => (None, None, None),
+        };
+        if let Some(ns) = netns {
             if ns.is_empty() || ns.len() > 64 || ns.contains('/') || ns.starts_with('.') {
                 c.err(format!("{p}.host.netns"), format!("{ns:?} is not a namespace name: 1 to 64 characters, no '/', not starting with '.'"));
             }
             if bridge.is_some() {
-                c.err(format!("{p}.host.bridge"), "a peer moved into a namespace cannot also be on a host bridge: give netns or bridge");
+                c.err(format!("{p}.host.bridge"), "a host end moved into a namespace cannot also be on a host bridge: give netns or bridge");
+            }
+        }
+        if let Some(n) = nic {
+            if let Some(q) = n.queues {
+                if !(1..=16).contains(&q) {
+                    c.err(
+                        format!("{p}.host.queues"),
+                        format!("{q} is out of range: expected 1 to 16"),
+                    );
+                }
+            }
+            for (field, v) in [
+                ("rx_queue_size", n.rx_queue_size),
+                ("tx_queue_size", n.tx_queue_size),
+            ] {
+                if let Some(v) = v {
+                    if ![256, 512, 1024].contains(&v) {
+                        c.err(
+                            format!("{p}.host.{field}"),
+                            format!("{v}: expected 256, 512 or 1024 (what virtio-net-pci accepts)"),
+                        );
+                    }
+                }
+            }
+            if n.txqueuelen.is_some_and(|q| q > 1_000_000) {
+                c.err(
+                    format!("{p}.host.txqueuelen"),
+                    "out of range: expected 0 to 1000000",
+                );
             }
         }
     }

@@ -148,6 +148,13 @@ fn plumb(cfg: &RouterConfig, ns: &str, state: &mut State) -> Result<(), HostErro
                     Some(ifc.name.as_str()),
                 )?;
             }
+            // topology::load refuses VM backends before anything is made.
+            vm => {
+                return Err(HostError::Other(format!(
+                    "interface {}: {vm:?} is a VM backend",
+                    ifc.name
+                )))
+            }
         }
     }
     Ok(())
@@ -155,7 +162,7 @@ fn plumb(cfg: &RouterConfig, ns: &str, state: &mut State) -> Result<(), HostErro
 
 /// Brings a router up; on any failure everything created so far is removed.
 pub fn up(o: &Up) -> Result<serde_json::Value, HostError> {
-    let (cfg, topo) = topology::load(o.config, o.topology)?;
+    let (cfg, topo) = topology::load(o.config, o.topology, false)?;
     let name = o.name.clone().unwrap_or_else(|| cfg.name.clone());
     let mut state = State::create(&name, "netns")?;
     let result = (|| {

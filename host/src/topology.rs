@@ -124,15 +124,29 @@ pub fn attach(cfg: &mut RouterConfig, t: &Topology) {
     }
 }
 
-/// Loads and validates a router config file and, with `topology`, plans
-/// the source/sink ends and attaches them to the config. Nothing is
-/// created: every platform calls this before touching the system.
+/// Loads and validates a router config file, checks that its
+/// `[interface.host]` kinds belong to the platform (`for_vm`), and with
+/// `topology` plans the source/sink ends and attaches them to the config.
+/// Nothing is created: every platform calls this before touching the system.
 pub fn load(
     path: &std::path::Path,
     topology: bool,
+    for_vm: bool,
 ) -> Result<(RouterConfig, Option<Topology>), HostError> {
     let mut cfg =
         tinyvr_init::check::check_file(path).map_err(|l| HostError::Other(l.join("\n")))?;
+    for (i, ifc) in cfg.interfaces.iter().enumerate() {
+        if ifc.host.as_ref().is_some_and(|h| h.is_vm() != for_vm) {
+            let want = if for_vm {
+                "tap, macvtap, bridge or vfio"
+            } else {
+                "veth, macvlan or phys"
+            };
+            return Err(HostError::Other(format!(
+                "interface[{i}].host: this kind belongs to another platform; here it is one of {want}"
+            )));
+        }
+    }
     let topo = if topology {
         Some(plan(&cfg).map_err(HostError::Other)?)
     } else {

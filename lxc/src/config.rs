@@ -77,6 +77,13 @@ pub fn generate(cfg: &RouterConfig, dir: &str, res: &Resources, cg: Cgroup) -> S
                 kv(&format!("{n}.link"), parent.as_str());
                 kv(&format!("{n}.macvlan.mode"), mode(*m));
             }
+            // VM backends are refused before a config is generated (topology::load).
+            Some(
+                HostLink::Tap { .. }
+                | HostLink::Macvtap { .. }
+                | HostLink::Bridge { .. }
+                | HostLink::Vfio { .. },
+            ) => {}
             Some(HostLink::Phys { device }) => {
                 kv(&format!("{n}.type"), "phys");
                 kv(&format!("{n}.link"), device.as_str());

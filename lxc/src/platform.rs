@@ -58,7 +58,7 @@ pub fn render(o: &Up) -> Result<String, HostError> {
 }
 
 fn load(o: &Up) -> Result<(tinyvr_config::RouterConfig, Option<topology::Topology>), HostError> {
-    let loaded = topology::load(o.config, o.topology)?;
+    let loaded = topology::load(o.config, o.topology, false)?;
     config::check(&o.resources, &online_cpus()).map_err(HostError::Other)?;
     Ok(loaded)
 }

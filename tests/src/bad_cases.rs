@@ -46,6 +46,10 @@ pub const CASES: &[(&str, &str, &str)] = &[
     ("[[interface]]\nname = \"long-iface-name\"", "interface[2].host.peer", "over 15"),
     ("[[interface]]\nname = \"x\"\nhost = { kind = \"tunnel\" }", "interface[2].host.kind", "unknown variant"),
     ("[[interface]]\nname = \"x\"\nhost = { kind = \"macvlan\" }", "interface[2].host.parent", "missing field `parent`"),
+    ("[[interface]]\nname = \"x\"\nhost = { kind = \"tap\", queues = 32 }", "interface[2].host.queues", "1 to 16"),
+    ("[[interface]]\nname = \"x\"\nhost = { kind = \"bridge\", rx_queue_size = 300 }", "interface[2].host.rx_queue_size", "256, 512 or 1024"),
+    ("[[interface]]\nname = \"x\"\nhost = { kind = \"macvtap\", parent = \"eth1\", vhost = \"maybe\" }", "interface[2].host", "unknown variant `maybe`"),
+    ("[[interface]]\nname = \"x\"\nhost = { kind = \"vfio\", pci = \"01:10\" }", "interface[2].host", "expected a PCI address like 0000:00:04.0, got \"01:10\""),
     // routes
     ("[[route]]\ndest = \"10.9.0.1/16\"\nvia = \"10.2.0.2\"", "route[0].dest", "host bits"),
     ("[[route]]\ndest = \"10.9.0.0/16\"\nvia = \"10.2.0.2\"\ndev = \"eth9\"", "route[0].dev", "names no [[interface]]"),
