@@ -1,3 +1,6 @@
-//! Host side of the VM platform.
+//! Host side of the VM platform: which accelerator to use, the qemu
+//! command line, and QMP.
 
+pub mod accel;
+pub mod argv;
 pub mod qmp;
