@@ -4,6 +4,7 @@ mod check;
 mod image;
 mod lxc;
 mod netns;
+mod vm;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -37,6 +38,9 @@ enum Cmd {
     /// The container platform: the image's rootfs under LXC.
     #[command(subcommand)]
     Lxc(lxc::LxcCmd),
+    /// The VM platform: the image under qemu (KVM where the CPU has it, TCG otherwise).
+    #[command(subcommand)]
+    Vm(vm::VmCmd),
     /// Remove routers whose owning process (qemu, lxc-start) is gone.
     Gc,
 }
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
         Cmd::Image(ImageCmd::Build(a)) => image::build(a),
         Cmd::Netns(c) => netns::run(c),
         Cmd::Lxc(c) => lxc::run(c),
+        Cmd::Vm(c) => vm::run(c),
         Cmd::Gc => netns::gc(),
     };
     match result {

@@ -469,6 +469,16 @@ impl RouterConfig {
         toml::to_string(self).expect("a RouterConfig always serializes")
     }
 
+    /// The config as the router's own init gets it: the host-side tables
+    /// are the host tools' business, so they are left out.
+    pub fn guest_toml(&self) -> String {
+        let mut c = self.clone();
+        for i in &mut c.interfaces {
+            i.host = None;
+        }
+        c.to_toml()
+    }
+
     /// The interface whose subnet contains `ip` (the first, in file order).
     pub fn connected_dev(&self, ip: IpAddr) -> Option<&IfName> {
         self.interfaces

@@ -7,6 +7,7 @@ pub mod links;
 pub mod netns;
 pub mod platform_netns;
 pub mod state;
+pub mod tap;
 pub mod topology;
 
 #[derive(Debug, thiserror::Error)]

@@ -118,6 +118,62 @@ pub fn add_macvlan(
     Ok(())
 }
 
+/// A bridge named `name` in the socket's namespace.
+pub fn add_bridge(nl: &mut Socket, name: &str) -> Result<(), HostError> {
+    let mut m = LinkMessage::default();
+    m.attributes.push(LinkAttribute::IfName(name.into()));
+    m.attributes
+        .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+            InfoKind::Bridge,
+        )]));
+    nl.request(
+        &|| format!("creating bridge {name}"),
+        M::NewLink(m),
+        flags::CREATE_EXCL,
+    )?;
+    Ok(())
+}
+
+/// A macvtap named `name` on `parent`; returns its ifindex (its character
+/// device is /dev/tap<ifindex>).
+pub fn add_macvtap(
+    nl: &mut Socket,
+    name: &str,
+    parent: &str,
+    mode: MacvlanMode,
+) -> Result<u32, HostError> {
+    let parent_index = must_index(nl, parent, &format!("macvtap {name}: parent"))?;
+    let mut m = LinkMessage::default();
+    m.attributes.push(LinkAttribute::IfName(name.into()));
+    m.attributes.push(LinkAttribute::Link(parent_index));
+    m.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::MacVtap),
+        LinkInfo::Data(InfoData::MacVtap(vec![
+            netlink_packet_route::link::InfoMacVtap::Mode(macvlan_mode(mode)),
+        ])),
+    ]));
+    nl.request(
+        &|| format!("creating macvtap {name} on {parent}"),
+        M::NewLink(m),
+        flags::CREATE_EXCL,
+    )?;
+    must_index(nl, name, "the new macvtap")
+}
+
+pub fn set_txqueuelen(nl: &mut Socket, name: &str, len: u32) -> Result<(), HostError> {
+    let i = must_index(nl, name, "setting txqueuelen")?;
+    let c = LinkChange {
+        txqueuelen: Some(len),
+        ..Default::default()
+    };
+    nl.request(
+        &|| format!("setting txqueuelen {len} on {name}"),
+        M::SetLink(msg::set_link(i, &c)),
+        flags::NONE,
+    )?;
+    Ok(())
+}
+
 /// Moves device `name` into namespace `ns` (optionally renaming it there).
 pub fn move_to(
     nl: &mut Socket,

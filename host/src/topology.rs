@@ -104,14 +104,25 @@ pub fn plan(cfg: &RouterConfig) -> Result<Topology, String> {
 
 /// Points the router's in/out host sides into the two namespaces and gives
 /// the router permanent neighbours for the source and the sink.
-pub fn attach(cfg: &mut RouterConfig, t: &Topology) {
+pub fn attach(cfg: &mut RouterConfig, t: &Topology, for_vm: bool) {
     for (i, e) in [(0, &t.src), (1, &t.sink)] {
         let ifc = &mut cfg.interfaces[i];
-        ifc.host = Some(HostLink::Veth {
-            peer: Some(e.dev.parse().expect("validated name")),
-            peer_mac: Some(e.mac),
-            netns: Some(e.netns.clone()),
-            bridge: None,
+        let dev = Some(e.dev.parse().expect("validated name"));
+        ifc.host = Some(if for_vm {
+            // A VM's end is its tap, moved into the namespace.
+            HostLink::Tap {
+                name: dev,
+                netns: Some(e.netns.clone()),
+                bridge: None,
+                nic: Default::default(),
+            }
+        } else {
+            HostLink::Veth {
+                peer: dev,
+                peer_mac: Some(e.mac),
+                netns: Some(e.netns.clone()),
+                bridge: None,
+            }
         });
         let n = Neighbor {
             ip: e.ip,
@@ -153,7 +164,7 @@ pub fn load(
         None
     };
     if let Some(t) = &topo {
-        attach(&mut cfg, t);
+        attach(&mut cfg, t, for_vm);
     }
     Ok((cfg, topo))
 }
@@ -178,6 +189,14 @@ pub fn finish(t: &Topology, ready: &mut serde_json::Value) -> Result<(), HostErr
             .parse()
             .map_err(HostError::Other)
     };
+    // The ends carry the MACs the router's neighbour entries name (LXC and
+    // tap devices get random ones when made).
+    for e in [&t.src, &t.sink] {
+        let mut nl = netns::socket(Some(&e.netns))?;
+        if links::mac_of(&mut nl, &e.dev)? != e.mac {
+            links::set_mac(&mut nl, &e.dev, &e.mac)?;
+        }
+    }
     configure_ends(t, [mac(0)?, mac(1)?])?;
     ready["topology"] = serde_json::to_value(t).expect("a topology serializes");
     Ok(())
@@ -236,7 +255,7 @@ mod tests {
         );
         assert_eq!(t.src.dev, "vr1-in0");
         assert_eq!(t.sink.subnet.to_string(), "10.2.0.0/24");
-        attach(&mut cfg, &t);
+        attach(&mut cfg, &t, false);
         assert!(
             matches!(&cfg.interfaces[0].host, Some(HostLink::Veth { netns: Some(n), .. }) if n == "vr1-src")
         );

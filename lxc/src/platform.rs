@@ -156,7 +156,7 @@ fn start(
     let etc = rootfs.join("etc/tinyvr");
     std::fs::create_dir_all(&etc)
         .map_err(|e| HostError::io(format!("creating {}", etc.display()), e))?;
-    std::fs::write(etc.join("router.toml"), cfg.to_toml())
+    std::fs::write(etc.join("router.toml"), cfg.guest_toml())
         .map_err(|e| HostError::io("writing router.toml", e))?;
     let text = config::generate(
         cfg,
@@ -252,13 +252,11 @@ fn start(
     let mut ready = ready;
     if let Some(t) = topo {
         // LXC made the host ends in the host namespace: move them to the
-        // source and sink namespaces and give them the planned MACs.
+        // source and sink namespaces (finish gives them the planned MACs).
         let mut nl = netns::socket(None)?;
         for e in [&t.src, &t.sink] {
             let fd = netns::open(&e.netns)?;
             links::move_to(&mut nl, &e.dev, fd.as_raw_fd(), None)?;
-            let mut inner = netns::socket(Some(&e.netns))?;
-            links::set_mac(&mut inner, &e.dev, &e.mac)?;
         }
         topology::finish(t, &mut ready)?;
     }

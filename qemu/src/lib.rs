@@ -3,4 +3,5 @@
 
 pub mod accel;
 pub mod argv;
+pub mod platform;
 pub mod qmp;

@@ -1,0 +1,91 @@
+//! `tinyvr vm up|down|argv`: the VM platform.
+
+use anyhow::Result;
+use std::path::PathBuf;
+use std::time::Duration;
+use tinyvr_qemu::platform::{self, Up};
+
+#[derive(clap::Args)]
+pub struct UpArgs {
+    /// Router config (TOML).
+    config: PathBuf,
+    /// Directory with bzImage and initramfs.cpio.gz (from `tinyvr image build`).
+    #[arg(long, default_value = "out")]
+    image: PathBuf,
+    /// Also create <name>-src and <name>-snk namespaces and put the taps of
+    /// the first and second interface into them.
+    #[arg(long)]
+    topology: bool,
+    /// auto (KVM only when /dev/kvm opens and the CPU has vmx/svm), kvm or tcg.
+    #[arg(long, default_value = "auto")]
+    accel: String,
+    #[arg(long, default_value_t = 1)]
+    cpus: u32,
+    /// Guest memory in MB.
+    #[arg(long, default_value_t = 128)]
+    memory: u32,
+    /// Show the guest console on this terminal too (it is always logged).
+    #[arg(long)]
+    console: bool,
+    /// Seconds to wait for TINYVR-READY.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    #[arg(long, default_value = "qemu-system-x86_64")]
+    qemu: String,
+}
+
+#[derive(clap::Subcommand)]
+pub enum VmCmd {
+    /// Boot the router VM; prints the READY json with the VM's settings.
+    Up(UpArgs),
+    /// Power the VM off through QMP (kill after --timeout) and remove
+    /// everything `up` created.
+    Down {
+        name: String,
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Print the qemu command line `up` would run.
+    Argv(UpArgs),
+}
+
+fn opts(a: &UpArgs) -> Up<'_> {
+    Up {
+        config: &a.config,
+        image: a.image.clone(),
+        topology: a.topology,
+        accel: a.accel.clone(),
+        cpus: a.cpus,
+        memory_mb: a.memory,
+        console: a.console,
+        timeout: Duration::from_secs(a.timeout),
+        qemu: a.qemu.clone(),
+    }
+}
+
+pub fn run(cmd: VmCmd) -> Result<()> {
+    match cmd {
+        VmCmd::Up(a) => println!("{}", platform::up(&opts(&a))?),
+        VmCmd::Argv(a) => {
+            let (argv, why) = platform::dry_run(&opts(&a))?;
+            eprintln!("# {why}");
+            println!(
+                "{}",
+                argv.iter()
+                    .map(|x| if x.contains(' ') {
+                        format!("'{x}'")
+                    } else {
+                        x.clone()
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
+        VmCmd::Down { name, timeout } => {
+            for note in platform::down(&name, Duration::from_secs(timeout))? {
+                eprintln!("{name}: {note}");
+            }
+        }
+    }
+    Ok(())
+}

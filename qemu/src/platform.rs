@@ -1,0 +1,464 @@
+//! `tinyvr vm up|down`: boot the image under qemu with one virtio NIC per
+//! interface, wait for TINYVR-READY on the serial console, power it down
+//! through QMP.
+
+use crate::accel::{self, Accel, HostCaps};
+use crate::argv::{self, Backend, Nic, VmSpec};
+use crate::qmp::Qmp;
+use std::fs::File;
+use std::os::fd::{AsRawFd, IntoRawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tinyvr_config::{HostLink, RouterConfig, Vhost, VirtioNic};
+use tinyvr_host::state::{self, Resource, State};
+use tinyvr_host::{links, netns, tap, topology, HostError};
+
+pub struct Up<'a> {
+    pub config: &'a Path,
+    /// Directory with bzImage and initramfs.cpio.gz.
+    pub image: PathBuf,
+    pub topology: bool,
+    pub accel: String,
+    pub cpus: u32,
+    pub memory_mb: u32,
+    pub console: bool,
+    pub timeout: Duration,
+    pub qemu: String,
+}
+
+fn have(cmd: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
+}
+
+fn vhost_on(v: Vhost) -> bool {
+    match v {
+        Vhost::On => true,
+        Vhost::Off => false,
+        Vhost::Auto => Path::new("/dev/vhost-net").exists(),
+    }
+}
+
+/// Files of one VM under /run/tinyvr.
+fn run_file(name: &str, ext: &str) -> PathBuf {
+    PathBuf::from(state::DIR).join(format!("{name}.{ext}"))
+}
+
+/// Checks everything that can be checked before creating anything; returns
+/// the effective config (every interface has a MAC: in a VM the init finds
+/// its NICs by MAC), the topology and the accelerator.
+fn prepare(o: &Up) -> Result<(RouterConfig, Option<topology::Topology>, Accel, String), HostError> {
+    if !have(&o.qemu) {
+        return Err(HostError::Other(format!(
+            "{} not found: install Debian's qemu-system-x86 (scripts/setup does)",
+            o.qemu
+        )));
+    }
+    for f in ["bzImage", "initramfs.cpio.gz"] {
+        if !o.image.join(f).is_file() {
+            return Err(HostError::Other(format!(
+                "image {} has no {f}: run tinyvr image build (or pass --image)",
+                o.image.display()
+            )));
+        }
+    }
+    let (mut cfg, topo) = topology::load(o.config, o.topology, true)?;
+    let (acc, why) = accel::choose(&o.accel, &HostCaps::probe()).map_err(HostError::Other)?;
+    if o.cpus == 0 || o.memory_mb < 64 {
+        return Err(HostError::Other(format!(
+            "--cpus {} / --memory {}: expected at least 1 CPU and 64 MB",
+            o.cpus, o.memory_mb
+        )));
+    }
+    let mut nl = netns::socket(None)?;
+    for (i, ifc) in cfg.interfaces.iter_mut().enumerate() {
+        if ifc.mac.is_none() && ifc.pci.is_none() && ifc.driver.is_none() {
+            ifc.mac = Some(argv::derived_mac(&cfg.name, i));
+        }
+        if let Some(HostLink::Macvtap { parent, .. }) = &ifc.host {
+            links::must_index(
+                &mut nl,
+                parent.as_str(),
+                &format!("interface[{i}] ({}) macvtap parent", ifc.name),
+            )?;
+        }
+        if let Some(HostLink::Vfio { .. }) = &ifc.host {
+            if acc != Accel::Kvm {
+                return Err(HostError::Other(format!(
+                    "interface[{i}] ({}): vfio passthrough needs KVM; {why}",
+                    ifc.name
+                )));
+            }
+        }
+    }
+    Ok((cfg, topo, acc, why))
+}
+
+/// Makes the host side of each NIC; returns the NICs and the fds qemu inherits.
+fn plumb(cfg: &RouterConfig, state: &mut State) -> Result<(Vec<Nic>, Vec<File>), HostError> {
+    let mut nics = Vec::new();
+    let mut fds: Vec<File> = Vec::new();
+    let mut nl = netns::socket(None)?;
+    let default = HostLink::Tap {
+        name: None,
+        netns: None,
+        bridge: None,
+        nic: VirtioNic::default(),
+    };
+    for (i, ifc) in cfg.interfaces.iter().enumerate() {
+        let mac = ifc.mac.expect("prepare gives every interface a MAC");
+        let host = ifc.host.as_ref().unwrap_or(&default);
+        let nic_of = |n: &VirtioNic, backend| Nic {
+            mac,
+            backend,
+            vhost: vhost_on(n.vhost),
+            queues: n.queues.unwrap_or(1),
+            rx_queue_size: n.rx_queue_size,
+            tx_queue_size: n.tx_queue_size,
+        };
+        // Where the fds qemu gets start: 3, 4, ... in order.
+        let next_fd = |fds: &Vec<File>| 3 + fds.len() as i32;
+        match host {
+            HostLink::Vfio { pci } => nics.push(Nic {
+                mac,
+                backend: Backend::Vfio { pci: pci.clone() },
+                vhost: false,
+                queues: 1,
+                rx_queue_size: None,
+                tx_queue_size: None,
+            }),
+            HostLink::Tap { .. } | HostLink::Bridge { .. } => {
+                // A tap, optionally in a namespace, or on a bridge (given,
+                // or made by tinyvr for the `bridge` kind).
+                let (tns, br, nic) = match host {
+                    HostLink::Tap {
+                        netns, bridge, nic, ..
+                    } => (netns.clone(), bridge.as_ref().map(|b| b.to_string()), nic),
+                    HostLink::Bridge { bridge, nic } => {
+                        let b = bridge
+                            .as_ref()
+                            .map(|b| b.to_string())
+                            .unwrap_or_else(|| format!("{}-br{i}", cfg.name));
+                        state.add(Resource::Link {
+                            name: b.clone(),
+                            netns: None,
+                        })?;
+                        links::add_bridge(&mut nl, &b)?;
+                        links::set_up(&mut nl, &b)?;
+                        (None, Some(b), nic)
+                    }
+                    _ => unreachable!(),
+                };
+                let tname = ifc.host_name(&cfg.name);
+                state.add(Resource::Link {
+                    name: tname.clone(),
+                    netns: tns.clone(),
+                })?;
+                let files = tap::open(&tname, nic.queues.unwrap_or(1))?;
+                if let Some(q) = nic.txqueuelen {
+                    links::set_txqueuelen(&mut nl, &tname, q)?;
+                }
+                if let Some(b) = &br {
+                    links::set_master(&mut nl, &tname, b)?;
+                }
+                match &tns {
+                    Some(ns) => {
+                        let fd = netns::open(ns)?;
+                        links::move_to(&mut nl, &tname, fd.as_raw_fd(), None)?;
+                        links::set_up(&mut netns::socket(Some(ns))?, &tname)?;
+                    }
+                    None => links::set_up(&mut nl, &tname)?,
+                }
+                let first = next_fd(&fds);
+                let ids = (0..files.len() as i32).map(|k| first + k).collect();
+                fds.extend(files);
+                nics.push(nic_of(nic, Backend::Fds { fds: ids }));
+            }
+            HostLink::Macvtap { parent, mode, nic } => {
+                let mname = ifc.host_name(&cfg.name);
+                state.add(Resource::Link {
+                    name: mname.clone(),
+                    netns: None,
+                })?;
+                let index = links::add_macvtap(&mut nl, &mname, parent.as_str(), *mode)?;
+                links::set_mac(&mut nl, &mname, &mac)?;
+                if let Some(q) = nic.txqueuelen {
+                    links::set_txqueuelen(&mut nl, &mname, q)?;
+                }
+                links::set_up(&mut nl, &mname)?;
+                let dev = format!("/dev/tap{index}");
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&dev)
+                    .map_err(|e| HostError::io(format!("opening {dev} (macvtap {mname})"), e))?;
+                let first = next_fd(&fds);
+                fds.push(f);
+                nics.push(nic_of(nic, Backend::Fds { fds: vec![first] }));
+            }
+            other => {
+                return Err(HostError::Other(format!(
+                    "interface {}: {other:?} is not a VM backend",
+                    ifc.name
+                )))
+            }
+        }
+    }
+    Ok((nics, fds))
+}
+
+/// The NICs `plumb` would make, without making them (for `tinyvr vm argv`).
+fn planned_nics(cfg: &RouterConfig) -> Vec<Nic> {
+    let mut next = 3;
+    cfg.interfaces
+        .iter()
+        .map(|ifc| {
+            let mac = ifc.mac.expect("prepare gives every interface a MAC");
+            let plain = VirtioNic::default();
+            let (backend, nic) = match &ifc.host {
+                Some(HostLink::Vfio { pci }) => (Backend::Vfio { pci: pci.clone() }, &plain),
+                Some(HostLink::Tap { nic, .. } | HostLink::Bridge { nic, .. }) => {
+                    let q = nic.queues.unwrap_or(1) as i32;
+                    let fds = (next..next + q).collect();
+                    next += q;
+                    (Backend::Fds { fds }, nic)
+                }
+                Some(HostLink::Macvtap { nic, .. }) => {
+                    next += 1;
+                    (
+                        Backend::Fds {
+                            fds: vec![next - 1],
+                        },
+                        nic,
+                    )
+                }
+                _ => {
+                    next += 1;
+                    (
+                        Backend::Fds {
+                            fds: vec![next - 1],
+                        },
+                        &plain,
+                    )
+                }
+            };
+            Nic {
+                mac,
+                backend,
+                vhost: vhost_on(nic.vhost),
+                queues: nic.queues.unwrap_or(1),
+                rx_queue_size: nic.rx_queue_size,
+                tx_queue_size: nic.tx_queue_size,
+            }
+        })
+        .collect()
+}
+
+fn spec(o: &Up, cfg: &RouterConfig, acc: Accel, nics: Vec<Nic>) -> VmSpec {
+    let name = &cfg.name;
+    VmSpec {
+        name: name.clone(),
+        qemu: o.qemu.clone(),
+        accel: acc,
+        machine: "pc".into(),
+        cpus: o.cpus,
+        memory_mb: o.memory_mb,
+        kernel: o.image.join("bzImage"),
+        initrd: o.image.join("initramfs.cpio.gz"),
+        append: "console=ttyS0 tinyvr.log=info".into(),
+        config: run_file(name, "toml"),
+        console_log: run_file(name, "console"),
+        console_stdio: o.console,
+        qmp: run_file(name, "qmp"),
+        pidfile: run_file(name, "pid"),
+        nics,
+    }
+}
+
+/// The qemu command line `up` would run (tap fds numbered as qemu would
+/// receive them), and the accelerator with its reason. Creates nothing.
+pub fn dry_run(o: &Up) -> Result<(Vec<String>, String), HostError> {
+    let (cfg, _, acc, why) = prepare(o)?;
+    Ok((argv::argv(&spec(o, &cfg, acc, planned_nics(&cfg))), why))
+}
+
+pub fn up(o: &Up) -> Result<serde_json::Value, HostError> {
+    let (cfg, topo, acc, why) = prepare(o)?;
+    let name = cfg.name.clone();
+    let mut state = State::create(&name, "vm")?;
+    let r = start(o, &cfg, topo.as_ref(), acc, &why, &mut state);
+    if r.is_err() {
+        let _ = state.teardown();
+    }
+    r
+}
+
+fn start(
+    o: &Up,
+    cfg: &RouterConfig,
+    topo: Option<&topology::Topology>,
+    acc: Accel,
+    why: &str,
+    state: &mut State,
+) -> Result<serde_json::Value, HostError> {
+    let name = &cfg.name;
+    if let Some(t) = topo {
+        topology::create_namespaces(t, state)?;
+    }
+    let (nics, fds) = plumb(cfg, state)?;
+    // The same paths `spec` uses: config, console, QMP socket, pidfile, qemu's own log.
+    let files: Vec<PathBuf> = ["toml", "console", "qmp", "pid", "qemu.log"]
+        .iter()
+        .map(|e| run_file(name, e))
+        .collect();
+    for f in &files {
+        state.add(Resource::File { path: f.clone() })?;
+    }
+    std::fs::write(&files[0], cfg.guest_toml())
+        .map_err(|e| HostError::io("writing the VM's router config", e))?;
+    let spec = spec(o, cfg, acc, nics);
+    let args = argv::argv(&spec);
+    let log = File::create(&files[4]).map_err(|e| HostError::io("creating the qemu log", e))?;
+    let mut cmd = Command::new(&args[0]);
+    cmd.args(&args[1..]).stdin(Stdio::null());
+    if !o.console {
+        cmd.stdout(log.try_clone().map_err(|e| HostError::io("qemu log", e))?)
+            .stderr(log);
+    }
+    // qemu gets the tap fds as 3, 4, ... and its own session (Ctrl-C on
+    // the caller's terminal must not reach it).
+    let raw: Vec<i32> = fds.into_iter().map(|f| f.into_raw_fd()).collect();
+    let keep = raw.clone();
+    // SAFETY: only dup2/fcntl/setsid between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            // Move every fd above the target range first, then into place.
+            let high: Vec<i32> = keep
+                .iter()
+                .map(|&fd| libc::fcntl(fd, libc::F_DUPFD, 100))
+                .collect();
+            for (k, &fd) in high.iter().enumerate() {
+                if fd < 0 || libc::dup2(fd, 3 + k as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let t0 = Instant::now();
+    let spawned = cmd.spawn();
+    for fd in raw {
+        // SAFETY: these fds were ours; qemu holds its own copies now.
+        unsafe { libc::close(fd) };
+    }
+    let mut child = spawned.map_err(|e| HostError::io(format!("running {}", o.qemu), e))?;
+    state.owner_pid = Some(child.id());
+    if let Some(t) = state::starttime(child.id()) {
+        state.add(Resource::Process {
+            pid: child.id(),
+            starttime: t,
+        })?;
+    }
+    state.save()?;
+
+    let mut ready = loop {
+        let text = std::fs::read_to_string(&files[1]).unwrap_or_default();
+        if let Some(j) = text
+            .lines()
+            .find_map(|l| l.trim_end_matches('\r').strip_prefix("TINYVR-READY "))
+        {
+            break serde_json::from_str::<serde_json::Value>(j)
+                .map_err(|e| HostError::Other(format!("bad READY line: {e}")))?;
+        }
+        let tail = || {
+            text.lines()
+                .rev()
+                .take(15)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        if let Some(j) = text
+            .lines()
+            .find_map(|l| l.trim_end_matches('\r').strip_prefix("TINYVR-ERROR "))
+        {
+            let v: serde_json::Value = serde_json::from_str(j).unwrap_or_default();
+            return Err(HostError::Other(format!(
+                "VM {name}: {}",
+                v["error"].as_str().unwrap_or(j)
+            )));
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            let qlog = std::fs::read_to_string(&files[4]).unwrap_or_default();
+            return Err(HostError::Other(format!(
+                "qemu exited ({st}) before READY:\n{}\nconsole:\n{}",
+                qlog.trim(),
+                tail()
+            )));
+        }
+        if t0.elapsed() > o.timeout {
+            return Err(HostError::Other(format!(
+                "no TINYVR-READY from {name} within {:?}; console:\n{}",
+                o.timeout,
+                tail()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let boot_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    if let Some(t) = topo {
+        topology::finish(t, &mut ready)?;
+    }
+    ready["vm"] = serde_json::json!({
+        "accel": acc,
+        "accel_reason": why,
+        "qemu_pid": child.id(),
+        "boot_to_ready_ms": boot_ms.round(),
+        "argv": args,
+    });
+    Ok(ready)
+}
+
+/// Powers the VM off through QMP (the init handles the ACPI power button),
+/// kills qemu only after `timeout` and says so, then removes everything.
+pub fn down(name: &str, timeout: Duration) -> Result<Vec<String>, HostError> {
+    let st = State::load(name)?;
+    let mut notes = Vec::new();
+    if let Some(pid) = st.owner_pid.filter(|&p| state::is_alive(p)) {
+        let qmp = run_file(name, "qmp");
+        match Qmp::connect(&qmp, Duration::from_secs(2))
+            .and_then(|mut q| q.execute("system_powerdown", None))
+        {
+            Ok(_) => {}
+            Err(e) => notes.push(format!("QMP system_powerdown failed: {e}")),
+        }
+        let end = Instant::now() + timeout;
+        while state::is_alive(pid) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if state::is_alive(pid) {
+            notes.push(format!(
+                "qemu {pid} still running {timeout:?} after system_powerdown: killed"
+            ));
+        } else {
+            let console = std::fs::read_to_string(run_file(name, "console")).unwrap_or_default();
+            notes.extend(
+                console
+                    .lines()
+                    .filter(|l| {
+                        l.contains("power button")
+                            || l.contains("shutting down")
+                            || l.contains("Power down")
+                    })
+                    .map(|l| l.trim().to_string()),
+            );
+        }
+    }
+    st.teardown()?;
+    Ok(notes)
+}
