@@ -118,6 +118,23 @@ pub fn add_macvlan(
     Ok(())
 }
 
+/// Turns IPv6 off on a host-side device before it goes up: a tap or
+/// macvtap is a plain L2 conduit, and its own router solicitations and MLD
+/// reports would be counted as traffic. Acts in the caller's namespace.
+pub fn quiet_ipv6(name: &str) -> Result<(), HostError> {
+    let p = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
+    match std::fs::write(&p, "1") {
+        // No IPv6 on this host at all: nothing to quiet.
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && !std::path::Path::new("/proc/sys/net/ipv6").exists() =>
+        {
+            Ok(())
+        }
+        r => r.map_err(|e| HostError::io(format!("writing {p}"), e)),
+    }
+}
+
 /// A bridge named `name` in the socket's namespace.
 pub fn add_bridge(nl: &mut Socket, name: &str) -> Result<(), HostError> {
     let mut m = LinkMessage::default();

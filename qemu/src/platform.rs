@@ -146,6 +146,7 @@ fn plumb(cfg: &RouterConfig, state: &mut State) -> Result<(Vec<Nic>, Vec<File>),
                             netns: None,
                         })?;
                         links::add_bridge(&mut nl, &b)?;
+                        links::quiet_ipv6(&b)?;
                         links::set_up(&mut nl, &b)?;
                         (None, Some(b), nic)
                     }
@@ -163,6 +164,7 @@ fn plumb(cfg: &RouterConfig, state: &mut State) -> Result<(Vec<Nic>, Vec<File>),
                 if let Some(b) = &br {
                     links::set_master(&mut nl, &tname, b)?;
                 }
+                links::quiet_ipv6(&tname)?;
                 match &tns {
                     Some(ns) => {
                         let fd = netns::open(ns)?;
@@ -184,6 +186,7 @@ fn plumb(cfg: &RouterConfig, state: &mut State) -> Result<(Vec<Nic>, Vec<File>),
                 })?;
                 let index = links::add_macvtap(&mut nl, &mname, parent.as_str(), *mode)?;
                 links::set_mac(&mut nl, &mname, &mac)?;
+                links::quiet_ipv6(&mname)?;
                 if let Some(q) = nic.txqueuelen {
                     links::set_txqueuelen(&mut nl, &mname, q)?;
                 }

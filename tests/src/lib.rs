@@ -234,13 +234,32 @@ pub fn tagged_json(output: &str, tag: &str) -> Option<Value> {
 /// Sends `count` UDP datagrams of `payload` bytes from inside namespace
 /// `ns` to `dst` (a thread that enters the namespace; the socket stays there).
 pub fn udp_send(ns: &str, dst: std::net::SocketAddr, count: u32, payload: usize) {
+    udp_send_paced(ns, dst, count, payload, None)
+}
+
+/// As [`udp_send`], at most `pps` datagrams per second when given (a VM
+/// under TCG forwards far less than a socket can send).
+pub fn udp_send_paced(
+    ns: &str,
+    dst: std::net::SocketAddr,
+    count: u32,
+    payload: usize,
+    pps: Option<u32>,
+) {
     let path = format!("/run/netns/{ns}");
     std::thread::spawn(move || {
         let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
         let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
         let buf = vec![0u8; payload];
-        for _ in 0..count {
+        let start = std::time::Instant::now();
+        for i in 0..count {
+            if let Some(r) = pps {
+                let due = std::time::Duration::from_secs_f64(i as f64 / r as f64);
+                if let Some(wait) = due.checked_sub(start.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
             // A full socket buffer is a local drop, not a network one: retry.
             while let Err(e) = s.send_to(&buf, dst) {
                 assert_eq!(e.raw_os_error(), Some(105), "sending: {e}"); // ENOBUFS
