@@ -9,6 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use tinyvr_host::console::tail;
 use tinyvr_host::state::{Resource, State};
 use tinyvr_host::{links, netns, topology, HostError};
 
@@ -21,11 +22,6 @@ pub struct Up<'a> {
     pub resources: Resources,
     pub lxcpath: PathBuf,
     pub timeout: Duration,
-}
-
-fn have(cmd: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
 }
 
 pub fn cgroup_version() -> Cgroup {
@@ -87,13 +83,8 @@ fn console(path: &Path) -> String {
     s
 }
 
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 pub fn up(o: &Up) -> Result<serde_json::Value, HostError> {
-    if !have("lxc-start") {
+    if !tinyvr_host::console::have("lxc-start") {
         return Err(HostError::Other(
             "lxc-start not found: install Debian's lxc package (scripts/setup does)".into(),
         ));
@@ -203,42 +194,20 @@ fn start(
     state.owner_pid = Some(child.id());
     state.save()?;
 
-    let ready = loop {
-        let text = console(&log);
-        if let Some(j) = text
-            .lines()
-            .find_map(|l| l.trim_end_matches('\r').strip_prefix("TINYVR-READY "))
-        {
-            break serde_json::from_str::<serde_json::Value>(j)
-                .map_err(|e| HostError::Other(format!("bad READY line: {e}")))?;
-        }
-        if let Some(j) = text
-            .lines()
-            .find_map(|l| l.trim_end_matches('\r').strip_prefix("TINYVR-ERROR "))
-        {
-            let v: serde_json::Value = serde_json::from_str(j).unwrap_or_default();
-            return Err(HostError::Other(format!(
-                "container {name}: {}",
-                v["error"].as_str().unwrap_or(j)
-            )));
-        }
-        if let Ok(Some(st)) = child.try_wait() {
-            let lxclog = console(&dir.join("lxc.log")) + &console(&start_log);
-            return Err(HostError::Other(format!(
-                "lxc-start exited ({st}) before READY; console:\n{}\nlxc log:\n{}",
-                tail(&text, 10),
-                tail(&lxclog, 10)
-            )));
-        }
-        if t0.elapsed() > o.timeout {
-            return Err(HostError::Other(format!(
-                "no TINYVR-READY from {name} within {:?}; console:\n{}",
-                o.timeout,
+    let lxc_log = dir.join("lxc.log");
+    let ready = tinyvr_host::console::wait_ready(
+        &log,
+        &mut child,
+        o.timeout,
+        &format!("container {name}"),
+        &|st| {
+            let text = console(&lxc_log) + &console(&start_log);
+            format!(
+                "lxc-start exited ({st}) before READY; lxc log:\n{}",
                 tail(&text, 10)
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+            )
+        },
+    )?;
     let boot_ms = t0.elapsed().as_secs_f64() * 1000.0;
     // The container's PID 1, so that a teardown can still end it when the
     // LXC monitor is gone.

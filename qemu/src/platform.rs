@@ -28,11 +28,6 @@ pub struct Up<'a> {
     pub qemu: String,
 }
 
-fn have(cmd: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
-}
-
 fn vhost_on(v: Vhost) -> bool {
     match v {
         Vhost::On => true,
@@ -50,7 +45,7 @@ fn run_file(name: &str, ext: &str) -> PathBuf {
 /// the effective config (every interface has a MAC: in a VM the init finds
 /// its NICs by MAC), the topology and the accelerator.
 fn prepare(o: &Up) -> Result<(RouterConfig, Option<topology::Topology>, Accel, String), HostError> {
-    if !have(&o.qemu) {
+    if !tinyvr_host::console::have(&o.qemu) {
         return Err(HostError::Other(format!(
             "{} not found: install Debian's qemu-system-x86 (scripts/setup does)",
             o.qemu
@@ -367,52 +362,21 @@ fn start(
     }
     state.save()?;
 
-    let mut ready = loop {
-        let text = std::fs::read_to_string(&files[1]).unwrap_or_default();
-        if let Some(j) = text
-            .lines()
-            .find_map(|l| l.trim_end_matches('\r').strip_prefix("TINYVR-READY "))
-        {
-            break serde_json::from_str::<serde_json::Value>(j)
-                .map_err(|e| HostError::Other(format!("bad READY line: {e}")))?;
-        }
-        let tail = || {
-            text.lines()
-                .rev()
-                .take(15)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("\n")
-        };
-        if let Some(j) = text
-            .lines()
-            .find_map(|l| l.trim_end_matches('\r').strip_prefix("TINYVR-ERROR "))
-        {
-            let v: serde_json::Value = serde_json::from_str(j).unwrap_or_default();
-            return Err(HostError::Other(format!(
-                "VM {name}: {}",
-                v["error"].as_str().unwrap_or(j)
-            )));
-        }
-        if let Ok(Some(st)) = child.try_wait() {
-            let qlog = std::fs::read_to_string(&files[4]).unwrap_or_default();
-            return Err(HostError::Other(format!(
-                "qemu exited ({st}) before READY:\n{}\nconsole:\n{}",
-                qlog.trim(),
-                tail()
-            )));
-        }
-        if t0.elapsed() > o.timeout {
-            return Err(HostError::Other(format!(
-                "no TINYVR-READY from {name} within {:?}; console:\n{}",
-                o.timeout,
-                tail()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let qemu_log = files[4].clone();
+    let mut ready = tinyvr_host::console::wait_ready(
+        &files[1],
+        &mut child,
+        o.timeout,
+        &format!("VM {name}"),
+        &|st| {
+            format!(
+                "qemu exited ({st}) before READY: {}",
+                std::fs::read_to_string(&qemu_log)
+                    .unwrap_or_default()
+                    .trim()
+            )
+        },
+    )?;
     let boot_ms = t0.elapsed().as_secs_f64() * 1000.0;
     if let Some(t) = topo {
         topology::finish(t, &mut ready)?;
