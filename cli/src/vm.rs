@@ -32,6 +32,25 @@ pub struct UpArgs {
     timeout: u64,
     #[arg(long, default_value = "qemu-system-x86_64")]
     qemu: String,
+    /// CPU affinity per thread class: vcpu=CPUS, vhost=CPUS, emulator=CPUS (repeatable).
+    #[arg(long = "affinity", value_name = "CLASS=CPUS", value_parser = tinyvr_qemu::sched::parse_affinity)]
+    affinity: Vec<(tinyvr_qemu::sched::Class, tinyvr_config::CpuList)>,
+    /// Scheduling per thread class: CLASS=other, CLASS=fifo:PRIO, CLASS=rr:PRIO,
+    /// CLASS=deadline:RUNTIME/DEADLINE/PERIOD in µs (repeatable).
+    #[arg(long = "sched", value_name = "CLASS=POLICY", value_parser = tinyvr_qemu::sched::parse_sched)]
+    sched: Vec<(tinyvr_qemu::sched::Class, tinyvr_qemu::sched::Policy)>,
+    /// The VM cgroup's CPU weight, 1-10000 (v1: cpu.shares = weight x 1024 / 100).
+    #[arg(long)]
+    cpu_weight: Option<u32>,
+    /// The VM cgroup's CPU bandwidth "QUOTA PERIOD" in µs.
+    #[arg(long)]
+    cpu_max: Option<String>,
+    /// The VM cgroup's cpuset.
+    #[arg(long)]
+    cpuset: Option<String>,
+    /// RT budget of the VM's cgroup in µs per second (default 100000 with fifo/rr).
+    #[arg(long)]
+    rt_runtime: Option<u64>,
 }
 
 #[derive(clap::Subcommand)]
@@ -60,6 +79,16 @@ fn opts(a: &UpArgs) -> Up<'_> {
         console: a.console,
         timeout: Duration::from_secs(a.timeout),
         qemu: a.qemu.clone(),
+        placement: tinyvr_qemu::sched::Placement {
+            affinity: a.affinity.clone(),
+            sched: a.sched.clone(),
+        },
+        resources: tinyvr_host::cgroup::Resources {
+            cpu_weight: a.cpu_weight,
+            cpu_max: a.cpu_max.clone(),
+            cpuset: a.cpuset.clone(),
+        },
+        rt_runtime_us: a.rt_runtime,
     }
 }
 

@@ -3,6 +3,7 @@
 //! created can be removed again (also after a crash), the source/sink
 //! topology, and the bare-namespace (baseline) platform.
 
+pub mod cgroup;
 pub mod console;
 pub mod links;
 pub mod netns;

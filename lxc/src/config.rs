@@ -2,29 +2,7 @@
 //! config and the resource settings, unit-tested without root.
 
 use tinyvr_config::{HostLink, MacvlanMode, RouterConfig};
-
-/// Per-container resource settings.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Resources {
-    /// cgroup v2 cpu.weight (1-10000); v1 cpu.shares is derived when only v1 exists.
-    pub cpu_weight: Option<u32>,
-    /// cgroup v2 cpu.max quota as "QUOTA PERIOD" in µs, e.g. "50000 100000".
-    pub cpu_max: Option<String>,
-    /// cpuset, e.g. "0" or "0-1".
-    pub cpuset: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Cgroup {
-    V2,
-    V1,
-}
-
-/// cgroup v1 cpu.shares for a v2 weight, the mapping systemd uses
-/// (weight 100 = shares 1024).
-pub fn shares_for_weight(w: u32) -> u32 {
-    (w as u64 * 1024 / 100).clamp(2, 262_144) as u32
-}
+pub use tinyvr_host::cgroup::{shares_for_weight, Cgroup, Resources};
 
 fn mode(m: MacvlanMode) -> &'static str {
     match m {
@@ -129,35 +107,6 @@ pub fn generate(cfg: &RouterConfig, dir: &str, res: &Resources, cg: Cgroup) -> S
     c.join("\n") + "\n"
 }
 
-/// Checks resource settings before anything is created.
-pub fn check(res: &Resources, online: &[u32]) -> Result<(), String> {
-    if let Some(w) = res.cpu_weight {
-        if !(1..=10_000).contains(&w) {
-            return Err(format!("--cpu-weight {w}: expected 1 to 10000"));
-        }
-    }
-    if let Some(m) = &res.cpu_max {
-        let p: Vec<&str> = m.split_whitespace().collect();
-        let ok = p.len() == 2
-            && (p[0] == "max" || p[0].parse::<u64>().is_ok_and(|q| q >= 1000))
-            && p[1]
-                .parse::<u64>()
-                .is_ok_and(|x| (1000..=1_000_000).contains(&x));
-        if !ok {
-            return Err(format!("--cpu-max {m:?}: expected \"QUOTA PERIOD\" in µs (quota ≥ 1000 or max, period 1000 to 1000000), e.g. \"50000 100000\""));
-        }
-    }
-    if let Some(s) = &res.cpuset {
-        let cpus: tinyvr_config::CpuList = s.parse().map_err(|e| format!("--cpuset: {e}"))?;
-        if let Some(c) = cpus.0.iter().find(|c| !online.contains(c)) {
-            return Err(format!(
-                "--cpuset {s}: CPU {c} is not online (online: {online:?})"
-            ));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,45 +190,5 @@ mod tests {
         assert!(
             generate(&b, "/r", &Resources::default(), Cgroup::V2).contains("lxc.net.0.link = br0")
         );
-    }
-
-    #[test]
-    fn resource_checks() {
-        let on = [0, 1];
-        assert!(check(
-            &Resources {
-                cpu_weight: Some(0),
-                ..Default::default()
-            },
-            &on
-        )
-        .unwrap_err()
-        .contains("1 to 10000"));
-        assert!(check(
-            &Resources {
-                cpu_max: Some("5 100000".into()),
-                ..Default::default()
-            },
-            &on
-        )
-        .is_err());
-        assert!(check(
-            &Resources {
-                cpuset: Some("7".into()),
-                ..Default::default()
-            },
-            &on
-        )
-        .unwrap_err()
-        .contains("CPU 7 is not online"));
-        assert!(check(
-            &Resources {
-                cpu_weight: Some(100),
-                cpu_max: Some("50000 100000".into()),
-                cpuset: Some("0-1".into())
-            },
-            &on
-        )
-        .is_ok());
     }
 }

@@ -2,7 +2,7 @@
 //! router config inside, wait for TINYVR-READY on its console, stop it with
 //! lxc-stop (SIGPWR, which the init treats as a clean shutdown).
 
-use crate::config::{self, Cgroup, Resources};
+use crate::config::{self, Resources};
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
@@ -24,22 +24,7 @@ pub struct Up<'a> {
     pub timeout: Duration,
 }
 
-pub fn cgroup_version() -> Cgroup {
-    let ctl = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers").unwrap_or_default();
-    if ctl.split_whitespace().any(|c| c == "cpu") {
-        Cgroup::V2
-    } else {
-        Cgroup::V1
-    }
-}
-
-pub fn online_cpus() -> Vec<u32> {
-    std::fs::read_to_string("/sys/devices/system/cpu/online")
-        .ok()
-        .and_then(|s| s.trim().parse::<tinyvr_config::CpuList>().ok())
-        .map(|c| c.0)
-        .unwrap_or_default()
-}
+pub use tinyvr_host::cgroup::{online_cpus, version as cgroup_version};
 
 /// The config `up` would write, for `tinyvr lxc config`.
 pub fn render(o: &Up) -> Result<String, HostError> {
@@ -55,7 +40,7 @@ pub fn render(o: &Up) -> Result<String, HostError> {
 
 fn load(o: &Up) -> Result<(tinyvr_config::RouterConfig, Option<topology::Topology>), HostError> {
     let loaded = topology::load(o.config, o.topology, false)?;
-    config::check(&o.resources, &online_cpus()).map_err(HostError::Other)?;
+    tinyvr_host::cgroup::check(&o.resources, &online_cpus()).map_err(HostError::Other)?;
     Ok(loaded)
 }
 

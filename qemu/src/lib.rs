@@ -5,3 +5,4 @@ pub mod accel;
 pub mod argv;
 pub mod platform;
 pub mod qmp;
+pub mod sched;

@@ -5,6 +5,7 @@
 use crate::accel::{self, Accel, HostCaps};
 use crate::argv::{self, Backend, Nic, VmSpec};
 use crate::qmp::Qmp;
+use crate::sched::{self, Class, Placement, ThreadState};
 use std::fs::File;
 use std::os::fd::{AsRawFd, IntoRawFd};
 use std::os::unix::process::CommandExt;
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tinyvr_config::{HostLink, RouterConfig, Vhost, VirtioNic};
+use tinyvr_host::cgroup::{self, Resources};
 use tinyvr_host::state::{self, Resource, State};
 use tinyvr_host::{links, netns, tap, topology, HostError};
 
@@ -26,7 +28,16 @@ pub struct Up<'a> {
     pub console: bool,
     pub timeout: Duration,
     pub qemu: String,
+    /// Thread affinity and scheduling per class.
+    pub placement: Placement,
+    /// The VM's cgroup: CPU weight, bandwidth, cpuset.
+    pub resources: Resources,
+    /// RT budget (µs per 1 s period) of the VM's cgroup; needed for
+    /// SCHED_FIFO/RR under RT group scheduling. Default with fifo/rr: 100000.
+    pub rt_runtime_us: Option<u64>,
 }
+
+const DEFAULT_RT_RUNTIME_US: u64 = 100_000;
 
 fn vhost_on(v: Vhost) -> bool {
     match v {
@@ -60,6 +71,9 @@ fn prepare(o: &Up) -> Result<(RouterConfig, Option<topology::Topology>, Accel, S
         }
     }
     let (mut cfg, topo) = topology::load(o.config, o.topology, true)?;
+    let online = cgroup::online_cpus();
+    o.placement.check(&online).map_err(HostError::Other)?;
+    cgroup::check(&o.resources, &online).map_err(HostError::Other)?;
     let (acc, why) = accel::choose(&o.accel, &HostCaps::probe()).map_err(HostError::Other)?;
     if o.cpus == 0 || o.memory_mb < 64 {
         return Err(HostError::Other(format!(
@@ -346,6 +360,11 @@ fn start(
             Ok(())
         });
     }
+    // Recorded before qemu exists, so a teardown removes it after qemu is killed.
+    let cg_name = format!("tinyvr-{name}");
+    state.add(Resource::Cgroups {
+        dir_names: vec![cg_name.clone()],
+    })?;
     let t0 = Instant::now();
     let spawned = cmd.spawn();
     for fd in raw {
@@ -378,6 +397,13 @@ fn start(
         },
     )?;
     let boot_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let rt = if o.placement.wants_rt() {
+        Some(o.rt_runtime_us.unwrap_or(DEFAULT_RT_RUNTIME_US))
+    } else {
+        o.rt_runtime_us
+    };
+    let cg = cgroup::create_for(&cg_name, &o.resources, rt, child.id())?;
+    let threads = place(&o.placement, child.id(), &files[2], &cg)?;
     if let Some(t) = topo {
         topology::finish(t, &mut ready)?;
     }
@@ -386,9 +412,105 @@ fn start(
         "accel_reason": why,
         "qemu_pid": child.id(),
         "boot_to_ready_ms": boot_ms.round(),
+        "cgroup": cg,
+        "threads": threads,
         "argv": args,
     });
     Ok(ready)
+}
+
+/// The threads of qemu `pid` by class: vCPUs from QMP, vhost workers,
+/// and the emulator (main) thread.
+fn threads(pid: u32, qmp: &Path) -> Result<Vec<(Class, usize, u32)>, HostError> {
+    let mut q =
+        Qmp::connect(qmp, Duration::from_secs(5)).map_err(|e| HostError::Other(e.to_string()))?;
+    let cpus = q
+        .execute("query-cpus-fast", None)
+        .map_err(|e| HostError::Other(e.to_string()))?;
+    let mut out: Vec<(Class, usize, u32)> = cpus
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["thread-id"].as_u64())
+        .enumerate()
+        .map(|(i, t)| (Class::Vcpu, i, t as u32))
+        .collect();
+    out.extend(
+        sched::vhost_threads(pid)
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (Class::Vhost, i, t)),
+    );
+    out.push((Class::Emulator, 0, pid));
+    Ok(out)
+}
+
+/// Applies affinity and policy per thread class, then reads every thread
+/// back from /proc and sched_getattr. A refusal, or a value that did not
+/// stick, is an error naming the thread.
+fn place(
+    p: &Placement,
+    pid: u32,
+    qmp: &Path,
+    cg: &serde_json::Value,
+) -> Result<Vec<ThreadState>, HostError> {
+    let ts = threads(pid, qmp)?;
+    for c in [Class::Vcpu, Class::Vhost, Class::Emulator] {
+        let asked = p.affinity_of(c).is_some() || p.policy_of(c).is_some();
+        if asked && !ts.iter().any(|(k, _, _)| *k == c) {
+            return Err(HostError::Other(format!("{c:?} threads were asked for, but this VM has none (vhost is off without /dev/vhost-net)").to_lowercase()));
+        }
+    }
+    for &(c, i, tid) in &ts {
+        let what = format!("{c:?} {i} (tid {tid})").to_lowercase();
+        if let Some(l) = p.affinity_of(c) {
+            sched::set_affinity(tid, l)
+                .map_err(|e| HostError::Other(format!("pinning {what} to CPUs {l}: {e}")))?;
+        }
+        if let Some(pol) = p.policy_of(c) {
+            sched::set_policy(tid, pol).map_err(|e| {
+                let rt = cg["cpu.rt_runtime_us"].as_str().unwrap_or("?");
+                let hint = if pol.is_rt() && e.raw_os_error() == Some(libc::EPERM) {
+                    format!(
+                        " (RT group scheduling: the VM's cgroup {} has cpu.rt_runtime_us = {rt})",
+                        cg["path"].as_str().unwrap_or("?")
+                    )
+                } else {
+                    String::new()
+                };
+                HostError::Other(format!("setting {pol:?} on {what}: {e}{hint}"))
+            })?;
+        }
+    }
+    let mut out = Vec::new();
+    for &(c, i, tid) in &ts {
+        let what = format!("{c:?} {i} (tid {tid})").to_lowercase();
+        let cpus = sched::affinity_of(pid, tid);
+        let policy = sched::get_policy(tid)
+            .map_err(|e| HostError::Other(format!("reading the policy of {what}: {e}")))?;
+        if let Some(l) = p.affinity_of(c) {
+            if cpus.parse::<tinyvr_config::CpuList>().ok().as_ref() != Some(l) {
+                return Err(HostError::Other(format!(
+                    "{what}: asked for CPUs {l}, the kernel reports {cpus}"
+                )));
+            }
+        }
+        if let Some(want) = p.policy_of(c) {
+            if policy != want {
+                return Err(HostError::Other(format!(
+                    "{what}: asked for {want:?}, the kernel reports {policy:?}"
+                )));
+            }
+        }
+        out.push(ThreadState {
+            class: c,
+            index: i,
+            tid,
+            cpus,
+            policy,
+        });
+    }
+    Ok(out)
 }
 
 /// Powers the VM off through QMP (the init handles the ACPI power button),

@@ -281,3 +281,162 @@ fn argv_prints_the_command_line_without_creating_anything() {
     );
     assert_eq!(leftovers(&name), Vec::<String>::new());
 }
+
+/// The VM's cgroup directories, and whether any is left.
+fn cgroup_left(name: &str) -> bool {
+    !sh(&format!(
+        "find /sys/fs/cgroup -maxdepth 3 -name 'tinyvr-{name}' 2>/dev/null || true"
+    ))
+    .trim()
+    .is_empty()
+}
+
+#[test]
+fn threads_are_pinned_and_scheduled_as_asked() {
+    require!(can_run().is_none(), can_run().unwrap_or(""));
+    let (name, cfg) = router('g', "", "");
+    let dir = Scratch::new("vm-sched");
+    let f = dir.file("router.toml", &cfg);
+    let out = up(
+        &f,
+        &[
+            "--affinity",
+            "vcpu=0",
+            "--affinity",
+            "emulator=1",
+            "--sched",
+            "vcpu=fifo:10",
+            "--cpu-weight",
+            "200",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ready: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let threads = ready["vm"]["threads"].as_array().unwrap().clone();
+    let tid = |class: &str| {
+        threads.iter().find(|t| t["class"] == class).unwrap()["tid"]
+            .as_u64()
+            .unwrap()
+            .to_string()
+    };
+    let (vcpu, emu) = (tid("vcpu"), tid("emulator"));
+    // Checked with tools nobody here wrote, and with /proc and the cgroup files.
+    let chrt = sh(&format!("chrt -p {vcpu}"));
+    assert!(
+        chrt.contains("SCHED_FIFO") && chrt.contains("priority: 10"),
+        "{chrt}"
+    );
+    assert!(sh(&format!("chrt -p {emu}")).contains("SCHED_OTHER"));
+    let allowed = |t: &str| {
+        sh(&format!("grep Cpus_allowed_list /proc/{t}/status"))
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        (allowed(&vcpu), allowed(&emu)),
+        ("0".to_string(), "1".to_string())
+    );
+    let cg = ready["vm"]["cgroup"]["path"].as_str().unwrap().to_string();
+    let file = if Path::new(&format!("{cg}/cpu.shares")).exists() {
+        "cpu.shares"
+    } else {
+        "cpu.weight"
+    };
+    let v = std::fs::read_to_string(format!("{cg}/{file}")).unwrap();
+    assert_eq!(v.trim(), if file == "cpu.shares" { "2048" } else { "200" });
+    let procs = std::fs::read_to_string(format!("{cg}/cgroup.procs")).unwrap();
+    assert!(
+        procs
+            .lines()
+            .any(|l| l == ready["vm"]["qemu_pid"].to_string()),
+        "qemu not in its cgroup"
+    );
+    let out = tinyvr(&["vm", "down", &name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(leftovers(&name), Vec::<String>::new());
+    assert!(!cgroup_left(&name), "the VM's cgroup is left");
+}
+
+#[test]
+fn deadline_reservation_on_the_emulator_thread() {
+    require!(can_run().is_none(), can_run().unwrap_or(""));
+    let (name, cfg) = router('h', "", "");
+    let dir = Scratch::new("vm-dl");
+    let out = up(
+        &dir.file("router.toml", &cfg),
+        &["--sched", "emulator=deadline:20000/100000/100000"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ready: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let emu = ready["vm"]["qemu_pid"].to_string();
+    let chrt = sh(&format!("chrt -p {emu}"));
+    assert!(chrt.contains("SCHED_DEADLINE"), "{chrt}");
+    // chrt reads the reservation back with sched_getattr (ns); /proc/<pid>/sched
+    // shows the policy (6 = SCHED_DEADLINE).
+    assert!(
+        chrt.contains("runtime/deadline/period parameters: 20000000/100000000/100000000"),
+        "{chrt}"
+    );
+    let sched = std::fs::read_to_string(format!("/proc/{emu}/sched")).unwrap();
+    assert!(
+        sched
+            .lines()
+            .any(|l| l.starts_with("policy") && l.trim_end().ends_with(" 6")),
+        "{sched}"
+    );
+    let out = tinyvr(&["vm", "down", &name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(leftovers(&name), Vec::<String>::new());
+    assert!(!cgroup_left(&name));
+}
+
+#[test]
+fn bad_placement_fails_cleanly() {
+    require!(can_run().is_none(), can_run().unwrap_or(""));
+    let (name, cfg) = router('i', "", "");
+    let dir = Scratch::new("vm-badsched");
+    let f = dir.file("router.toml", &cfg);
+    for (args, want) in [
+        (
+            vec!["--sched", "vcpu=deadline:300000/200000/200000"],
+            "runtime (300000) <= deadline (200000)",
+        ),
+        (vec!["--affinity", "vcpu=63"], "cpu 63 is not online"),
+        (
+            vec!["--sched", "vhost=fifo:5"],
+            "vhost threads were asked for, but this vm has none",
+        ),
+        (vec!["--cpuset", "63"], "CPU 63 is not online"),
+    ] {
+        let out = up(&f, &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(want),
+            "{args:?}: want {want:?}, got {err}"
+        );
+        assert_eq!(leftovers(&name), Vec::<String>::new(), "{args:?}");
+        assert!(!cgroup_left(&name), "{args:?} left a cgroup");
+        assert!(
+            !sh("pgrep -af qemu-system || true").contains(&name),
+            "{args:?} left qemu running"
+        );
+    }
+}
