@@ -351,12 +351,8 @@ fn threads_are_pinned_and_scheduled_as_asked() {
     let v = std::fs::read_to_string(format!("{cg}/{file}")).unwrap();
     assert_eq!(v.trim(), if file == "cpu.shares" { "2048" } else { "200" });
     let procs = std::fs::read_to_string(format!("{cg}/cgroup.procs")).unwrap();
-    assert!(
-        procs
-            .lines()
-            .any(|l| l == ready["vm"]["qemu_pid"].to_string()),
-        "qemu not in its cgroup"
-    );
+    let qemu = ready["vm"]["qemu_pid"].to_string();
+    assert!(procs.lines().any(|l| l == qemu), "qemu not in its cgroup");
     let out = tinyvr(&["vm", "down", &name]);
     assert!(
         out.status.success(),
