@@ -74,9 +74,10 @@ fn info(m: &LinkMessage) -> LinkInfo {
     l
 }
 
-/// Every link in the namespace but loopback, with driver and PCI address
-/// from sysfs.
-pub fn list(nl: &mut dyn Netlink) -> Result<Vec<LinkInfo>, NlError> {
+/// Every link in the namespace but loopback; with `sysfs`, also its driver
+/// and PCI address (only read when a config matches on them: on a TCG
+/// guest every file read counts).
+pub fn list(nl: &mut dyn Netlink, sysfs: bool) -> Result<Vec<LinkInfo>, NlError> {
     let replies = nl.request(
         &|| "listing links".into(),
         M::GetLink(msg::dump_links()),
@@ -90,8 +91,10 @@ pub fn list(nl: &mut dyn Netlink) -> Result<Vec<LinkInfo>, NlError> {
         })
         .filter(|l| l.name != "lo")
         .map(|mut l| {
-            l.driver = sysfs::driver_of(&l.name);
-            l.pci = sysfs::pci_of(&l.name);
+            if sysfs {
+                l.driver = sysfs::driver_of(&l.name);
+                l.pci = sysfs::pci_of(&l.name);
+            }
             l
         })
         .collect())
@@ -203,10 +206,14 @@ pub fn prepare(
     timeout: Duration,
 ) -> Result<HashMap<String, LinkInfo>, super::ApplyError> {
     let start = Instant::now();
-    let found = loop {
-        let links = list(nl)?;
+    let need_sysfs = cfg
+        .interfaces
+        .iter()
+        .any(|i| i.pci.is_some() || i.driver.is_some());
+    let (found, all) = loop {
+        let links = list(nl, need_sysfs)?;
         match assign(cfg, &links) {
-            Ok(found) => break found,
+            Ok(found) => break (found, links),
             Err((
                 _,
                 MatchError::NotFound {
@@ -229,12 +236,12 @@ pub fn prepare(
             }
             Err((_, e @ MatchError::NotFound { .. })) => {
                 log::debug!("waiting: {e}");
-                std::thread::sleep(Duration::from_millis(10));
+                // A dump is cheap; devices probed late show up within ms.
+                std::thread::sleep(Duration::from_millis(2));
             }
             Err((_, e)) => return Err(e.into()),
         }
     };
-    let all = list(nl)?;
     rename(cfg, nl, &found, &all)?;
     // Nobody else brings loopback up in a VM or a fresh namespace.
     nl.request(
@@ -269,18 +276,14 @@ pub fn prepare(
             flags::NONE,
         )?;
     }
-    let after = list(nl)?;
+    // Renaming and MTU changes keep index and MAC: no need to list again.
     Ok(cfg
         .interfaces
         .iter()
-        .zip(&found)
-        .map(|(ifc, l)| {
-            let now = after
-                .iter()
-                .find(|a| a.index == l.index)
-                .cloned()
-                .unwrap_or_else(|| l.clone());
-            (ifc.name.to_string(), now)
+        .zip(found)
+        .map(|(ifc, mut l)| {
+            l.name = ifc.name.to_string();
+            (ifc.name.to_string(), l)
         })
         .collect())
 }
