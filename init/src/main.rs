@@ -13,6 +13,8 @@ use tinyvr_init::pid1::source::{self, Cmdline, OnError};
 use tinyvr_init::pid1::{caps, mounts, power, services::Supervised, supervise, Platform};
 use tinyvr_init::{apply, netlink};
 
+const RCU_EXPEDITED: &str = "/sys/kernel/rcu_expedited";
+
 const USAGE: &str = "usage: tinyvr-init [--config FILE] | --apply FILE | --check FILE | --version";
 
 enum Mode {
@@ -168,6 +170,7 @@ fn pid1(explicit: Option<&Path>) -> ! {
         Ok(m) => m,
         Err(e) => fatal(platform, on_error, "mounts", &e.to_string()),
     };
+    let t_mounts = t0.elapsed();
     let cmdline = Cmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
     console::init_logging(cmdline.log.unwrap_or(log::LevelFilter::Info));
     on_error = cmdline.on_error.unwrap_or(OnError::Poweroff);
@@ -187,7 +190,16 @@ fn pid1(explicit: Option<&Path>) -> ! {
     } else {
         Vec::new()
     };
-    let result = std::panic::catch_unwind(|| configure(platform, explicit, &cmdline, t0));
+    let phases = (t_mounts, t0.elapsed());
+    // Renaming a NIC waits for an RCU grace period, which on a slow
+    // one-vCPU guest takes ticks; expedited grace periods make it
+    // microseconds. Only while configuring, and only in a VM: the switch is
+    // kernel-wide, and expedited grace periods interrupt every CPU.
+    let expedite = platform == Platform::Vm && std::fs::write(RCU_EXPEDITED, "1").is_ok();
+    let result = std::panic::catch_unwind(|| configure(platform, explicit, &cmdline, t0, phases));
+    if expedite {
+        let _ = std::fs::write(RCU_EXPEDITED, "0");
+    }
     let (cfg, ready) = match result {
         Ok(Ok(v)) => v,
         Ok(Err((stage, msg))) => fatal(platform, on_error, stage, &msg),
@@ -220,23 +232,36 @@ fn configure(
     explicit: Option<&Path>,
     cmdline: &Cmdline,
     t0: Instant,
+    // (mounts done, setup done) since t0: logging, command line, buttons.
+    phases: (std::time::Duration, std::time::Duration),
 ) -> Result<(tinyvr_config::RouterConfig, serde_json::Value), Stage> {
+    let t = Instant::now();
     let (src, text) = source::find(explicit, cmdline, Path::new("/")).map_err(|e| ("config", e))?;
     log::info!("config from {src}");
     let cfg = tinyvr_config::load(&text).map_err(|e| ("config", format!("{src}: {e}")))?;
+    let config_ms = apply::ms(t.elapsed());
     // Only where the hostname is ours: a VM, or a container with its own UTS namespace.
     if platform == Platform::Vm || std::env::var_os("container").is_some() {
         if let Err(e) = nix::unistd::sethostname(&cfg.name) {
             log::warn!("setting hostname {}: {e}", cfg.name);
         }
     }
+    let t = Instant::now();
     let mut nl = netlink::Socket::open().map_err(|e| ("apply", e.to_string()))?;
+    let socket_ms = apply::ms(t.elapsed());
     let report = apply::apply(&cfg, &mut nl).map_err(|e| ("apply", e.to_string()))?;
     let extra = serde_json::json!({
         "platform": platform,
         "config_source": src.to_string(),
         "services": cfg.services.len(),
         "init_ms": apply::ms(t0.elapsed()),
+        // What PID 1 does before the apply steps, in order.
+        "pid1_ms": {
+            "mounts": apply::ms(phases.0),
+            "setup": apply::ms(phases.1 - phases.0),
+            "config": config_ms,
+            "netlink": socket_ms,
+        },
         // Guest time since kernel start: boot-to-ready. Meaningless in a container.
         "uptime_ms": if platform == Platform::Vm { uptime_ms() } else { None },
     });

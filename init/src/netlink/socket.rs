@@ -12,7 +12,10 @@ const NLMSGERR_ATTR_MSG: u16 = 1;
 /// How much to put in one sendmsg in bulk mode. Bigger batches save
 /// syscalls; the socket buffers are sized to hold one.
 const BATCH_BYTES: usize = 256 * 1024;
-const RECV_BUF: usize = 1 << 20;
+/// Larger than any datagram the kernel sends on a route socket (dump
+/// batches are at most 32 KiB); small enough to allocate quickly on a slow
+/// (TCG) guest.
+const RECV_BUF: usize = 64 * 1024;
 
 pub struct Socket {
     sock: netlink_sys::Socket,
