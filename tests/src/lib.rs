@@ -308,3 +308,41 @@ pub fn leftovers(prefix: &str) -> Vec<String> {
     }
     out
 }
+
+/// Takes a router down when dropped, also when the test panics before its
+/// own `down` (then a no-op: the state file is gone).
+pub struct Down {
+    pub platform: &'static str,
+    pub name: String,
+}
+
+impl Down {
+    pub fn new(platform: &'static str, name: &str) -> Down {
+        Down {
+            platform,
+            name: name.to_string(),
+        }
+    }
+}
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        if Path::new(&format!("/run/tinyvr/{}.json", self.name)).exists() {
+            let _ = Command::new(bin("tinyvr"))
+                .args([self.platform, "down", &self.name])
+                .output();
+        }
+    }
+}
+
+/// Host links a test made itself, deleted when dropped (a veth pair goes
+/// with either end).
+pub struct HostLinks(pub Vec<String>);
+
+impl Drop for HostLinks {
+    fn drop(&mut self) {
+        for l in &self.0 {
+            let _ = Command::new("ip").args(["link", "del", l]).output();
+        }
+    }
+}

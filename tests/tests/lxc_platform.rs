@@ -106,6 +106,7 @@ fn container_router_forwards_and_stops_cleanly() {
     let (name, cfg) = router('a', "");
     let dir = Scratch::new("lxc");
     let f = dir.file("router.toml", &cfg);
+    let _down = Down::new("lxc", &name);
     let out = up(&f, &["--topology", "--cpu-weight", "200"]);
     assert!(
         out.status.success(),
@@ -173,6 +174,8 @@ fn phys_and_macvlan_in_a_container() {
         format!("{name}-par"),
         format!("{name}-pp"),
     );
+    let _links = HostLinks(vec![ph0.clone(), par.clone()]);
+    let _down = Down::new("lxc", &name);
     run(Command::new("ip").args(["link", "add", &ph0, "type", "veth", "peer", "name", &ph1]));
     run(Command::new("ip").args(["link", "add", &par, "type", "veth", "peer", "name", &pp]));
     let cleanup = || {
@@ -185,6 +188,7 @@ fn phys_and_macvlan_in_a_container() {
          [[interface]]\nname = \"out0\"\naddresses = [\"10.2.0.1/24\"]\nhost = {{ kind = \"macvlan\", parent = \"{par}\" }}\n"
     );
     let dir = Scratch::new("lxc-phys");
+    let _down = Down::new("lxc", &name);
     let out = up(&dir.file("router.toml", &cfg), &[]);
     if !out.status.success() {
         cleanup();
@@ -224,6 +228,7 @@ fn failures_leave_nothing_behind() {
         "refused.toml",
         &format!("{cfg}\"net.core.netdev_max_backlog\" = 5000\n"),
     );
+    let _down = Down::new("lxc", &name);
     let out = up(&f, &["--topology"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -234,6 +239,7 @@ fn failures_leave_nothing_behind() {
 
     // A config mistake: named, nothing created.
     let (name, cfg) = router('d', "");
+    let _down = Down::new("lxc", &name);
     let out = up(
         &dir.file("bad.toml", &cfg.replace("10.2.0.1/24", "10.2.0.1/99")),
         &[],
@@ -251,6 +257,7 @@ fn failures_leave_nothing_behind() {
         "name = \"out0\"",
         "name = \"out0\"\nhost = { kind = \"phys\", device = \"nosuchvf0\" }",
     );
+    let _down = Down::new("lxc", &name);
     let out = up(&dir.file("phys.toml", &cfg), &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -290,6 +297,7 @@ fn failures_leave_nothing_behind() {
     assert_eq!(all_leftovers(&name), Vec::<String>::new());
 
     // A CPU that is not online.
+    let _down = Down::new("lxc", &name);
     let out = up(&f, &["--cpuset", "63"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -304,6 +312,7 @@ fn gc_cleans_up_after_the_monitor_was_killed() {
     require!(can_run().is_none(), can_run().unwrap_or(""));
     let (name, cfg) = router('g', "");
     let dir = Scratch::new("lxc-gc");
+    let _down = Down::new("lxc", &name);
     let out = up(
         &dir.file("router.toml", &cfg),
         &["--topology", "--cpu-weight", "50"],

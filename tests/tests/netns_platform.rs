@@ -37,6 +37,7 @@ fn topology_forwards_10000_packets_and_down_removes_everything() {
     let (name, cfg) = router('a');
     let dir = Scratch::new("netns");
     let f = dir.file("router.toml", &cfg);
+    let _down = Down::new("netns", &name);
     let out = tinyvr(&["netns", "up", f.to_str().unwrap(), "--topology"]);
     assert!(
         out.status.success(),
@@ -80,6 +81,7 @@ fn phys_and_macvlan_backends() {
     );
     // Host devices the router takes: one veth end moved in (phys), and a
     // veth end as the macvlan parent.
+    let _links = HostLinks(vec![ph0.clone(), par.clone()]);
     run(Command::new("ip").args(["link", "add", &ph0, "type", "veth", "peer", "name", &ph1]));
     run(Command::new("ip").args([
         "link",
@@ -105,6 +107,7 @@ host = {{ kind = "macvlan", parent = "{par}", mode = "bridge" }}
     );
     let dir = Scratch::new("phys");
     let f = dir.file("router.toml", &cfg);
+    let _down = Down::new("netns", &name);
     let out = tinyvr(&["netns", "up", f.to_str().unwrap()]);
     let cleanup = || {
         let _ = Command::new("ip").args(["link", "del", &ph0]).status();
@@ -171,12 +174,14 @@ fn failures_leave_nothing_behind() {
         "name = \"out0\"\nhost = { kind = \"phys\", device = \"nosuchdev0\" }",
     );
     let f = dir.file("phys.toml", &cfg);
+    let _down = Down::new("netns", &name);
     let out = tinyvr(&["netns", "up", f.to_str().unwrap(), "--topology"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("wires the in/out interfaces itself"),
         "{err}"
     );
+    let _down = Down::new("netns", &name);
     let out = tinyvr(&["netns", "up", f.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -187,6 +192,7 @@ fn failures_leave_nothing_behind() {
     // A config mistake: nothing is created at all.
     let (name, cfg) = router('d');
     let f = dir.file("bad.toml", &cfg.replace("10.2.0.1/24", "10.2.0.1/99"));
+    let _down = Down::new("netns", &name);
     let out = tinyvr(&["netns", "up", f.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -201,6 +207,7 @@ fn failures_leave_nothing_behind() {
         "refused.toml",
         &format!("{cfg}\"net.core.netdev_max_backlog\" = 5000\n"),
     );
+    let _down = Down::new("netns", &name);
     let out = tinyvr(&["netns", "up", f.to_str().unwrap(), "--topology"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -216,6 +223,7 @@ fn down_works_from_a_stale_state_file() {
     let (name, cfg) = router('f');
     let dir = Scratch::new("stale");
     let f = dir.file("router.toml", &cfg);
+    let _down = Down::new("netns", &name);
     let out = tinyvr(&["netns", "up", f.to_str().unwrap(), "--topology"]);
     assert!(
         out.status.success(),

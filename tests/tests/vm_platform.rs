@@ -78,6 +78,7 @@ fn tap_topology_forwards_10000_packets() {
     require!(can_run().is_none(), can_run().unwrap_or(""));
     let (name, cfg) = router('a', "", "");
     let dir = Scratch::new("vm-tap");
+    let _down = Down::new("vm", &name);
     let out = up(&dir.file("router.toml", &cfg), &["--topology"]);
     assert!(
         out.status.success(),
@@ -124,6 +125,8 @@ fn macvtap_on_veth_parents_forwards() {
             let _ = Command::new("ip").args(["link", "del", l]).output();
         }
     };
+    let _links = HostLinks(vec![p_in.clone(), p_out.clone()]);
+    let _ns = [Netns { name: src.clone() }, Netns { name: snk.clone() }];
     sh(&format!(
         "ip netns add {src}; ip netns add {snk}
          ip link add {p_in} type veth peer name {e_in} netns {src}
@@ -153,6 +156,7 @@ fn macvtap_on_veth_parents_forwards() {
         snk_mac.trim()
     );
     let dir = Scratch::new("vm-macvtap");
+    let _down = Down::new("vm", &name);
     let out = up(&dir.file("router.toml", &cfg), &[]);
     if !out.status.success() {
         cleanup();
@@ -185,6 +189,7 @@ fn bad_inputs_fail_cleanly() {
         (vec!["--qemu", "no-such-qemu"], "no-such-qemu not found"),
     ];
     for (args, want) in cases {
+        let _down = Down::new("vm", &name);
         let out = up(&f, &args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -193,6 +198,7 @@ fn bad_inputs_fail_cleanly() {
         );
         assert_eq!(leftovers(&name), Vec::<String>::new(), "{args:?}");
     }
+    let _down = Down::new("vm", &name);
     let out = tinyvr(&["vm", "up", f.to_str().unwrap(), "--image", "/nonexistent"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -205,6 +211,7 @@ fn bad_inputs_fail_cleanly() {
         "host = { kind = \"macvtap\", parent = \"nosuchparent0\" }",
         "",
     );
+    let _down = Down::new("vm", &name);
     let out = up(&dir.file("mv.toml", &cfg), &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -214,6 +221,7 @@ fn bad_inputs_fail_cleanly() {
     assert_eq!(leftovers(&name), Vec::<String>::new());
     // A mistake the init finds: TINYVR-ERROR text comes back, qemu is gone.
     let (name, cfg) = router('e', "", "");
+    let _down = Down::new("vm", &name);
     let out = up(
         &dir.file(
             "refused.toml",
@@ -297,6 +305,7 @@ fn threads_are_pinned_and_scheduled_as_asked() {
     let (name, cfg) = router('g', "", "");
     let dir = Scratch::new("vm-sched");
     let f = dir.file("router.toml", &cfg);
+    let _down = Down::new("vm", &name);
     let out = up(
         &f,
         &[
@@ -368,6 +377,7 @@ fn deadline_reservation_on_the_emulator_thread() {
     require!(can_run().is_none(), can_run().unwrap_or(""));
     let (name, cfg) = router('h', "", "");
     let dir = Scratch::new("vm-dl");
+    let _down = Down::new("vm", &name);
     let out = up(
         &dir.file("router.toml", &cfg),
         &["--sched", "emulator=deadline:20000/100000/100000"],
@@ -422,6 +432,7 @@ fn bad_placement_fails_cleanly() {
         ),
         (vec!["--cpuset", "63"], "CPU 63 is not online"),
     ] {
+        let _down = Down::new("vm", &name);
         let out = up(&f, &args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
