@@ -35,10 +35,6 @@ pub fn write_sysctl(key: &str, value: &str) -> Result<(), SysfsError> {
     })
 }
 
-pub fn read_sysctl(key: &str) -> io::Result<String> {
-    fs::read_to_string(sysctl_path(key)).map(|s| s.trim().to_string())
-}
-
 /// Writes `mask` to every `queues/<prefix>-*/<file>` of a device (`rx`/`rps_cpus`
 /// or `tx`/`xps_cpus`). Returns how many queues were set.
 pub fn write_queue_masks(

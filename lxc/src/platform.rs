@@ -24,7 +24,7 @@ pub struct Up<'a> {
     pub timeout: Duration,
 }
 
-pub use tinyvr_host::cgroup::{online_cpus, version as cgroup_version};
+use tinyvr_host::cgroup::{self as cg, online_cpus};
 
 /// The config `up` would write, for `tinyvr lxc config`.
 pub fn render(o: &Up) -> Result<String, HostError> {
@@ -34,7 +34,7 @@ pub fn render(o: &Up) -> Result<String, HostError> {
         &cfg,
         &dir.display().to_string(),
         &o.resources,
-        cgroup_version(),
+        cg::version(),
     ))
 }
 
@@ -134,12 +134,7 @@ fn start(
         .map_err(|e| HostError::io(format!("creating {}", etc.display()), e))?;
     std::fs::write(etc.join("router.toml"), cfg.guest_toml())
         .map_err(|e| HostError::io("writing router.toml", e))?;
-    let text = config::generate(
-        cfg,
-        &dir.display().to_string(),
-        &o.resources,
-        cgroup_version(),
-    );
+    let text = config::generate(cfg, &dir.display().to_string(), &o.resources, cg::version());
     std::fs::write(dir.join("config"), text)
         .map_err(|e| HostError::io("writing the LXC config", e))?;
 

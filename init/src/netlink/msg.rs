@@ -271,9 +271,9 @@ pub fn nexthop(id: u32, r: &RouteRange, oif: Option<u32>, delete: bool) -> Vec<u
             NLM_F_REQUEST | super::flags::CREATE_REPLACE,
         )
     };
-    b[0..4].copy_from_slice(&len.to_ne_bytes());
-    b[4..6].copy_from_slice(&kind.to_ne_bytes());
-    b[6..8].copy_from_slice(&fl.to_ne_bytes());
+    let mut hdr = netlink_packet_core::NetlinkHeader::default();
+    (hdr.length, hdr.message_type, hdr.flags) = (len, kind, fl);
+    netlink_packet_core::Emitable::emit(&hdr, &mut b[..16]);
     b
 }
 

@@ -2,7 +2,7 @@
 
 use super::{Netlink, NlError};
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK,
+    Emitable, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK,
     NLM_F_REQUEST,
 };
 use netlink_packet_route::RouteNetlinkMessage;
@@ -244,7 +244,7 @@ impl Netlink for Socket {
         hdr.message_type = netlink_packet_core::NLMSG_NOOP;
         hdr.length = 16;
         let mut raw = [0u8; 16];
-        hdr.emit_into(&mut raw);
+        hdr.emit(&mut raw);
         self.sock.send(&raw, 0).map_err(io)?;
         loop {
             let n = self.recv().map_err(io)?;
@@ -271,19 +271,5 @@ fn collect_errors(
                 out.push((idx, errno, detail));
             }
         }
-    }
-}
-
-trait EmitInto {
-    fn emit_into(&self, buf: &mut [u8; 16]);
-}
-
-impl EmitInto for NetlinkHeader {
-    fn emit_into(&self, buf: &mut [u8; 16]) {
-        buf[0..4].copy_from_slice(&self.length.to_ne_bytes());
-        buf[4..6].copy_from_slice(&self.message_type.to_ne_bytes());
-        buf[6..8].copy_from_slice(&self.flags.to_ne_bytes());
-        buf[8..12].copy_from_slice(&self.sequence_number.to_ne_bytes());
-        buf[12..16].copy_from_slice(&self.port_number.to_ne_bytes());
     }
 }
