@@ -105,9 +105,9 @@ fn prepare(o: &Up) -> Result<(RouterConfig, Option<topology::Topology>, Accel, S
     Ok((cfg, topo, acc, why))
 }
 
-/// Makes the host side of each NIC; returns the NICs and the fds qemu inherits.
-fn plumb(cfg: &RouterConfig, state: &mut State) -> Result<(Vec<Nic>, Vec<File>), HostError> {
-    let mut nics = Vec::new();
+/// Makes the host side of each NIC and returns the fds qemu inherits, in
+/// the order `planned_nics` numbers them (3, 4, ...).
+fn plumb(cfg: &RouterConfig, state: &mut State) -> Result<Vec<File>, HostError> {
     let mut fds: Vec<File> = Vec::new();
     let mut nl = netns::socket(None)?;
     let default = HostLink::Tap {
@@ -119,25 +119,9 @@ fn plumb(cfg: &RouterConfig, state: &mut State) -> Result<(Vec<Nic>, Vec<File>),
     for (i, ifc) in cfg.interfaces.iter().enumerate() {
         let mac = ifc.mac.expect("prepare gives every interface a MAC");
         let host = ifc.host.as_ref().unwrap_or(&default);
-        let nic_of = |n: &VirtioNic, backend| Nic {
-            mac,
-            backend,
-            vhost: vhost_on(n.vhost),
-            queues: n.queues.unwrap_or(1),
-            rx_queue_size: n.rx_queue_size,
-            tx_queue_size: n.tx_queue_size,
-        };
-        // Where the fds qemu gets start: 3, 4, ... in order.
-        let next_fd = |fds: &Vec<File>| 3 + fds.len() as i32;
         match host {
-            HostLink::Vfio { pci } => nics.push(Nic {
-                mac,
-                backend: Backend::Vfio { pci: pci.clone() },
-                vhost: false,
-                queues: 1,
-                rx_queue_size: None,
-                tx_queue_size: None,
-            }),
+            // Passed through by PCI address: nothing to make on the host.
+            HostLink::Vfio { .. } => {}
             HostLink::Tap { .. } | HostLink::Bridge { .. } => {
                 // A tap, optionally in a namespace, or on a bridge (given,
                 // or made by tinyvr for the `bridge` kind).
@@ -182,10 +166,7 @@ fn plumb(cfg: &RouterConfig, state: &mut State) -> Result<(Vec<Nic>, Vec<File>),
                     }
                     None => links::set_up(&mut nl, &tname)?,
                 }
-                let first = next_fd(&fds);
-                let ids = (0..files.len() as i32).map(|k| first + k).collect();
                 fds.extend(files);
-                nics.push(nic_of(nic, Backend::Fds { fds: ids }));
             }
             HostLink::Macvtap { parent, mode, nic } => {
                 let mname = ifc.host_name(&cfg.name);
@@ -206,9 +187,7 @@ fn plumb(cfg: &RouterConfig, state: &mut State) -> Result<(Vec<Nic>, Vec<File>),
                     .write(true)
                     .open(&dev)
                     .map_err(|e| HostError::io(format!("opening {dev} (macvtap {mname})"), e))?;
-                let first = next_fd(&fds);
                 fds.push(f);
-                nics.push(nic_of(nic, Backend::Fds { fds: vec![first] }));
             }
             other => {
                 return Err(HostError::Other(format!(
@@ -218,10 +197,11 @@ fn plumb(cfg: &RouterConfig, state: &mut State) -> Result<(Vec<Nic>, Vec<File>),
             }
         }
     }
-    Ok((nics, fds))
+    Ok(fds)
 }
 
-/// The NICs `plumb` would make, without making them (for `tinyvr vm argv`).
+/// The NICs qemu gets, with tap fds numbered as `plumb` hands them over
+/// (3, 4, ... in interface order); the one source of both `vm argv` and `up`.
 fn planned_nics(cfg: &RouterConfig) -> Vec<Nic> {
     let mut next = 3;
     cfg.interfaces
@@ -319,7 +299,23 @@ fn start(
     if let Some(t) = topo {
         topology::create_namespaces(t, state)?;
     }
-    let (nics, fds) = plumb(cfg, state)?;
+    let fds = plumb(cfg, state)?;
+    let nics = planned_nics(cfg);
+    let numbered: usize = nics
+        .iter()
+        .map(|n| {
+            if let Backend::Fds { fds } = &n.backend {
+                fds.len()
+            } else {
+                0
+            }
+        })
+        .sum();
+    debug_assert_eq!(
+        numbered,
+        fds.len(),
+        "plumb and planned_nics disagree on the tap fds"
+    );
     // The same paths `spec` uses: config, console, QMP socket, pidfile, qemu's own log.
     let files: Vec<PathBuf> = ["toml", "console", "qmp", "pid", "qemu.log"]
         .iter()
