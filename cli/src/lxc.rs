@@ -3,7 +3,6 @@
 use anyhow::Result;
 use std::path::PathBuf;
 use std::time::Duration;
-use tinyvr_lxc::config::Resources;
 use tinyvr_lxc::platform::{self, Up, DEFAULT_LXCPATH};
 
 #[derive(clap::Args)]
@@ -17,15 +16,8 @@ pub struct UpArgs {
     /// router's first and second interface.
     #[arg(long)]
     topology: bool,
-    /// cgroup CPU weight, 1-10000 (v2 cpu.weight; v1 cpu.shares = weight x 1024 / 100).
-    #[arg(long)]
-    cpu_weight: Option<u32>,
-    /// cgroup CPU bandwidth "QUOTA PERIOD" in µs, e.g. "50000 100000".
-    #[arg(long)]
-    cpu_max: Option<String>,
-    /// CPUs the container may run on, e.g. "1" or "0-1".
-    #[arg(long)]
-    cpuset: Option<String>,
+    #[command(flatten)]
+    resources: crate::resources::ResourceArgs,
     /// Where container directories live.
     #[arg(long, default_value = DEFAULT_LXCPATH)]
     lxcpath: PathBuf,
@@ -56,11 +48,7 @@ fn up_opts(a: &UpArgs) -> Up<'_> {
         config: &a.config,
         rootfs: a.rootfs.clone(),
         topology: a.topology,
-        resources: Resources {
-            cpu_weight: a.cpu_weight,
-            cpu_max: a.cpu_max.clone(),
-            cpuset: a.cpuset.clone(),
-        },
+        resources: a.resources.resources(),
         lxcpath: a.lxcpath.clone(),
         timeout: Duration::from_secs(a.timeout),
     }

@@ -4,6 +4,7 @@ mod check;
 mod image;
 mod lxc;
 mod netns;
+mod resources;
 mod vm;
 
 use clap::{Parser, Subcommand};

@@ -39,15 +39,8 @@ pub struct UpArgs {
     /// CLASS=deadline:RUNTIME/DEADLINE/PERIOD in µs (repeatable).
     #[arg(long = "sched", value_name = "CLASS=POLICY", value_parser = tinyvr_qemu::sched::parse_sched)]
     sched: Vec<(tinyvr_qemu::sched::Class, tinyvr_qemu::sched::Policy)>,
-    /// The VM cgroup's CPU weight, 1-10000 (v1: cpu.shares = weight x 1024 / 100).
-    #[arg(long)]
-    cpu_weight: Option<u32>,
-    /// The VM cgroup's CPU bandwidth "QUOTA PERIOD" in µs.
-    #[arg(long)]
-    cpu_max: Option<String>,
-    /// The VM cgroup's cpuset.
-    #[arg(long)]
-    cpuset: Option<String>,
+    #[command(flatten)]
+    resources: crate::resources::ResourceArgs,
     /// RT budget of the VM's cgroup in µs per second (default 100000 with fifo/rr).
     #[arg(long)]
     rt_runtime: Option<u64>,
@@ -83,11 +76,7 @@ fn opts(a: &UpArgs) -> Up<'_> {
             affinity: a.affinity.clone(),
             sched: a.sched.clone(),
         },
-        resources: tinyvr_host::cgroup::Resources {
-            cpu_weight: a.cpu_weight,
-            cpu_max: a.cpu_max.clone(),
-            cpuset: a.cpuset.clone(),
-        },
+        resources: a.resources.resources(),
         rt_runtime_us: a.rt_runtime,
     }
 }
