@@ -35,42 +35,7 @@ dev = "out0"
 /// qemu's start, the init's own start-to-READY time in ms if it reports one).
 fn boot(kernel: &Path, initrd: &Path, cfg: &Path, tag: &str) -> (f64, f64, f64) {
     let t = Instant::now();
-    let mut child = Command::new("qemu-system-x86_64")
-        .args([
-            "-accel",
-            "tcg",
-            "-m",
-            "128",
-            "-smp",
-            "1",
-            "-nodefaults",
-            "-display",
-            "none",
-            "-no-reboot",
-            "-serial",
-            "stdio",
-            "-monitor",
-            "none",
-        ])
-        .arg("-kernel")
-        .arg(kernel)
-        .arg("-initrd")
-        .arg(initrd)
-        .args(["-append", "console=ttyS0 quiet tinyvr.log=warn"])
-        .arg("-fw_cfg")
-        .arg(format!("name=opt/tinyvr/config,file={}", cfg.display()))
-        .args([
-            "-netdev",
-            "hubport,id=n0,hubid=0",
-            "-device",
-            "virtio-net-pci,netdev=n0,mac=52:54:00:00:01:01",
-        ])
-        .args([
-            "-netdev",
-            "hubport,id=n1,hubid=1",
-            "-device",
-            "virtio-net-pci,netdev=n1,mac=52:54:00:00:02:01",
-        ])
+    let mut child = qemu_by_hand(kernel, initrd, "console=ttyS0 quiet tinyvr.log=warn", cfg)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -346,3 +346,43 @@ impl Drop for HostLinks {
         }
     }
 }
+
+/// qemu booting a tinyvr kernel the way the README does it by hand: TCG,
+/// serial console on stdio, the config by fw_cfg, and two virtio NICs
+/// (MACs 52:54:00:00:01:01 and :02:01) on unconnected hub ports, so no
+/// packet leaves them. Callers add what else they need (QMP, pipes).
+pub fn qemu_by_hand(kernel: &Path, initrd: &Path, append: &str, config: &Path) -> Command {
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args([
+        "-accel",
+        "tcg",
+        "-m",
+        "128",
+        "-smp",
+        "1",
+        "-nodefaults",
+        "-display",
+        "none",
+        "-no-reboot",
+    ])
+    .args(["-serial", "stdio", "-monitor", "none"])
+    .arg("-kernel")
+    .arg(kernel)
+    .arg("-initrd")
+    .arg(initrd)
+    .args(["-append", append])
+    .arg("-fw_cfg")
+    .arg(format!("name=opt/tinyvr/config,file={}", config.display()));
+    for (i, mac) in ["52:54:00:00:01:01", "52:54:00:00:02:01"]
+        .iter()
+        .enumerate()
+    {
+        c.args([
+            "-netdev",
+            &format!("hubport,id=n{i},hubid={i}"),
+            "-device",
+            &format!("virtio-net-pci,netdev=n{i},mac={mac}"),
+        ]);
+    }
+    c
+}

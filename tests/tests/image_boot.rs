@@ -52,46 +52,19 @@ impl Vm {
         let cfg = dir.file("router.toml", config);
         let qmp = dir.0.join("qmp.sock");
         let img = image();
-        let mut child = Command::new("qemu-system-x86_64")
-            .args([
-                "-accel",
-                "tcg",
-                "-m",
-                "128",
-                "-smp",
-                "1",
-                "-nodefaults",
-                "-display",
-                "none",
-                "-no-reboot",
-            ])
-            .args(["-serial", "stdio", "-monitor", "none"])
-            .arg("-kernel")
-            .arg(img.join("bzImage"))
-            .arg("-initrd")
-            .arg(img.join("initramfs.cpio.gz"))
-            .args(["-append", "console=ttyS0 tinyvr.log=info"])
-            .arg("-fw_cfg")
-            .arg(format!("name=opt/tinyvr/config,file={}", cfg.display()))
-            .arg("-qmp")
-            .arg(format!("unix:{},server=on,wait=off", qmp.display()))
-            .args([
-                "-netdev",
-                "hubport,id=n0,hubid=0",
-                "-device",
-                "virtio-net-pci,netdev=n0,mac=52:54:00:00:01:01",
-            ])
-            .args([
-                "-netdev",
-                "hubport,id=n1,hubid=1",
-                "-device",
-                "virtio-net-pci,netdev=n1,mac=52:54:00:00:02:01",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting qemu");
+        let mut child = qemu_by_hand(
+            &img.join("bzImage"),
+            &img.join("initramfs.cpio.gz"),
+            "console=ttyS0 tinyvr.log=info",
+            &cfg,
+        )
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", qmp.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting qemu");
         let (tx, rx) = mpsc::channel();
         for pipe in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
