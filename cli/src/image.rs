@@ -29,6 +29,21 @@ pub struct BuildArgs {
     cache: PathBuf,
 }
 
+impl BuildArgs {
+    /// `image build --out OUT` with every other flag at its default.
+    pub fn defaults(out: &Path) -> BuildArgs {
+        BuildArgs {
+            out: out.to_path_buf(),
+            kernel_source: tinyvr_image::kernel::DEFAULT_SOURCE.into(),
+            kernel: None,
+            adds: Vec::new(),
+            init: None,
+            cache: std::env::var_os("TINYVR_CACHE")
+                .map_or_else(|| "/var/cache/tinyvr".into(), PathBuf::from),
+        }
+    }
+}
+
 /// The source tree this tool was built from.
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -1,5 +1,6 @@
 //! tinyvr: the host tools. Each subcommand lives in its own module.
 
+mod bench;
 mod check;
 mod image;
 mod lxc;
@@ -42,6 +43,11 @@ enum Cmd {
     /// The VM platform: the image under qemu (KVM where the CPU has it, TCG otherwise).
     #[command(subcommand)]
     Vm(vm::VmCmd),
+    /// Run an experiment: offered load through routers, measured (see experiments/).
+    Bench(bench::BenchArgs),
+    /// Build the image if needed and compare one router on each platform
+    /// (baseline namespace, LXC, VM): a table and plots in a few minutes.
+    Demo(bench::DemoArgs),
     /// Remove routers whose owning process (qemu, lxc-start) is gone.
     Gc,
 }
@@ -70,10 +76,16 @@ fn main() -> ExitCode {
         Cmd::Netns(c) => netns::run(c),
         Cmd::Lxc(c) => lxc::run(c),
         Cmd::Vm(c) => vm::run(c),
+        Cmd::Bench(a) => bench::bench(a),
+        Cmd::Demo(a) => bench::demo(a),
         Cmd::Gc => netns::gc(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<bench::Skipped>() => {
+            eprintln!("tinyvr: {e:#}");
+            ExitCode::from(bench::SKIP)
+        }
         Err(e) => {
             eprintln!("tinyvr: {e:#}");
             ExitCode::FAILURE

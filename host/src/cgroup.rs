@@ -95,11 +95,21 @@ pub fn dirs(dir_name: &str, cg: Cgroup, cpuset: bool) -> Vec<PathBuf> {
     let root = Path::new("/sys/fs/cgroup");
     match cg {
         Cgroup::V2 => vec![root.join(dir_name)],
-        Cgroup::V1 if cpuset => vec![
-            root.join("cpu").join(dir_name),
-            root.join("cpuset").join(dir_name),
-        ],
-        Cgroup::V1 => vec![root.join("cpu").join(dir_name)],
+        Cgroup::V1 => {
+            let mut v = vec![root.join("cpu").join(dir_name)];
+            if cpuset {
+                v.push(root.join("cpuset").join(dir_name));
+            }
+            // Where cpuacct is a hierarchy of its own, the router's CPU
+            // time is only counted if it has a group there too.
+            let acct = root.join("cpuacct");
+            if acct.join("cpuacct.usage").exists()
+                && !root.join("cpu").join("cpuacct.usage").exists()
+            {
+                v.push(acct.join(dir_name));
+            }
+            v
+        }
     }
 }
 
@@ -155,7 +165,8 @@ pub fn create_for(
                     write(cpu, "cpu.rt_runtime_us", &rt.to_string())?;
                 }
             }
-            if let (Some(c), Some(set)) = (&res.cpuset, ds.get(1)) {
+            let cpuset_dir = ds.iter().find(|d| d.starts_with("/sys/fs/cgroup/cpuset"));
+            if let (Some(c), Some(set)) = (&res.cpuset, cpuset_dir) {
                 // A v1 cpuset takes no task before it has cpus and mems.
                 let mems = read(set.parent().unwrap(), "cpuset.mems");
                 write(set, "cpuset.mems", &mems)?;
@@ -172,7 +183,7 @@ pub fn create_for(
             ] {
                 back.insert(f.into(), read(cpu, f).into());
             }
-            if let Some(set) = ds.get(1) {
+            if let Some(set) = cpuset_dir {
                 back.insert("cpuset.cpus".into(), read(set, "cpuset.cpus").into());
             }
         }

@@ -25,7 +25,27 @@ pub struct End {
 pub struct Topology {
     pub src: End,
     pub sink: End,
+    /// VMs only: the source reaches the VM's tap through a veth and a bridge
+    /// in the source namespace, as traffic from a NIC would, so that a VM
+    /// that falls behind drops at its tap's queue instead of pushing back on
+    /// the generator's socket.
+    pub src_bridge: Option<SrcBridge>,
 }
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SrcBridge {
+    pub bridge: String,
+    /// The veth end on the bridge (its peer is `src.dev`).
+    pub port: String,
+    /// The VM's tap, on the bridge.
+    pub tap: String,
+}
+
+/// Names inside the source namespace of a VM; the namespace is the
+/// router's own, so fixed names cannot collide.
+const GEN_DEV: &str = "gen0";
+const GEN_PORT: &str = "gen0-br";
+const GEN_BRIDGE: &str = "br0";
 
 /// A host address in the same subnet as the router's `a`: the next one,
 /// or the previous one when `a` is the last usable.
@@ -49,8 +69,23 @@ fn mac_for(router: &str, which: u8) -> MacAddr {
     MacAddr([0x02, 0x74, b[0], b[1], b[2], which])
 }
 
+/// A VM interface may carry its own `[interface.host]` of kind `tap` with
+/// only NIC settings (vhost, queues, txqueuelen): the topology names and
+/// places the tap and keeps those.
+fn nic_only(h: &HostLink) -> bool {
+    matches!(
+        h,
+        HostLink::Tap {
+            name: None,
+            netns: None,
+            bridge: None,
+            ..
+        }
+    )
+}
+
 /// Plans the ends for a router: pure, no system calls.
-pub fn plan(cfg: &RouterConfig) -> Result<Topology, String> {
+pub fn plan(cfg: &RouterConfig, for_vm: bool) -> Result<Topology, String> {
     if cfg.interfaces.len() < 2 {
         return Err(format!(
             "the topology needs two interfaces (in, out); {} has {}",
@@ -60,7 +95,7 @@ pub fn plan(cfg: &RouterConfig) -> Result<Topology, String> {
     }
     let end = |i: usize, suffix: &str, which: u8| -> Result<End, String> {
         let ifc = &cfg.interfaces[i];
-        if ifc.host.is_some() {
+        if ifc.host.as_ref().is_some_and(|h| !(for_vm && nic_only(h))) {
             return Err(format!(
                 "interface[{i}] ({}) has its own [interface.host]: the topology wires the in/out interfaces itself; drop one or the other",
                 ifc.name
@@ -96,9 +131,19 @@ pub fn plan(cfg: &RouterConfig) -> Result<Topology, String> {
             },
         })
     };
+    let mut src = end(0, "src", 0x0a)?;
+    let src_bridge = for_vm.then(|| {
+        let tap = std::mem::replace(&mut src.dev, GEN_DEV.into());
+        SrcBridge {
+            bridge: GEN_BRIDGE.into(),
+            port: GEN_PORT.into(),
+            tap,
+        }
+    });
     Ok(Topology {
-        src: end(0, "src", 0x0a)?,
+        src,
         sink: end(1, "snk", 0x0b)?,
+        src_bridge,
     })
 }
 
@@ -107,14 +152,25 @@ pub fn plan(cfg: &RouterConfig) -> Result<Topology, String> {
 pub fn attach(cfg: &mut RouterConfig, t: &Topology, for_vm: bool) {
     for (i, e) in [(0, &t.src), (1, &t.sink)] {
         let ifc = &mut cfg.interfaces[i];
-        let dev = Some(e.dev.parse().expect("validated name"));
+        let bridged = t.src_bridge.as_ref().filter(|_| i == 0);
+        let dev = Some(
+            bridged
+                .map_or(&e.dev, |b| &b.tap)
+                .parse()
+                .expect("validated name"),
+        );
         ifc.host = Some(if for_vm {
-            // A VM's end is its tap, moved into the namespace.
+            // A VM's end is its tap, moved into the namespace (and on the
+            // source side put on the bridge there).
+            let nic = match ifc.host.take() {
+                Some(HostLink::Tap { nic, .. }) => nic,
+                _ => Default::default(),
+            };
             HostLink::Tap {
                 name: dev,
                 netns: Some(e.netns.clone()),
-                bridge: None,
-                nic: Default::default(),
+                bridge: bridged.map(|b| b.bridge.parse().expect("valid name")),
+                nic,
             }
         } else {
             HostLink::Veth {
@@ -159,7 +215,7 @@ pub fn load(
         }
     }
     let topo = if topology {
-        Some(plan(&cfg).map_err(HostError::Other)?)
+        Some(plan(&cfg, for_vm).map_err(HostError::Other)?)
     } else {
         None
     };
@@ -175,6 +231,21 @@ pub fn create_namespaces(t: &Topology, state: &mut crate::state::State) -> Resul
         state.add(crate::state::Resource::Netns { name: ns.clone() })?;
         netns::create(ns)?;
         quiet(ns)?;
+    }
+    if let Some(b) = &t.src_bridge {
+        // Inside the namespace: deleted with it.
+        let mut nl = netns::socket(Some(&t.src.netns))?;
+        links::add_bridge(&mut nl, &b.bridge)?;
+        links::add_veth(
+            &mut nl,
+            (&t.src.dev, Some(&t.src.mac)),
+            (&b.port, None),
+            None,
+        )?;
+        links::set_master(&mut nl, &b.port, &b.bridge)?;
+        for dev in [&b.bridge, &b.port] {
+            links::set_up(&mut nl, dev)?;
+        }
     }
     Ok(())
 }
@@ -246,7 +317,8 @@ mod tests {
     #[test]
     fn plans_ends_next_to_the_router() {
         let mut cfg = tinyvr_config::load(include_str!("../../examples/router.toml")).unwrap();
-        let t = plan(&cfg).unwrap();
+        let t = plan(&cfg, false).unwrap();
+        assert!(t.src_bridge.is_none());
         assert_eq!(t.src.ip.to_string(), "10.1.0.2");
         assert_eq!(t.sink.ip.to_string(), "10.2.0.2");
         assert_eq!(
@@ -269,6 +341,51 @@ mod tests {
             "the config's own neighbour entry wins"
         );
         cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn a_vm_source_reaches_the_tap_through_a_bridge() {
+        let mut cfg = tinyvr_config::load(include_str!("../../examples/router.toml")).unwrap();
+        cfg.interfaces[0].host = Some(HostLink::Tap {
+            name: None,
+            netns: None,
+            bridge: None,
+            nic: tinyvr_config::VirtioNic {
+                txqueuelen: Some(50),
+                ..Default::default()
+            },
+        });
+        let t = plan(&cfg, true).unwrap();
+        let b = t.src_bridge.clone().unwrap();
+        assert_eq!((t.src.dev.as_str(), b.tap.as_str()), ("gen0", "vr1-in0"));
+        attach(&mut cfg, &t, true);
+        match &cfg.interfaces[0].host {
+            Some(HostLink::Tap {
+                name: Some(n),
+                netns: Some(ns),
+                bridge: Some(br),
+                nic,
+            }) => {
+                assert_eq!(
+                    (n.as_str(), ns.as_str(), br.as_str()),
+                    ("vr1-in0", "vr1-src", "br0")
+                );
+                assert_eq!(nic.txqueuelen, Some(50), "the NIC settings are kept");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            &cfg.interfaces[1].host,
+            Some(HostLink::Tap { bridge: None, netns: Some(ns), .. }) if ns == "vr1-snk"
+        ));
+        // A named tap is the user's own wiring: refused with the topology.
+        cfg.interfaces[0].host = Some(HostLink::Tap {
+            name: Some("x0".parse().unwrap()),
+            netns: None,
+            bridge: None,
+            nic: Default::default(),
+        });
+        assert!(plan(&cfg, true).is_err());
     }
 
     #[test]

@@ -154,18 +154,21 @@ fn plumb(cfg: &RouterConfig, state: &mut State) -> Result<Vec<File>, HostError> 
                 if let Some(q) = nic.txqueuelen {
                     links::set_txqueuelen(&mut nl, &tname, q)?;
                 }
-                if let Some(b) = &br {
-                    links::set_master(&mut nl, &tname, b)?;
-                }
                 links::quiet_ipv6(&tname)?;
-                match &tns {
+                // Moving a device detaches it from its bridge: move first,
+                // then enslave to the bridge in the tap's own namespace.
+                let mut tnl = match &tns {
                     Some(ns) => {
                         let fd = netns::open(ns)?;
                         links::move_to(&mut nl, &tname, fd.as_raw_fd(), None)?;
-                        links::set_up(&mut netns::socket(Some(ns))?, &tname)?;
+                        netns::socket(Some(ns))?
                     }
-                    None => links::set_up(&mut nl, &tname)?,
+                    None => netns::socket(None)?,
+                };
+                if let Some(b) = &br {
+                    links::set_master(&mut tnl, &tname, b)?;
                 }
+                links::set_up(&mut tnl, &tname)?;
                 fds.extend(files);
             }
             HostLink::Macvtap { parent, mode, nic } => {

@@ -1,0 +1,158 @@
+//! CPU accounting per thread class, from /proc and the cgroup files, as
+//! percent of one core over a trial.
+
+use std::collections::BTreeMap;
+
+/// USER_HZ: the unit of /proc/<pid>/stat and /proc/stat times.
+fn clk_tck() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as f64
+}
+
+/// utime + stime (ticks) from a /proc/<pid>/task/<tid>/stat line: the
+/// fields after the parenthesised command name.
+pub fn stat_ticks(line: &str) -> Option<u64> {
+    let rest = &line[line.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// The class of a qemu thread by its name (qemu runs with debug-threads=on).
+pub fn qemu_class(comm: &str) -> &'static str {
+    if comm.starts_with("CPU ") {
+        "vcpu"
+    } else if comm.starts_with("vhost-") {
+        "vhost"
+    } else {
+        "emulator"
+    }
+}
+
+/// A snapshot: ticks per class for the threads of `pids` (classified by
+/// `class`), host softirq ticks, and cgroup CPU time (µs) per router.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub classes: BTreeMap<String, u64>,
+    pub softirq: u64,
+    pub cgroups: BTreeMap<String, u64>,
+}
+
+/// What to account: (router name, pid, qemu?) triples.
+pub fn snapshot(procs: &[(String, u32, bool)]) -> Snapshot {
+    let mut s = Snapshot::default();
+    for (name, pid, qemu) in procs {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"));
+        for t in tasks.into_iter().flatten().flatten() {
+            let dir = t.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            let class = if *qemu {
+                qemu_class(comm.trim())
+            } else {
+                "init"
+            };
+            if let Some(ticks) = std::fs::read_to_string(dir.join("stat"))
+                .ok()
+                .and_then(|l| stat_ticks(&l))
+            {
+                *s.classes.entry(format!("{name}/{class}")).or_default() += ticks;
+            }
+        }
+        if let Some(us) = cgroup_usage_us(*pid) {
+            s.cgroups.insert(name.clone(), us);
+        }
+    }
+    s.softirq = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|t| softirq_ticks(&t))
+        .unwrap_or(0);
+    s
+}
+
+/// The softirq column of /proc/stat's "cpu" line (all CPUs).
+pub fn softirq_ticks(stat: &str) -> Option<u64> {
+    let l = stat.lines().find(|l| l.starts_with("cpu "))?;
+    l.split_whitespace().nth(7)?.parse().ok()
+}
+
+/// CPU time of the cgroup `pid` is in: cpu.stat usage_usec (v2) or
+/// cpuacct.usage in ns (v1).
+pub fn cgroup_usage_us(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    for l in text.lines() {
+        let mut f = l.splitn(3, ':');
+        let (_, ctl, path) = (f.next()?, f.next()?, f.next()?);
+        if ctl.split(',').any(|c| c == "cpuacct") {
+            if path == "/" {
+                return None; // the whole host, not a router's group
+            }
+            let p = format!("/sys/fs/cgroup/cpuacct{path}/cpuacct.usage");
+            let p = if std::path::Path::new(&p).exists() {
+                p
+            } else {
+                format!("/sys/fs/cgroup/cpu,cpuacct{path}/cpuacct.usage")
+            };
+            return Some(
+                std::fs::read_to_string(p)
+                    .ok()?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()?
+                    / 1000,
+            );
+        }
+    }
+    let v2 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .filter(|p| *p != "/")?;
+    let stat = std::fs::read_to_string(format!("/sys/fs/cgroup{v2}/cpu.stat")).ok()?;
+    stat.lines()
+        .find_map(|l| l.strip_prefix("usage_usec "))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Percent of one core per class between two snapshots `secs` apart.
+pub fn percent(a: &Snapshot, b: &Snapshot, secs: f64) -> BTreeMap<String, f64> {
+    let hz = clk_tck();
+    let pct = |d: u64| (d as f64 / hz / secs * 1000.0).round() / 10.0;
+    let mut out = BTreeMap::new();
+    for (k, v) in &b.classes {
+        out.insert(
+            k.clone(),
+            pct(v.saturating_sub(*a.classes.get(k).unwrap_or(&0))),
+        );
+    }
+    out.insert(
+        "host/softirq".into(),
+        pct(b.softirq.saturating_sub(a.softirq)),
+    );
+    for (k, v) in &b.cgroups {
+        if let Some(before) = a.cgroups.get(k) {
+            let d = v.saturating_sub(*before) as f64 / 1e6;
+            out.insert(format!("{k}/cgroup"), (d / secs * 1000.0).round() / 10.0);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_times_past_a_name_with_spaces() {
+        let l = "1234 (CPU 0/TCG) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0";
+        assert_eq!(stat_ticks(l), Some(300));
+        assert_eq!(qemu_class("CPU 0/TCG"), "vcpu");
+        assert_eq!(qemu_class("vhost-1234"), "vhost");
+        assert_eq!(qemu_class("qemu-system-x86"), "emulator");
+    }
+
+    #[test]
+    fn softirq_column() {
+        let s = "cpu  10 0 20 300 5 1 42 0 0 0\ncpu0 5 0 10 150 2 0 21 0 0 0\n";
+        assert_eq!(softirq_ticks(s), Some(42));
+    }
+}

@@ -1,0 +1,679 @@
+//! The experiment file: routers under test, traffic, mode. Parsed and
+//! checked completely before anything is created; every error names its
+//! field.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tinyvr_config::{CpuList, Prefix, RouterConfig};
+
+/// The RFC 2544 frame sizes (bytes, Ethernet frame including the FCS).
+pub const RFC2544: [u32; 7] = [64, 128, 256, 512, 1024, 1280, 1518];
+/// Simple IMIX (7:4:1 of 64, 594, 1518 bytes), sent as a repeating pattern.
+pub const IMIX: [(u32, u32); 3] = [(64, 7), (594, 4), (1518, 1)];
+/// Bytes of an Ethernet frame the socket does not send: the FCS.
+pub const FCS: u32 = 4;
+/// The smallest frame: 60 bytes from the socket plus the FCS.
+pub const MIN_FRAME: u32 = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    Sweep,
+    NdrPdr,
+    Isolation,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    #[default]
+    Netns,
+    Lxc,
+    Vm,
+}
+
+impl Platform {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Platform::Netns => "netns",
+            Platform::Lxc => "lxc",
+            Platform::Vm => "vm",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FlowOrder {
+    #[default]
+    RoundRobin,
+    Random,
+}
+
+/// `frames = [64, 128]`, `frames = "rfc2544"` or `frames = "imix"`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Frames {
+    Sizes(Vec<u32>),
+    Preset(String),
+}
+
+/// One frame-size point of an experiment: a fixed size or the IMIX mix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum FrameSpec {
+    Fixed(u32),
+    Imix,
+}
+
+impl FrameSpec {
+    pub fn label(&self) -> String {
+        match self {
+            FrameSpec::Fixed(n) => n.to_string(),
+            FrameSpec::Imix => "imix".into(),
+        }
+    }
+    /// The sizes sent, in order, repeated.
+    pub fn pattern(&self) -> Vec<u32> {
+        match self {
+            FrameSpec::Fixed(n) => vec![*n],
+            FrameSpec::Imix => IMIX
+                .iter()
+                .flat_map(|&(s, n)| std::iter::repeat_n(s, n as usize))
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Traffic {
+    #[serde(default = "default_frames")]
+    pub frames: Frames,
+    #[serde(default = "one")]
+    pub flows: u32,
+    #[serde(default)]
+    pub flow_order: FlowOrder,
+    /// Destination addresses of the flows (routed by the bench to the
+    /// sink); default: the sink's own address.
+    pub dst: Option<Prefix>,
+    /// CPUs the generator threads run on.
+    pub cpus: Option<CpuList>,
+    /// Offered rates of a sweep, in packets per second (0 is refused).
+    #[serde(default)]
+    pub rates_pps: Vec<u64>,
+    /// As fast as the generator goes, as the last point of a sweep.
+    #[serde(default)]
+    pub max_rate: bool,
+}
+
+fn default_frames() -> Frames {
+    Frames::Sizes(vec![64])
+}
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Search {
+    /// Loss ratio allowed at the PDR (default 0.005 = 0.5%).
+    #[serde(default = "default_pdr")]
+    pub pdr_loss: f64,
+    /// Search interval, packets per second.
+    #[serde(default = "default_min")]
+    pub min_pps: u64,
+    pub max_pps: u64,
+    /// Stop when the interval is narrower than this.
+    #[serde(default = "default_resolution")]
+    pub resolution_pps: u64,
+}
+
+fn default_pdr() -> f64 {
+    0.005
+}
+fn default_min() -> u64 {
+    1000
+}
+fn default_resolution() -> u64 {
+    2000
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Latency {
+    /// Fractions of the PDR at which latency is measured (ndr-pdr mode).
+    #[serde(default)]
+    pub at_pdr: Vec<f64>,
+    /// One packet in this many carries a sampled timestamp.
+    #[serde(default = "default_sample")]
+    pub sample_every: u32,
+}
+
+fn default_sample() -> u32 {
+    100
+}
+
+/// Where a router's threads go and what they get (LXC and VM).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RouterSpec {
+    /// Router config, relative to the experiment file.
+    pub config: PathBuf,
+    pub platform: Platform,
+    /// Overrides the config's name (several routers from one config).
+    pub name: Option<String>,
+    /// Legend label; default the name.
+    pub label: Option<String>,
+    /// Isolation mode: this router's offered rate per step, pps.
+    #[serde(default)]
+    pub rates_pps: Vec<u64>,
+    // cgroup (lxc, vm)
+    pub cpu_weight: Option<u32>,
+    pub cpu_max: Option<String>,
+    pub cpuset: Option<String>,
+    // vm
+    #[serde(default)]
+    pub accel: Option<String>,
+    pub cpus: Option<u32>,
+    pub memory_mb: Option<u32>,
+    /// CLASS = CPUS, e.g. { vcpu = "1", emulator = "0" }.
+    #[serde(default)]
+    pub affinity: BTreeMap<String, String>,
+    /// CLASS = POLICY, e.g. { vcpu = "fifo:10", vhost = "deadline:70000/200000/200000" }.
+    #[serde(default)]
+    pub sched: BTreeMap<String, String>,
+    pub rt_runtime_us: Option<u64>,
+    /// Host-side queue length of the VM's tap (both interfaces).
+    pub txqueuelen: Option<u32>,
+    /// vhost on|off|auto for the VM's NICs.
+    pub vhost: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    pub name: String,
+    pub mode: Mode,
+    #[serde(default = "one")]
+    pub repetitions: u32,
+    /// 0.95 or 0.99.
+    #[serde(default = "default_confidence")]
+    pub confidence: f64,
+    #[serde(default = "default_trial")]
+    pub trial_secs: f64,
+    /// Wait after the generator stops before counting.
+    #[serde(default = "default_drain")]
+    pub drain_ms: u64,
+    pub traffic: Traffic,
+    pub search: Option<Search>,
+    pub latency: Option<Latency>,
+    #[serde(rename = "router")]
+    pub routers: Vec<RouterSpec>,
+    /// Directory with bzImage, initramfs.cpio.gz and rootfs/ (relative to
+    /// the experiment file); default: `out` in the current directory.
+    pub image: Option<PathBuf>,
+}
+
+fn default_confidence() -> f64 {
+    0.95
+}
+fn default_trial() -> f64 {
+    2.0
+}
+fn default_drain() -> u64 {
+    500
+}
+
+/// A checked experiment: the file, and each router's config loaded with
+/// its effective name.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub exp: Experiment,
+    pub frames: Vec<FrameSpec>,
+    pub routers: Vec<(RouterSpec, RouterConfig)>,
+    pub image: PathBuf,
+}
+
+impl RouterSpec {
+    pub fn label(&self, cfg: &RouterConfig) -> String {
+        self.label.clone().unwrap_or_else(|| cfg.name.clone())
+    }
+}
+
+/// Parses `text` (found at `path`, against which router configs resolve),
+/// checks everything, and loads the router configs.
+pub fn load(text: &str, path: &Path, online: &[u32]) -> Result<Loaded, String> {
+    let de = toml::Deserializer::parse(text).map_err(|e| e.to_string())?;
+    let exp: Experiment = serde_path_to_error::deserialize(de).map_err(|e| {
+        let p = e.path().to_string();
+        format!("{p}: {}", e.into_inner().message())
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut routers = Vec::new();
+    for (i, r) in exp.routers.iter().enumerate() {
+        let p = base.join(&r.config);
+        let mut cfg = tinyvr_init::check::check_file(&p)
+            .map_err(|l| format!("router[{i}].config ({}): {}", p.display(), l.join("; ")))?;
+        if let Some(n) = &r.name {
+            cfg.name = n.clone();
+        }
+        routers.push((r.clone(), cfg));
+    }
+    let frames = check(&exp, &routers, online)?;
+    let image = exp
+        .image
+        .as_ref()
+        .map_or_else(|| PathBuf::from("out"), |i| base.join(i));
+    Ok(Loaded {
+        exp,
+        frames,
+        routers,
+        image,
+    })
+}
+
+fn frames(f: &Frames) -> Result<Vec<FrameSpec>, String> {
+    match f {
+        Frames::Sizes(v) if v.is_empty() => Err("traffic.frames: empty".into()),
+        Frames::Sizes(v) => Ok(v.iter().map(|&n| FrameSpec::Fixed(n)).collect()),
+        Frames::Preset(p) if p == "rfc2544" => {
+            Ok(RFC2544.iter().map(|&n| FrameSpec::Fixed(n)).collect())
+        }
+        Frames::Preset(p) if p == "imix" => Ok(vec![FrameSpec::Imix]),
+        Frames::Preset(p) => Err(format!(
+            "traffic.frames: {p:?}: expected a list of sizes, \"rfc2544\" or \"imix\""
+        )),
+    }
+}
+
+/// The largest frame (with FCS) an interface with this MTU carries.
+pub fn max_frame(mtu: u32) -> u32 {
+    mtu + 14 + FCS
+}
+
+/// How many flows the destination range holds: addresses x ports.
+pub fn flow_capacity(dst: Option<&Prefix>) -> u64 {
+    let addrs = dst.map_or(1, |p| 1u64 << (32 - p.len.min(32)).min(24));
+    addrs * crate::frame::PORTS as u64
+}
+
+fn check(
+    exp: &Experiment,
+    routers: &[(RouterSpec, RouterConfig)],
+    online: &[u32],
+) -> Result<Vec<FrameSpec>, String> {
+    let fr = frames(&exp.traffic.frames)?;
+    if exp.routers.is_empty() {
+        return Err("router: at least one [[router]] is needed".into());
+    }
+    if exp.repetitions == 0 || exp.repetitions > 1000 {
+        return Err(format!(
+            "repetitions: {}: expected 1 to 1000",
+            exp.repetitions
+        ));
+    }
+    if ![0.95, 0.99].contains(&exp.confidence) {
+        return Err(format!(
+            "confidence: {}: expected 0.95 or 0.99",
+            exp.confidence
+        ));
+    }
+    if !(0.1..=600.0).contains(&exp.trial_secs) {
+        return Err(format!(
+            "trial_secs: {}: expected 0.1 to 600 seconds",
+            exp.trial_secs
+        ));
+    }
+    let t = &exp.traffic;
+    if t.flows == 0 || t.flows > 1_000_000 {
+        return Err(format!("traffic.flows: {}: expected 1 to 1000000", t.flows));
+    }
+    if let Some(d) = &t.dst {
+        if !d.is_ipv4() || d.has_host_bits() {
+            return Err(format!(
+                "traffic.dst: {d}: expected an IPv4 network prefix (no host bits)"
+            ));
+        }
+    }
+    let cap = flow_capacity(t.dst.as_ref());
+    if t.flows as u64 > cap {
+        return Err(format!(
+            "traffic.flows: {} flows do not fit traffic.dst ({}): it holds {cap} (addresses x {} ports); widen traffic.dst",
+            t.flows,
+            t.dst.map_or("the sink's address".into(), |d| d.to_string()),
+            crate::frame::PORTS
+        ));
+    }
+    if let Some(c) = &t.cpus {
+        for cpu in &c.0 {
+            if !online.contains(cpu) {
+                return Err(format!(
+                    "traffic.cpus: CPU {cpu} is not online (online: {online:?})"
+                ));
+            }
+        }
+    }
+    for (i, r) in t.rates_pps.iter().enumerate() {
+        if *r == 0 || *r > 100_000_000 {
+            return Err(format!(
+                "traffic.rates_pps[{i}]: {r}: expected 1 to 100000000 packets per second"
+            ));
+        }
+    }
+    match exp.mode {
+        Mode::Sweep if t.rates_pps.is_empty() && !t.max_rate => {
+            return Err("traffic.rates_pps: a sweep needs rates (or max_rate = true)".into())
+        }
+        Mode::NdrPdr => {
+            let s = exp
+                .search
+                .as_ref()
+                .ok_or("search: ndr-pdr needs a [search] table with max_pps")?;
+            if !(0.0..1.0).contains(&s.pdr_loss) {
+                return Err(format!(
+                    "search.pdr_loss: {}: expected a ratio in [0, 1)",
+                    s.pdr_loss
+                ));
+            }
+            if s.min_pps == 0 || s.min_pps >= s.max_pps {
+                return Err(format!(
+                    "search.min_pps/max_pps: {}..{}: expected 0 < min_pps < max_pps",
+                    s.min_pps, s.max_pps
+                ));
+            }
+            if s.resolution_pps == 0 {
+                return Err("search.resolution_pps: 0: expected at least 1".into());
+            }
+        }
+        Mode::Isolation => {
+            let steps = routers[0].0.rates_pps.len();
+            if routers.len() < 2 {
+                return Err("router: isolation needs at least two routers".into());
+            }
+            for (i, (r, _)) in routers.iter().enumerate() {
+                if r.rates_pps.is_empty() || r.rates_pps.len() != steps {
+                    return Err(format!(
+                        "router[{i}].rates_pps: isolation needs the same number of steps for every router ({steps} in router[0])"
+                    ));
+                }
+                if let Some(j) = r.rates_pps.iter().position(|&x| x == 0) {
+                    return Err(format!(
+                        "router[{i}].rates_pps[{j}]: 0: expected at least 1 packet per second"
+                    ));
+                }
+            }
+        }
+        _ => {}
+    }
+    if let Some(l) = &exp.latency {
+        if let Some(f) = l.at_pdr.iter().find(|f| !(**f > 0.0 && **f <= 1.0)) {
+            return Err(format!("latency.at_pdr: {f}: expected fractions in (0, 1]"));
+        }
+        if l.sample_every == 0 {
+            return Err("latency.sample_every: 0: expected at least 1".into());
+        }
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for (i, (r, cfg)) in routers.iter().enumerate() {
+        let at = format!("router[{i}]");
+        if !names.insert(cfg.name.clone()) {
+            return Err(format!(
+                "{at}.name: {:?} is used twice; give each router its own name",
+                cfg.name
+            ));
+        }
+        if cfg.name.len() > 8 {
+            return Err(format!(
+                "{at}.name: {:?}: at most 8 characters (host devices are named after it)",
+                cfg.name
+            ));
+        }
+        tinyvr_host::topology::plan(cfg, r.platform == Platform::Vm)
+            .map_err(|e| format!("{at}.config: {e}"))?;
+        let mtu = cfg.interfaces[0].mtu.unwrap_or(1500);
+        for f in &fr {
+            for size in f.pattern() {
+                if size < MIN_FRAME || size > max_frame(mtu) {
+                    return Err(format!(
+                        "traffic.frames: {size}: expected {MIN_FRAME} to {} bytes (the in interface's MTU {mtu} plus Ethernet header and FCS)",
+                        max_frame(mtu)
+                    ));
+                }
+            }
+        }
+        let vm_only = [
+            ("accel", r.accel.is_some()),
+            ("cpus", r.cpus.is_some()),
+            ("memory_mb", r.memory_mb.is_some()),
+            ("affinity", !r.affinity.is_empty()),
+            ("sched", !r.sched.is_empty()),
+            ("rt_runtime_us", r.rt_runtime_us.is_some()),
+            ("txqueuelen", r.txqueuelen.is_some()),
+            ("vhost", r.vhost.is_some()),
+        ];
+        if r.platform != Platform::Vm {
+            if let Some((k, _)) = vm_only.iter().find(|(_, set)| *set) {
+                return Err(format!("{at}.{k}: only for platform = \"vm\""));
+            }
+        }
+        if r.platform == Platform::Netns
+            && (r.cpu_weight.is_some() || r.cpu_max.is_some() || r.cpuset.is_some())
+        {
+            return Err(format!(
+                "{at}: cpu_weight/cpu_max/cpuset need a cgroup: platform lxc or vm (a namespace router forwards in softirq, outside any cgroup)"
+            ));
+        }
+        let res = resources(r);
+        tinyvr_host::cgroup::check(&res, online).map_err(|e| format!("{at}: {e}"))?;
+        let placement = placement(r).map_err(|e| format!("{at}.{e}"))?;
+        placement.check(online).map_err(|e| format!("{at}: {e}"))?;
+        if let Some(v) = &r.vhost {
+            if !["on", "off", "auto"].contains(&v.as_str()) {
+                return Err(format!("{at}.vhost: {v:?}: expected on, off or auto"));
+            }
+        }
+        if let Some(q) = r.txqueuelen {
+            if q == 0 {
+                return Err(format!("{at}.txqueuelen: 0: expected at least 1"));
+            }
+        }
+        if let Some(a) = &r.accel {
+            if !["auto", "kvm", "tcg"].contains(&a.as_str()) {
+                return Err(format!("{at}.accel: {a:?}: expected auto, kvm or tcg"));
+            }
+        }
+        if r.cpus == Some(0) || r.memory_mb.is_some_and(|m| m < 64) {
+            return Err(format!(
+                "{at}.cpus/memory_mb: expected at least 1 CPU and 64 MB"
+            ));
+        }
+    }
+    Ok(fr)
+}
+
+pub fn resources(r: &RouterSpec) -> tinyvr_host::cgroup::Resources {
+    tinyvr_host::cgroup::Resources {
+        cpu_weight: r.cpu_weight,
+        cpu_max: r.cpu_max.clone(),
+        cpuset: r.cpuset.clone(),
+    }
+}
+
+/// The VM's thread placement from the `affinity` and `sched` tables.
+pub fn placement(r: &RouterSpec) -> Result<tinyvr_qemu::sched::Placement, String> {
+    use tinyvr_qemu::sched::{parse_affinity, parse_sched};
+    let mut p = tinyvr_qemu::sched::Placement::default();
+    for (k, v) in &r.affinity {
+        p.affinity
+            .push(parse_affinity(&format!("{k}={v}")).map_err(|e| format!("affinity.{k}: {e}"))?);
+    }
+    for (k, v) in &r.sched {
+        p.sched
+            .push(parse_sched(&format!("{k}={v}")).map_err(|e| format!("sched.{k}: {e}"))?);
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROUTER: &str = include_str!("../../experiments/router.toml");
+
+    fn try_load(body: &str) -> Result<Loaded, String> {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("tinyvr-exp-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("router.toml"), ROUTER).unwrap();
+        let p = dir.join("e.toml");
+        let r = load(body, &p, &[0, 1]);
+        let _ = std::fs::remove_dir_all(&dir);
+        r
+    }
+
+    const GOOD: &str = r#"name = "t"
+mode = "sweep"
+[traffic]
+rates_pps = [1000]
+[[router]]
+config = "router.toml"
+platform = "netns"
+"#;
+
+    #[test]
+    fn the_shipped_experiments_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments");
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            if p.file_name().unwrap() == "router.toml" || p.extension().is_none_or(|x| x != "toml")
+            {
+                continue;
+            }
+            let text = std::fs::read_to_string(&p).unwrap();
+            let l = load(&text, &p, &[0, 1]).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            assert!(!l.routers.is_empty());
+        }
+        let l = try_load(GOOD).unwrap();
+        assert_eq!(l.frames, vec![FrameSpec::Fixed(64)]);
+        assert_eq!(l.routers[0].1.name, "vr");
+    }
+
+    #[test]
+    fn bad_experiments_name_the_field() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("platform = \"netns\"", "platform = \"docker\"", "platform"),
+            (
+                "rates_pps = [1000]",
+                "rates_pps = [0]",
+                "traffic.rates_pps[0]",
+            ),
+            (
+                "rates_pps = [1000]",
+                "rates_pps = [1000]\nflows = 70000",
+                "traffic.flows",
+            ),
+            (
+                "rates_pps = [1000]",
+                "rates_pps = [1000]\nflows = 1000000\ndst = \"10.9.0.0/30\"",
+                "traffic.flows",
+            ),
+            (
+                "rates_pps = [1000]",
+                "rates_pps = [1000]\ncpus = \"7\"",
+                "traffic.cpus",
+            ),
+            (
+                "rates_pps = [1000]",
+                "rates_pps = [1000]\nframes = [59]",
+                "traffic.frames",
+            ),
+            (
+                "rates_pps = [1000]",
+                "rates_pps = [1000]\nframes = [1519]",
+                "traffic.frames",
+            ),
+            (
+                "rates_pps = [1000]",
+                "rates_pps = [1000]\nframes = \"jumbo\"",
+                "traffic.frames",
+            ),
+            (
+                "rates_pps = [1000]",
+                "rates_pps = [1000]\ndst = \"10.9.0.1/24\"",
+                "traffic.dst",
+            ),
+            ("mode = \"sweep\"", "mode = \"stress\"", "mode"),
+            ("mode = \"sweep\"", "mode = \"ndr-pdr\"", "search"),
+            ("mode = \"sweep\"", "mode = \"isolation\"", "router"),
+            (
+                "name = \"t\"",
+                "name = \"t\"\nrepetitions = 0",
+                "repetitions",
+            ),
+            (
+                "name = \"t\"",
+                "name = \"t\"\nconfidence = 0.9",
+                "confidence",
+            ),
+            ("name = \"t\"", "name = \"t\"\ntrial_secs = 0", "trial_secs"),
+            (
+                "config = \"router.toml\"",
+                "config = \"nope.toml\"",
+                "router[0].config",
+            ),
+            (
+                "platform = \"netns\"",
+                "platform = \"netns\"\ncpu_weight = 200",
+                "router[0]",
+            ),
+            (
+                "platform = \"netns\"",
+                "platform = \"lxc\"\ntxqueuelen = 5",
+                "router[0].txqueuelen",
+            ),
+            (
+                "platform = \"netns\"",
+                "platform = \"vm\"\ntxqueuelen = 0",
+                "router[0].txqueuelen",
+            ),
+            (
+                "platform = \"netns\"",
+                "platform = \"vm\"\naffinity = { vcpu = \"9\" }",
+                "router[0]",
+            ),
+            (
+                "platform = \"netns\"",
+                "platform = \"vm\"\nsched = { vcpu = \"deadline:300/200/200\" }",
+                "router[0].sched.vcpu",
+            ),
+            (
+                "platform = \"netns\"",
+                "platform = \"lxc\"\ncpuset = \"5\"",
+                "router[0]",
+            ),
+            (
+                "platform = \"netns\"",
+                "platform = \"netns\"\nname = \"muchtoolong\"",
+                "router[0].name",
+            ),
+            (
+                "platform = \"netns\"",
+                "platform = \"netns\"\nbogus = 1",
+                "bogus",
+            ),
+        ];
+        for (from, to, field) in cases {
+            assert!(GOOD.contains(from), "{from}");
+            let text = GOOD.replacen(from, to, 1);
+            match try_load(&text) {
+                Ok(_) => panic!("accepted: {to}"),
+                Err(e) => assert!(e.contains(field), "{to}: {e:?} does not name {field}"),
+            }
+        }
+        let twice = format!("{GOOD}[[router]]\nconfig = \"router.toml\"\nplatform = \"lxc\"\n");
+        let e = try_load(&twice).unwrap_err();
+        assert!(e.contains("router[1].name"), "{e}");
+    }
+}

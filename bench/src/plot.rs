@@ -1,0 +1,398 @@
+//! Plots as SVG and PNG: offered vs forwarded with confidence bars, NDR
+//! and PDR per frame size, forwarded rate per router per isolation step,
+//! CPU per thread class.
+
+use crate::run::Results;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use std::path::{Path, PathBuf};
+
+/// A line with error bars: (x, y, half-width of the y interval).
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64, f64)>,
+}
+
+pub enum Chart {
+    Lines {
+        title: String,
+        x: String,
+        y: String,
+        series: Vec<Series>,
+        /// Draw y = x (forwarded = offered).
+        diagonal: bool,
+    },
+    Bars {
+        title: String,
+        y: String,
+        groups: Vec<String>,
+        /// One bar per group per series: (mean, ci).
+        series: Vec<(String, Vec<(f64, f64)>)>,
+    },
+}
+
+const FONT_PATHS: [&str; 2] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+];
+
+/// The PNG backend draws text with a font it is given: DejaVu Sans.
+fn register_font() -> Result<(), String> {
+    static DONE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        let p = FONT_PATHS.iter().find(|p| Path::new(p).is_file()).ok_or(
+            "no DejaVuSans.ttf for the plots: install Debian's fonts-dejavu-core (scripts/setup does)",
+        )?;
+        let bytes: &'static [u8] =
+            Box::leak(std::fs::read(p).map_err(|e| format!("{p}: {e}"))?.into_boxed_slice());
+        for style in [FontStyle::Normal, FontStyle::Bold] {
+            plotters::style::register_font("sans-serif", style, bytes)
+                .map_err(|_| format!("{p}: not a usable font"))?;
+        }
+        Ok(())
+    })
+    .clone()
+}
+
+fn e<E: std::fmt::Debug>(x: E) -> String {
+    format!("plotting: {x:?}")
+}
+
+fn nice_max(v: f64) -> f64 {
+    if v <= 0.0 {
+        1.0
+    } else {
+        v * 1.1
+    }
+}
+
+fn render<DB: DrawingBackend>(c: &Chart, root: DrawingArea<DB, Shift>) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE).map_err(e)?;
+    match c {
+        Chart::Lines {
+            title,
+            x,
+            y,
+            series,
+            diagonal,
+        } => {
+            let all = series.iter().flat_map(|s| s.points.iter());
+            let xmax = nice_max(all.clone().map(|p| p.0).fold(0.0, f64::max));
+            let ymax = nice_max(all.map(|p| p.1 + p.2).fold(0.0, f64::max));
+            let ymax = if *diagonal { ymax.max(xmax) } else { ymax };
+            let mut ch = ChartBuilder::on(&root)
+                .caption(title, ("sans-serif", 22))
+                .margin(15)
+                .x_label_area_size(45)
+                .y_label_area_size(60)
+                .build_cartesian_2d(0f64..xmax, 0f64..ymax)
+                .map_err(e)?;
+            ch.configure_mesh().x_desc(x).y_desc(y).draw().map_err(e)?;
+            if *diagonal {
+                ch.draw_series(LineSeries::new(
+                    [(0.0, 0.0), (xmax, xmax)],
+                    BLACK.mix(0.3).stroke_width(1),
+                ))
+                .map_err(e)?
+                .label("forwarded = offered")
+                .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.mix(0.3)));
+            }
+            for (i, s) in series.iter().enumerate() {
+                let col = Palette99::pick(i).to_rgba();
+                ch.draw_series(LineSeries::new(
+                    s.points.iter().map(|p| (p.0, p.1)),
+                    col.stroke_width(2),
+                ))
+                .map_err(e)?
+                .label(&s.name)
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], col.stroke_width(2)));
+                ch.draw_series(
+                    s.points
+                        .iter()
+                        .map(|p| Circle::new((p.0, p.1), 3, col.filled())),
+                )
+                .map_err(e)?;
+                ch.draw_series(s.points.iter().filter(|p| p.2 > 0.0).map(|p| {
+                    ErrorBar::new_vertical(p.0, p.1 - p.2, p.1, p.1 + p.2, col.stroke_width(1), 8)
+                }))
+                .map_err(e)?;
+            }
+            ch.configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK.mix(0.3))
+                .draw()
+                .map_err(e)?;
+        }
+        Chart::Bars {
+            title,
+            y,
+            groups,
+            series,
+        } => {
+            let ymax = nice_max(
+                series
+                    .iter()
+                    .flat_map(|s| s.1.iter().map(|b| b.0 + b.1))
+                    .fold(0.0, f64::max),
+            );
+            let n = series.len().max(1) as f64;
+            let mut ch = ChartBuilder::on(&root)
+                .caption(title, ("sans-serif", 22))
+                .margin(15)
+                .x_label_area_size(45)
+                .y_label_area_size(60)
+                .build_cartesian_2d(0f64..groups.len() as f64, 0f64..ymax)
+                .map_err(e)?;
+            let labels = groups.clone();
+            ch.configure_mesh()
+                .disable_x_mesh()
+                .x_labels(groups.len() * 2 + 1)
+                .x_label_formatter(&move |v| {
+                    let i = v.floor() as usize;
+                    if (v - i as f64 - 0.5).abs() < 0.01 {
+                        labels.get(i).cloned().unwrap_or_default()
+                    } else {
+                        String::new()
+                    }
+                })
+                .y_desc(y)
+                .draw()
+                .map_err(e)?;
+            for (si, (name, bars)) in series.iter().enumerate() {
+                let col = Palette99::pick(si).to_rgba();
+                let w = 0.8 / n;
+                ch.draw_series(bars.iter().enumerate().map(|(g, b)| {
+                    let x0 = g as f64 + 0.1 + si as f64 * w;
+                    Rectangle::new([(x0, 0.0), (x0 + w * 0.9, b.0)], col.filled())
+                }))
+                .map_err(e)?
+                .label(name)
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], col.filled()));
+                ch.draw_series(
+                    bars.iter()
+                        .enumerate()
+                        .filter(|(_, b)| b.1 > 0.0)
+                        .map(|(g, b)| {
+                            let xm = g as f64 + 0.1 + si as f64 * w + w * 0.45;
+                            ErrorBar::new_vertical(
+                                xm,
+                                b.0 - b.1,
+                                b.0,
+                                b.0 + b.1,
+                                BLACK.stroke_width(1),
+                                8,
+                            )
+                        }),
+                )
+                .map_err(e)?;
+            }
+            ch.configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK.mix(0.3))
+                .draw()
+                .map_err(e)?;
+        }
+    }
+    root.present().map_err(e)
+}
+
+/// Writes `stem`.svg and `stem`.png; returns both paths.
+pub fn save(dir: &Path, stem: &str, c: &Chart) -> Result<Vec<PathBuf>, String> {
+    register_font()?;
+    let svg = dir.join(format!("{stem}.svg"));
+    let png = dir.join(format!("{stem}.png"));
+    render(c, SVGBackend::new(&svg, (960, 600)).into_drawing_area())?;
+    render(c, BitMapBackend::new(&png, (960, 600)).into_drawing_area())?;
+    Ok(vec![svg, png])
+}
+
+/// The charts a run's results call for.
+pub fn charts(r: &Results) -> Vec<(&'static str, Chart)> {
+    let mut out = Vec::new();
+    let kpps = |x: f64| x / 1e3;
+    // Offered vs forwarded, one line per router and frame size.
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for p in &r.points {
+        if !keys.contains(&(p.label.clone(), p.frame.clone())) {
+            keys.push((p.label.clone(), p.frame.clone()));
+        }
+    }
+    if !r.points.is_empty() {
+        let series = keys
+            .iter()
+            .map(|(l, f)| Series {
+                name: format!("{l} {f}B"),
+                points: r
+                    .points
+                    .iter()
+                    .filter(|p| &p.label == l && &p.frame == f)
+                    .map(|p| {
+                        (
+                            kpps(p.offered_pps.mean),
+                            kpps(p.forwarded_pps.mean),
+                            kpps(p.forwarded_pps.ci),
+                        )
+                    })
+                    .collect(),
+            })
+            .collect();
+        out.push((
+            "forwarded",
+            Chart::Lines {
+                title: "Forwarded vs offered load".into(),
+                x: "offered (kpps)".into(),
+                y: "forwarded (kpps)".into(),
+                series,
+                diagonal: true,
+            },
+        ));
+        // CPU per thread class against offered load.
+        let mut cpu_series: Vec<Series> = Vec::new();
+        for (l, f) in &keys {
+            let ps: Vec<_> = r
+                .points
+                .iter()
+                .filter(|p| &p.label == l && &p.frame == f)
+                .collect();
+            let mut classes: Vec<String> = ps.iter().flat_map(|p| p.cpu.keys().cloned()).collect();
+            classes.sort();
+            classes.dedup();
+            for c in classes {
+                cpu_series.push(Series {
+                    name: format!("{l} {f}B {}", c.rsplit('/').next().unwrap_or(&c)),
+                    points: ps
+                        .iter()
+                        .map(|p| {
+                            (
+                                kpps(p.offered_pps.mean),
+                                *p.cpu.get(&c).unwrap_or(&0.0),
+                                0.0,
+                            )
+                        })
+                        .collect(),
+                });
+            }
+        }
+        out.push((
+            "cpu",
+            Chart::Lines {
+                title: "CPU per thread class".into(),
+                x: "offered (kpps)".into(),
+                y: "% of one core".into(),
+                series: cpu_series,
+                diagonal: false,
+            },
+        ));
+    }
+    if !r.ndr_pdr.is_empty() {
+        let mut frames: Vec<String> = r.ndr_pdr.iter().map(|x| x.frame.clone()).collect();
+        frames.dedup();
+        let mut labels: Vec<String> = r.ndr_pdr.iter().map(|x| x.label.clone()).collect();
+        labels.dedup();
+        let mut series = Vec::new();
+        for l in &labels {
+            for (what, pick) in [("NDR", true), ("PDR", false)] {
+                series.push((
+                    format!("{l} {what}"),
+                    frames
+                        .iter()
+                        .map(|f| {
+                            r.ndr_pdr
+                                .iter()
+                                .find(|x| &x.label == l && &x.frame == f)
+                                .map_or((0.0, 0.0), |x| {
+                                    let s = if pick { x.ndr_pps } else { x.pdr_pps };
+                                    (kpps(s.mean), kpps(s.ci))
+                                })
+                        })
+                        .collect(),
+                ));
+            }
+        }
+        out.push((
+            "ndr_pdr",
+            Chart::Bars {
+                title: "Zero-loss (NDR) and partial-drop (PDR) rate per frame size".into(),
+                y: "kpps".into(),
+                groups: frames.iter().map(|f| format!("{f}B")).collect(),
+                series,
+            },
+        ));
+    }
+    if !r.isolation.is_empty() {
+        let n = r.isolation[0].routers.len();
+        let series = (0..n)
+            .map(|i| Series {
+                name: r.isolation[0].routers[i].label.clone(),
+                points: r
+                    .isolation
+                    .iter()
+                    .map(|s| {
+                        let p = &s.routers[i];
+                        (
+                            (s.step + 1) as f64,
+                            kpps(p.forwarded_pps.mean),
+                            kpps(p.forwarded_pps.ci),
+                        )
+                    })
+                    .collect(),
+            })
+            .collect();
+        out.push((
+            "isolation",
+            Chart::Lines {
+                title: "Forwarded rate per router per step".into(),
+                x: "step".into(),
+                y: "forwarded (kpps)".into(),
+                series,
+                diagonal: false,
+            },
+        ));
+        let cpu = (0..n)
+            .map(|i| Series {
+                name: r.isolation[0].routers[i].label.clone(),
+                points: r
+                    .isolation
+                    .iter()
+                    .map(|s| {
+                        let p = &s.routers[i];
+                        let own: f64 = p
+                            .cpu
+                            .iter()
+                            .filter(|(k, _)| {
+                                k.starts_with(&format!("{}/", p.router)) && !k.ends_with("/cgroup")
+                            })
+                            .map(|(_, v)| v)
+                            .sum();
+                        ((s.step + 1) as f64, own, 0.0)
+                    })
+                    .collect(),
+            })
+            .collect();
+        out.push((
+            "cpu",
+            Chart::Lines {
+                title: "CPU of each router's threads per step".into(),
+                x: "step".into(),
+                y: "% of one core".into(),
+                series: cpu,
+                diagonal: false,
+            },
+        ));
+    }
+    out
+}
+
+/// Writes every chart; returns the files written.
+pub fn all(dir: &Path, r: &Results) -> Result<Vec<PathBuf>, String> {
+    let mut files = Vec::new();
+    for (stem, c) in charts(r) {
+        files.extend(save(dir, stem, &c)?);
+    }
+    Ok(files)
+}

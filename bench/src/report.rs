@@ -1,0 +1,230 @@
+//! What a run leaves in its output directory: results.json (every trial
+//! and summary), results.csv (one tidy row per point), environment.json
+//! (the host, the tools, the image, every setting as read back), and the
+//! short table printed at the end.
+
+use crate::experiment::Loaded;
+use crate::run::{Point, Results};
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+fn write(dir: &Path, name: &str, text: &str) -> Result<(), String> {
+    let p = dir.join(name);
+    std::fs::write(&p, text).map_err(|e| format!("writing {}: {e}", p.display()))
+}
+
+pub fn results_json(dir: &Path, l: &Loaded, r: &Results) -> Result<(), String> {
+    let j = serde_json::json!({
+        "experiment": l.exp,
+        "results": r,
+    });
+    write(
+        dir,
+        "results.json",
+        &serde_json::to_string_pretty(&j).expect("serializes"),
+    )
+}
+
+pub const CSV_HEADER: &str = "router,label,platform,frame,step,target_pps,n,offered_pps,forwarded_pps,forwarded_sd,forwarded_ci,loss_ratio,loss_ratio_ci";
+
+pub fn csv_row(p: &Point) -> String {
+    format!(
+        "{},{},{},{},{},{},{},{:.1},{:.1},{:.1},{:.1},{:.6},{:.6}",
+        p.router,
+        p.label.replace(',', ";"),
+        p.platform.as_str(),
+        p.frame,
+        p.step,
+        p.target_pps.map_or("max".into(), |x| x.to_string()),
+        p.forwarded_pps.n,
+        p.offered_pps.mean,
+        p.forwarded_pps.mean,
+        p.forwarded_pps.sd,
+        p.forwarded_pps.ci,
+        p.loss_ratio.mean,
+        p.loss_ratio.ci
+    )
+}
+
+pub fn results_csv(dir: &Path, r: &Results) -> Result<(), String> {
+    let mut s = String::from(CSV_HEADER);
+    s.push('\n');
+    let iso = r.isolation.iter().flat_map(|st| st.routers.iter());
+    for p in r.points.iter().chain(iso) {
+        s.push_str(&csv_row(p));
+        s.push('\n');
+    }
+    if !r.ndr_pdr.is_empty() {
+        write(
+            dir,
+            "ndr_pdr.csv",
+            &r.ndr_pdr.iter().fold(
+                "router,label,platform,frame,n,ndr_pps,ndr_ci,pdr_pps,pdr_ci\n".to_string(),
+                |mut s, x| {
+                    let _ = writeln!(
+                        s,
+                        "{},{},{},{},{},{:.0},{:.0},{:.0},{:.0}",
+                        x.router,
+                        x.label,
+                        x.platform.as_str(),
+                        x.frame,
+                        x.ndr_pps.n,
+                        x.ndr_pps.mean,
+                        x.ndr_pps.ci,
+                        x.pdr_pps.mean,
+                        x.pdr_pps.ci
+                    );
+                    s
+                },
+            ),
+        )?;
+    }
+    write(dir, "results.csv", &s)
+}
+
+fn first_line(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| {
+            String::from_utf8_lossy(if o.stdout.is_empty() {
+                &o.stderr
+            } else {
+                &o.stdout
+            })
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string()
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "not found".into())
+}
+
+fn read(p: &str) -> String {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// The host as it was for this run.
+pub fn environment(l: &Loaded, r: &Results) -> serde_json::Value {
+    let cpuinfo = read("/proc/cpuinfo");
+    let field = |k: &str| {
+        cpuinfo
+            .lines()
+            .find(|x| x.starts_with(k))
+            .and_then(|x| x.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let uname = nix::sys::utsname::uname().ok();
+    let manifest: serde_json::Value = std::fs::read_to_string(l.image.join("manifest.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(serde_json::Value::Null);
+    serde_json::json!({
+        "kernel": uname.as_ref().map(|u| format!("{} {}", u.release().to_string_lossy(), u.version().to_string_lossy())),
+        "machine": uname.as_ref().map(|u| u.machine().to_string_lossy().to_string()),
+        "cpu_model": field("model name"),
+        "cpu_flags": field("flags"),
+        "online_cpus": read("/sys/devices/system/cpu/online"),
+        "governor": read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+        "kvm": std::path::Path::new("/dev/kvm").exists(),
+        "vhost_net": std::path::Path::new("/dev/vhost-net").exists(),
+        "cgroup": format!("{:?}", tinyvr_host::cgroup::version()),
+        "qemu": first_line("qemu-system-x86_64", &["--version"]),
+        "lxc": first_line("lxc-start", &["--version"]),
+        "tinyvr": env!("CARGO_PKG_VERSION"),
+        "image": manifest,
+        "sysctl": {
+            "net.core.netdev_max_backlog": read("/proc/sys/net/core/netdev_max_backlog"),
+            "net.core.netdev_budget": read("/proc/sys/net/core/netdev_budget"),
+            "kernel.sched_rt_runtime_us": read("/proc/sys/kernel/sched_rt_runtime_us"),
+        },
+        // Each router's READY json: what the init applied, and for VMs the
+        // accelerator, qemu argv, thread placement and cgroup as read back.
+        "routers": r.routers,
+    })
+}
+
+pub fn environment_json(dir: &Path, l: &Loaded, r: &Results) -> Result<(), String> {
+    write(
+        dir,
+        "environment.json",
+        &serde_json::to_string_pretty(&environment(l, r)).expect("serializes"),
+    )
+}
+
+/// The short table: per router and frame, the zero-loss rate and the
+/// peak forwarded rate.
+pub fn table(r: &Results) -> String {
+    let mut s = format!(
+        "{:<14} {:<6} {:>6} {:>14} {:>14}\n",
+        "router", "plat", "frame", "zero-loss kpps", "peak fwd kpps"
+    );
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for p in &r.points {
+        let k = (p.label.clone(), p.frame.clone());
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    for (label, frame) in keys {
+        let ps: Vec<&Point> = r
+            .points
+            .iter()
+            .filter(|p| p.label == label && p.frame == frame)
+            .collect();
+        let zero = ps
+            .iter()
+            .filter(|p| p.loss_ratio.max <= 0.0)
+            .map(|p| p.offered_pps.mean)
+            .fold(0.0, f64::max);
+        let peak = ps.iter().map(|p| p.forwarded_pps.mean).fold(0.0, f64::max);
+        let _ = writeln!(
+            s,
+            "{:<14} {:<6} {:>6} {:>14.1} {:>14.1}",
+            label,
+            ps[0].platform.as_str(),
+            frame,
+            zero / 1e3,
+            peak / 1e3
+        );
+    }
+    for x in &r.ndr_pdr {
+        let _ = writeln!(
+            s,
+            "{:<14} {:<6} {:>6} {:>14.1} {:>14}   (NDR; PDR {:.1} kpps)",
+            x.label,
+            x.platform.as_str(),
+            x.frame,
+            x.ndr_pps.mean / 1e3,
+            "",
+            x.pdr_pps.mean / 1e3
+        );
+    }
+    for st in &r.isolation {
+        let _ = writeln!(
+            s,
+            "step {:<3} {}  Jain(fwd) {:.3}",
+            st.step + 1,
+            st.routers
+                .iter()
+                .map(|p| format!(
+                    "{}: {:.1}/{:.1} kpps",
+                    p.label,
+                    p.forwarded_pps.mean / 1e3,
+                    p.offered_pps.mean / 1e3
+                ))
+                .collect::<Vec<_>>()
+                .join("  "),
+            st.jain_forwarded.unwrap_or(f64::NAN)
+        );
+    }
+    s
+}

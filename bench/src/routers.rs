@@ -1,0 +1,287 @@
+//! Routers under test: the effective config each platform gets, bringing
+//! it up between a source and a sink namespace, the hops whose counters a
+//! trial reads, and tearing it down.
+
+use crate::counters::Ns;
+use crate::experiment::{self, Platform, RouterSpec};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tinyvr_config::{HostLink, Prefix, RouterConfig, Vhost, VirtioNic};
+use tinyvr_host::topology::{self, Topology};
+
+/// What the bench needs from the outside: the image, the init binary,
+/// where effective configs go, the flows' destination range.
+pub struct Env {
+    pub image: PathBuf,
+    pub init: PathBuf,
+    pub dir: PathBuf,
+    pub dst: Option<Prefix>,
+}
+
+/// A counter source on the path: (name in the results, namespace, device).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Hop {
+    pub name: String,
+    pub ns: Ns,
+    pub dev: String,
+    /// Which direction of the device carries the test traffic here.
+    pub dir: Dir,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub enum Dir {
+    Rx,
+    Tx,
+}
+
+pub struct Running {
+    pub name: String,
+    pub label: String,
+    pub platform: Platform,
+    pub topo: Topology,
+    /// The READY json with every applied and read-back setting.
+    pub ready: serde_json::Value,
+    /// (router, pid, is qemu) for CPU accounting.
+    pub procs: Vec<(String, u32, bool)>,
+    pub hops: Vec<Hop>,
+}
+
+/// The config the platform gets: NIC settings for VMs and a route for the
+/// flows' destinations via the sink. Pure.
+pub fn effective(
+    spec: &RouterSpec,
+    cfg: &RouterConfig,
+    dst: Option<&Prefix>,
+) -> Result<RouterConfig, String> {
+    let mut cfg = cfg.clone();
+    if spec.platform == Platform::Vm && (spec.txqueuelen.is_some() || spec.vhost.is_some()) {
+        let vhost = match spec.vhost.as_deref() {
+            Some("on") => Vhost::On,
+            Some("off") => Vhost::Off,
+            _ => Vhost::Auto,
+        };
+        for ifc in cfg.interfaces.iter_mut().take(2) {
+            ifc.host = Some(HostLink::Tap {
+                name: None,
+                netns: None,
+                bridge: None,
+                nic: VirtioNic {
+                    vhost,
+                    txqueuelen: spec.txqueuelen,
+                    ..Default::default()
+                },
+            });
+        }
+    }
+    // A router without IPv6 addresses keeps IPv6 off, so no neighbour
+    // discovery or MLD report is counted as test traffic.
+    let v6 = cfg
+        .interfaces
+        .iter()
+        .any(|i| i.addresses.iter().any(|a| !a.is_ipv4()));
+    if !v6 {
+        for k in ["all", "default"] {
+            cfg.sysctl
+                .entry(format!("net.ipv6.conf.{k}.disable_ipv6"))
+                .or_insert(tinyvr_config::SysctlValue::Int(1));
+        }
+    }
+    let t = topology::plan(&cfg, spec.platform == Platform::Vm)?;
+    if let Some(d) = dst {
+        if t.sink.subnet.contains(d.addr) && !(d.len == 32 && d.addr == t.sink.ip) {
+            return Err(format!(
+                "traffic.dst: {d} is inside the sink's subnet {}: the router would resolve every address with ARP; use a prefix outside it (it is routed to the sink)",
+                t.sink.subnet
+            ));
+        }
+        if !t.sink.subnet.contains(d.addr) {
+            let route: tinyvr_config::Route =
+                toml::from_str(&format!("dest = \"{d}\"\nvia = \"{}\"", t.sink.ip))
+                    .map_err(|e| format!("route for traffic.dst: {e}"))?;
+            cfg.routes.push(route);
+        }
+    }
+    cfg.validate()
+        .map_err(|e| format!("router {}: {e}", cfg.name))?;
+    Ok(cfg)
+}
+
+const LXC_TIMEOUT: Duration = Duration::from_secs(30);
+const VM_TIMEOUT: Duration = Duration::from_secs(90);
+const DOWN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Brings one router up with its source/sink topology.
+pub fn up(spec: &RouterSpec, cfg: &RouterConfig, env: &Env) -> Result<Running, String> {
+    let cfg = effective(spec, cfg, env.dst.as_ref())?;
+    let name = cfg.name.clone();
+    let vm = spec.platform == Platform::Vm;
+    std::fs::create_dir_all(&env.dir).map_err(|e| format!("{}: {e}", env.dir.display()))?;
+    let path = env.dir.join(format!("{name}.toml"));
+    std::fs::write(&path, cfg.to_toml()).map_err(|e| format!("{}: {e}", path.display()))?;
+    let topo = topology::plan(&cfg, vm)?;
+    let ready = start(spec, &path, env).map_err(|e| format!("router {name}: {e}"))?;
+    quiet_sink(&topo.sink.netns)?;
+    let mut procs = Vec::new();
+    let (i0, i1) = (
+        cfg.interfaces[0].name.to_string(),
+        cfg.interfaces[1].name.to_string(),
+    );
+    let mut hops = vec![Hop {
+        name: "source".into(),
+        ns: Ns::Named(topo.src.netns.clone()),
+        dev: topo.src.dev.clone(),
+        dir: Dir::Tx,
+    }];
+    match spec.platform {
+        Platform::Netns => {
+            for (n, d, dir) in [("router in", &i0, Dir::Rx), ("router out", &i1, Dir::Tx)] {
+                hops.push(Hop {
+                    name: n.into(),
+                    ns: Ns::Named(name.clone()),
+                    dev: d.clone(),
+                    dir,
+                });
+            }
+        }
+        Platform::Lxc => {
+            let pid = ready["init_pid"]
+                .as_u64()
+                .ok_or("the container's init pid is unknown")? as u32;
+            procs.push((name.clone(), pid, false));
+            for (n, d, dir) in [("router in", &i0, Dir::Rx), ("router out", &i1, Dir::Tx)] {
+                hops.push(Hop {
+                    name: n.into(),
+                    ns: Ns::Pid(pid),
+                    dev: d.clone(),
+                    dir,
+                });
+            }
+        }
+        Platform::Vm => {
+            let pid = ready["vm"]["qemu_pid"]
+                .as_u64()
+                .ok_or("qemu's pid is unknown")? as u32;
+            procs.push((name.clone(), pid, true));
+            let tap = topo
+                .src_bridge
+                .as_ref()
+                .map(|b| b.tap.clone())
+                .expect("a VM topology has the bridge");
+            hops.push(Hop {
+                name: "vm tap in".into(),
+                ns: Ns::Named(topo.src.netns.clone()),
+                dev: tap,
+                dir: Dir::Tx,
+            });
+            hops.push(Hop {
+                name: "vm tap out".into(),
+                ns: Ns::Named(topo.sink.netns.clone()),
+                dev: topo.sink.dev.clone(),
+                dir: Dir::Rx,
+            });
+        }
+    }
+    hops.push(Hop {
+        name: "sink".into(),
+        ns: Ns::Named(topo.sink.netns.clone()),
+        dev: topo.sink.dev.clone(),
+        dir: Dir::Rx,
+    });
+    Ok(Running {
+        label: spec.label(&cfg),
+        name,
+        platform: spec.platform,
+        topo,
+        ready,
+        procs,
+        hops,
+    })
+}
+
+fn start(spec: &RouterSpec, path: &Path, env: &Env) -> Result<serde_json::Value, String> {
+    let e = |e: tinyvr_host::HostError| e.to_string();
+    match spec.platform {
+        Platform::Netns => tinyvr_host::platform_netns::up(&tinyvr_host::platform_netns::Up {
+            config: path,
+            name: None,
+            topology: true,
+            init: env.init.clone(),
+        })
+        .map_err(e),
+        Platform::Lxc => tinyvr_lxc::platform::up(&tinyvr_lxc::platform::Up {
+            config: path,
+            rootfs: env.image.join("rootfs"),
+            topology: true,
+            resources: experiment::resources(spec),
+            lxcpath: PathBuf::from(tinyvr_lxc::platform::DEFAULT_LXCPATH),
+            timeout: LXC_TIMEOUT,
+        })
+        .map_err(e),
+        Platform::Vm => tinyvr_qemu::platform::up(&tinyvr_qemu::platform::Up {
+            config: path,
+            image: env.image.clone(),
+            topology: true,
+            accel: spec.accel.clone().unwrap_or_else(|| "auto".into()),
+            cpus: spec.cpus.unwrap_or(1),
+            memory_mb: spec.memory_mb.unwrap_or(128),
+            console: false,
+            timeout: VM_TIMEOUT,
+            qemu: "qemu-system-x86_64".into(),
+            placement: experiment::placement(spec)?,
+            resources: experiment::resources(spec),
+            rt_runtime_us: spec.rt_runtime_us,
+        })
+        .map_err(e),
+    }
+}
+
+/// The sink drops what is not addressed to it; it must not answer with
+/// ICMP errors that would flow back through the router under test.
+fn quiet_sink(ns: &str) -> Result<(), String> {
+    tinyvr_host::netns::run_in(Some(ns), || {
+        for (k, v) in [("icmp_msgs_per_sec", "0"), ("icmp_msgs_burst", "0")] {
+            let p = format!("/proc/sys/net/ipv4/{k}");
+            std::fs::write(&p, v)
+                .map_err(|e| tinyvr_host::HostError::io(format!("writing {p}"), e))?;
+        }
+        Ok(())
+    })
+    .map_err(|e| e.to_string())
+}
+
+pub fn down(r: &Running) -> Result<(), String> {
+    match r.platform {
+        Platform::Netns => tinyvr_host::platform_netns::down(&r.name).map_err(|e| e.to_string()),
+        Platform::Lxc => tinyvr_lxc::platform::down(
+            &r.name,
+            Path::new(tinyvr_lxc::platform::DEFAULT_LXCPATH),
+            DOWN_TIMEOUT,
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string()),
+        Platform::Vm => tinyvr_qemu::platform::down(&r.name, DOWN_TIMEOUT)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// Routers that are up, torn down when dropped (errors, Ctrl-C).
+#[derive(Default)]
+pub struct Fleet(pub Vec<Running>);
+
+impl Fleet {
+    pub fn down_all(&mut self) -> Vec<String> {
+        self.0
+            .drain(..)
+            .filter_map(|r| down(&r).err().map(|e| format!("{}: {e}", r.name)))
+            .collect()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for e in self.down_all() {
+            log::error!("tearing down {e}");
+        }
+    }
+}

@@ -1,0 +1,628 @@
+//! Drives an experiment: trials (generators, receivers, counters, CPU),
+//! the three modes, repetitions and summaries. Results accumulate as they
+//! are measured, so an interrupted run still has everything done so far.
+
+use crate::counters::{self, Link};
+use crate::cpu;
+use crate::experiment::{FrameSpec, Loaded, Mode, Platform};
+use crate::gen::{self, Sent};
+use crate::routers::{self, Dir, Env, Fleet, Running};
+use crate::search;
+use crate::stats::{self, Summary};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Set by SIGINT/SIGTERM: generators stop, the run winds down, results
+/// so far are written and every router is torn down.
+pub static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+pub fn catch_signals() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let a = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for s in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic.
+        let _ = unsafe { sigaction(s, &a) };
+    }
+}
+
+fn stopped() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Trial {
+    pub router: String,
+    pub label: String,
+    pub platform: Platform,
+    pub frame: String,
+    pub step: usize,
+    pub repetition: u32,
+    /// None: as fast as the generator goes.
+    pub target_pps: Option<u64>,
+    pub sent: Sent,
+    pub offered_pps: f64,
+    pub received: u64,
+    pub forwarded_pps: f64,
+    pub lost: i64,
+    pub loss_ratio: f64,
+    /// Counter deltas of every hop, in path order.
+    pub hops: Vec<(String, Link)>,
+    /// Packets counted at each stage of the path, and how many went
+    /// missing between consecutive stages: where the loss happened.
+    pub path: Vec<(String, u64)>,
+    pub lost_between: Vec<(String, i64)>,
+    /// Percent of one core per thread class, softirq and cgroup.
+    pub cpu: BTreeMap<String, f64>,
+    pub latency: Option<stats::Latency>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Point {
+    pub router: String,
+    pub label: String,
+    pub platform: Platform,
+    pub frame: String,
+    pub step: usize,
+    pub target_pps: Option<u64>,
+    pub offered_pps: Summary,
+    pub forwarded_pps: Summary,
+    pub loss_ratio: Summary,
+    pub cpu: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchRun {
+    pub router: String,
+    pub label: String,
+    pub frame: String,
+    pub repetition: u32,
+    pub found: search::Found,
+    /// (fraction of the PDR, rate, latency there).
+    pub latency: Vec<(f64, u64, Option<stats::Latency>)>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NdrPdr {
+    pub router: String,
+    pub label: String,
+    pub platform: Platform,
+    pub frame: String,
+    pub ndr_pps: Summary,
+    pub pdr_pps: Summary,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IsolationStep {
+    pub step: usize,
+    /// Per router: target, mean offered, mean forwarded with CI.
+    pub routers: Vec<Point>,
+    /// Jain's index over the routers' mean forwarded rates.
+    pub jain_forwarded: Option<f64>,
+    /// ...and over their CPU (cgroup where there is one, else threads).
+    pub jain_cpu: Option<f64>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Results {
+    pub interrupted: bool,
+    pub error: Option<String>,
+    pub routers: Vec<serde_json::Value>,
+    pub trials: Vec<Trial>,
+    pub points: Vec<Point>,
+    pub searches: Vec<SearchRun>,
+    pub ndr_pdr: Vec<NdrPdr>,
+    pub isolation: Vec<IsolationStep>,
+}
+
+struct Ctx<'a> {
+    l: &'a Loaded,
+    pb: ProgressBar,
+}
+
+impl Ctx<'_> {
+    /// A result line above the progress bar, or on stderr without a terminal.
+    fn say(&self, line: String) {
+        if self.pb.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.pb.println(line);
+        }
+    }
+}
+
+/// What the generator of `r` sends.
+fn gen_spec(
+    ctx: &Ctx,
+    r: &Running,
+    frame: FrameSpec,
+    pps: Option<u64>,
+) -> Result<gen::Spec, String> {
+    let t = &ctx.l.exp.traffic;
+    let v4 = |ip: IpAddr| match ip {
+        IpAddr::V4(a) => Ok(a),
+        IpAddr::V6(_) => Err("the tester sends IPv4".to_string()),
+    };
+    let router_mac: tinyvr_config::MacAddr = r.ready["interfaces"][0]["mac"]
+        .as_str()
+        .unwrap_or("")
+        .parse()
+        .map_err(|e| format!("router {}: its in interface's MAC: {e}", r.name))?;
+    let (dst_base, dst_addrs) = match &t.dst {
+        Some(p) => (
+            v4(p.addr)?,
+            (crate::experiment::flow_capacity(Some(p)) / crate::frame::PORTS as u64) as u32,
+        ),
+        None => (v4(r.topo.sink.ip)?, 1),
+    };
+    Ok(gen::Spec {
+        netns: r.topo.src.netns.clone(),
+        dev: r.topo.src.dev.clone(),
+        ends: crate::frame::Endpoints {
+            src_mac: r.topo.src.mac.0,
+            dst_mac: router_mac.0,
+            src_ip: v4(r.topo.src.ip)?,
+        },
+        dst_base,
+        dst_addrs,
+        flows: t.flows,
+        order: t.flow_order,
+        frame,
+        pps,
+        duration: Duration::from_secs_f64(ctx.l.exp.trial_secs),
+        cpus: t.cpus.clone(),
+        sample_every: ctx.l.exp.latency.as_ref().map_or(0, |l| l.sample_every),
+    })
+}
+
+fn read_hops(r: &Running) -> Result<Vec<Link>, String> {
+    let mut cache: BTreeMap<String, BTreeMap<String, Link>> = BTreeMap::new();
+    r.hops
+        .iter()
+        .map(|h| {
+            let key = format!("{:?}", h.ns);
+            if !cache.contains_key(&key) {
+                cache.insert(key.clone(), counters::read(&h.ns)?);
+            }
+            cache[&key]
+                .get(&h.dev)
+                .copied()
+                .ok_or_else(|| format!("{}: no device {} ({:?})", h.name, h.dev, h.ns))
+        })
+        .collect()
+}
+
+/// One trial: every router in `rs` offered its rate at once.
+fn trial(
+    ctx: &Ctx,
+    rs: &[&Running],
+    rates: &[Option<u64>],
+    frame: FrameSpec,
+    latency: bool,
+) -> Result<Vec<Trial>, String> {
+    let before: Vec<Vec<Link>> = rs.iter().map(|r| read_hops(r)).collect::<Result<_, _>>()?;
+    let procs: Vec<(String, u32, bool)> = rs.iter().flat_map(|r| r.procs.clone()).collect();
+    let cpu0 = cpu::snapshot(&procs);
+    let t0 = std::time::Instant::now();
+    let rx_stop = Arc::new(AtomicBool::new(false));
+    let mut receivers = Vec::new();
+    if latency {
+        for r in rs {
+            let (dev, stop) = (r.topo.sink.dev.clone(), rx_stop.clone());
+            // Opened before the generator starts, so no sample is missed.
+            let (tx, rx) = std::sync::mpsc::channel();
+            let h = gen::spawn_in(&r.topo.sink.netns, move || {
+                let fd = crate::sink::open(&dev);
+                let ok = fd.is_ok();
+                let _ = tx.send(fd.as_ref().err().cloned());
+                if !ok {
+                    return Ok(Vec::new());
+                }
+                Ok(crate::sink::receive(fd.expect("checked"), stop))
+            })?;
+            if let Ok(Some(e)) = rx.recv() {
+                return Err(e);
+            }
+            receivers.push(h);
+        }
+    }
+    let mut gens = Vec::new();
+    for (r, rate) in rs.iter().zip(rates) {
+        let s = gen_spec(ctx, r, frame, *rate)?;
+        let ns = s.netns.clone();
+        gens.push(gen::spawn_in(&ns, move || gen::run(&s, &STOP))?);
+    }
+    let sent: Vec<Sent> = gens
+        .into_iter()
+        .map(|h| h.join().map_err(|_| "generator panicked".to_string())?)
+        .collect::<Result<_, _>>()?;
+    std::thread::sleep(Duration::from_millis(ctx.l.exp.drain_ms));
+    rx_stop.store(true, Ordering::Relaxed);
+    let lat: Vec<Vec<u64>> = receivers
+        .into_iter()
+        .map(|h| h.join().map_err(|_| "receiver panicked".to_string())?)
+        .collect::<Result<_, _>>()?;
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu1 = cpu::snapshot(&procs);
+    let mut cpu_pct = cpu::percent(&cpu0, &cpu1, secs);
+    let mut out = Vec::new();
+    for (i, r) in rs.iter().enumerate() {
+        let after = read_hops(r)?;
+        let d: Vec<Link> = after
+            .iter()
+            .zip(&before[i])
+            .map(|(a, b)| a.since(b))
+            .collect();
+        let s = sent[i];
+        let mut path = vec![("generator sent".to_string(), s.packets)];
+        for (h, l) in r.hops.iter().zip(&d) {
+            let n = match h.dir {
+                Dir::Rx => l.rx_packets,
+                Dir::Tx => l.tx_packets,
+            };
+            path.push((
+                format!("{} {}", h.name, if h.dir == Dir::Rx { "rx" } else { "tx" }),
+                n,
+            ));
+        }
+        let lost_between = path
+            .windows(2)
+            .map(|w| {
+                (
+                    format!("{} -> {}", w[0].0, w[1].0),
+                    w[0].1 as i64 - w[1].1 as i64,
+                )
+            })
+            .collect();
+        let received = d.last().map_or(0, |l| l.rx_packets);
+        let lost = s.packets as i64 - received as i64;
+        let mut cpu: BTreeMap<String, f64> = cpu_pct
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("{}/", r.name)) || k.starts_with("host/"))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        cpu.insert(
+            "generator".into(),
+            (s.cpu_secs / secs * 1000.0).round() / 10.0,
+        );
+        if i + 1 == rs.len() {
+            cpu_pct.clear();
+        }
+        out.push(Trial {
+            router: r.name.clone(),
+            label: r.label.clone(),
+            platform: r.platform,
+            frame: frame.label(),
+            step: 0,
+            repetition: 0,
+            target_pps: rates[i],
+            sent: s,
+            offered_pps: s.pps(),
+            received,
+            forwarded_pps: received as f64 / s.secs.max(1e-9),
+            lost,
+            loss_ratio: if s.packets > 0 {
+                lost.max(0) as f64 / s.packets as f64
+            } else {
+                0.0
+            },
+            hops: r.hops.iter().map(|h| h.name.clone()).zip(d).collect(),
+            path,
+            lost_between,
+            cpu,
+            latency: lat.get(i).and_then(|v| stats::latency(v.clone())),
+        });
+    }
+    if stopped() {
+        return Err("interrupted".into());
+    }
+    Ok(out)
+}
+
+fn point(trials: &[&Trial], conf: f64) -> Point {
+    let t0 = trials[0];
+    let col = |f: &dyn Fn(&Trial) -> f64| -> Vec<f64> { trials.iter().map(|t| f(t)).collect() };
+    let mut cpu: BTreeMap<String, f64> = BTreeMap::new();
+    for t in trials {
+        for (k, v) in &t.cpu {
+            *cpu.entry(k.clone()).or_default() += v / trials.len() as f64;
+        }
+    }
+    Point {
+        router: t0.router.clone(),
+        label: t0.label.clone(),
+        platform: t0.platform,
+        frame: t0.frame.clone(),
+        step: t0.step,
+        target_pps: t0.target_pps,
+        offered_pps: stats::summarize(&col(&|t| t.offered_pps), conf),
+        forwarded_pps: stats::summarize(&col(&|t| t.forwarded_pps), conf),
+        loss_ratio: stats::summarize(&col(&|t| t.loss_ratio), conf),
+        cpu: cpu
+            .into_iter()
+            .map(|(k, v)| (k, (v * 10.0).round() / 10.0))
+            .collect(),
+    }
+}
+
+/// How many trials the run will take (the search's is an estimate).
+fn total_trials(l: &Loaded) -> u64 {
+    let e = &l.exp;
+    let reps = e.repetitions as u64;
+    let frames = l.frames.len() as u64;
+    match e.mode {
+        Mode::Sweep => {
+            let rates = e.traffic.rates_pps.len() as u64 + e.traffic.max_rate as u64;
+            l.routers.len() as u64 * frames * rates * reps
+        }
+        Mode::NdrPdr => {
+            let s = e.search.as_ref().expect("checked");
+            let steps = (((s.max_pps - s.min_pps) / s.resolution_pps).max(1) as f64)
+                .log2()
+                .ceil() as u64;
+            let lat = e.latency.as_ref().map_or(0, |l| l.at_pdr.len() as u64);
+            l.routers.len() as u64 * frames * reps * (steps + 4 + lat)
+        }
+        Mode::Isolation => l.routers[0].0.rates_pps.len() as u64 * reps,
+    }
+}
+
+/// Runs the experiment; routers come up and go down as the mode needs.
+/// Results gathered so far are kept even when it fails or is stopped.
+pub fn run(l: &Loaded, env: &Env, res: &mut Results) -> Result<(), String> {
+    let pb = ProgressBar::new(total_trials(l));
+    pb.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} trials  {msg}  (about {eta} left)")
+            .expect("a valid template"),
+    );
+    let ctx = Ctx { l, pb };
+    let r = match l.exp.mode {
+        Mode::Sweep => sweep(&ctx, env, res),
+        Mode::NdrPdr => ndr_pdr(&ctx, env, res),
+        Mode::Isolation => isolation(&ctx, env, res),
+    };
+    ctx.pb.finish_and_clear();
+    res.interrupted = stopped();
+    r
+}
+
+fn bring_up(
+    ctx: &Ctx,
+    fleet: &mut Fleet,
+    i: usize,
+    env: &Env,
+    res: &mut Results,
+) -> Result<(), String> {
+    let (spec, cfg) = &ctx.l.routers[i];
+    ctx.pb
+        .set_message(format!("starting {} ({:?})", cfg.name, spec.platform));
+    let r = routers::up(spec, cfg, env)?;
+    res.routers.push(r.ready.clone());
+    fleet.0.push(r);
+    if stopped() {
+        return Err("interrupted".into());
+    }
+    Ok(())
+}
+
+fn sweep(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
+    let e = &ctx.l.exp;
+    let mut rates: Vec<Option<u64>> = e.traffic.rates_pps.iter().map(|&r| Some(r)).collect();
+    if e.traffic.max_rate {
+        rates.push(None);
+    }
+    for i in 0..ctx.l.routers.len() {
+        let mut fleet = Fleet::default();
+        bring_up(ctx, &mut fleet, i, env, res)?;
+        let r = &fleet.0[0];
+        for &frame in &ctx.l.frames {
+            for (step, &rate) in rates.iter().enumerate() {
+                let first = res.trials.len();
+                for rep in 0..e.repetitions {
+                    ctx.pb.set_message(format!(
+                        "{} {}B at {} (rep {})",
+                        r.label,
+                        frame.label(),
+                        rate.map_or("max".into(), |x| format!("{} kpps", x / 1000)),
+                        rep + 1
+                    ));
+                    let mut t = trial(ctx, &[r], &[rate], frame, false)?;
+                    t[0].step = step;
+                    t[0].repetition = rep;
+                    res.trials.extend(t);
+                    ctx.pb.inc(1);
+                }
+                let p = point(
+                    &res.trials[first..].iter().collect::<Vec<_>>(),
+                    e.confidence,
+                );
+                ctx.say(format!(
+                    "  {:<12} {:>5}B offered {:>8.1} kpps  forwarded {:>8.1} ± {:.1} kpps  loss {:.2}%",
+                    p.label,
+                    p.frame,
+                    p.offered_pps.mean / 1e3,
+                    p.forwarded_pps.mean / 1e3,
+                    p.forwarded_pps.ci / 1e3,
+                    p.loss_ratio.mean * 100.0
+                ));
+                res.points.push(p);
+            }
+        }
+        let errs = fleet.down_all();
+        if !errs.is_empty() {
+            return Err(errs.join("; "));
+        }
+    }
+    Ok(())
+}
+
+fn ndr_pdr(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
+    let e = &ctx.l.exp;
+    let s = e.search.as_ref().expect("checked");
+    for i in 0..ctx.l.routers.len() {
+        let mut fleet = Fleet::default();
+        bring_up(ctx, &mut fleet, i, env, res)?;
+        let r = &fleet.0[0];
+        for &frame in &ctx.l.frames {
+            let (mut ndrs, mut pdrs) = (Vec::new(), Vec::new());
+            for rep in 0..e.repetitions {
+                let mut trials = Vec::new();
+                let mut one = |pps: u64| -> Result<f64, String> {
+                    ctx.pb.set_message(format!(
+                        "{} {}B search at {} kpps (rep {})",
+                        r.label,
+                        frame.label(),
+                        pps / 1000,
+                        rep + 1
+                    ));
+                    let mut t = trial(ctx, &[r], &[Some(pps)], frame, false)?;
+                    t[0].repetition = rep;
+                    let loss = t[0].loss_ratio;
+                    trials.extend(t);
+                    ctx.pb.inc(1);
+                    Ok(loss)
+                };
+                let found =
+                    search::ndr_pdr(&mut one, s.min_pps, s.max_pps, s.resolution_pps, s.pdr_loss);
+                res.trials.append(&mut trials);
+                let found = found?;
+                let mut lat = Vec::new();
+                for &f in e.latency.as_ref().map_or(&[][..], |l| &l.at_pdr[..]) {
+                    let pps = ((found.pdr_pps as f64 * f) as u64).max(1);
+                    ctx.pb
+                        .set_message(format!("{} latency at {:.0}% of PDR", r.label, f * 100.0));
+                    let t = trial(ctx, &[r], &[Some(pps)], frame, true)?;
+                    lat.push((f, pps, t[0].latency.clone()));
+                    res.trials.extend(t);
+                    ctx.pb.inc(1);
+                }
+                ctx.say(format!(
+                    "  {:<12} {:>5}B NDR {:>8.1} kpps  PDR {:>8.1} kpps  (confirming trials: loss {:.3}% / {:.3}%; {:.3}% one step above the NDR)",
+                    r.label,
+                    frame.label(),
+                    found.ndr_pps as f64 / 1e3,
+                    found.pdr_pps as f64 / 1e3,
+                    found.ndr_confirm_loss * 100.0,
+                    found.pdr_confirm_loss * 100.0,
+                    found.above_loss * 100.0
+                ));
+                ndrs.push(found.ndr_pps as f64);
+                pdrs.push(found.pdr_pps as f64);
+                res.searches.push(SearchRun {
+                    router: r.name.clone(),
+                    label: r.label.clone(),
+                    frame: frame.label(),
+                    repetition: rep,
+                    found,
+                    latency: lat,
+                });
+            }
+            res.ndr_pdr.push(NdrPdr {
+                router: r.name.clone(),
+                label: r.label.clone(),
+                platform: r.platform,
+                frame: frame.label(),
+                ndr_pps: stats::summarize(&ndrs, e.confidence),
+                pdr_pps: stats::summarize(&pdrs, e.confidence),
+            });
+        }
+        let errs = fleet.down_all();
+        if !errs.is_empty() {
+            return Err(errs.join("; "));
+        }
+    }
+    Ok(())
+}
+
+/// A router's CPU in a point: its cgroup where it has one, else the sum
+/// of its thread classes, else (a namespace router) nothing of its own.
+fn router_cpu(p: &Point) -> f64 {
+    let own = |suffix: &str| p.cpu.get(&format!("{}/{suffix}", p.router)).copied();
+    own("cgroup").unwrap_or_else(|| {
+        p.cpu
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("{}/", p.router)))
+            .map(|(_, v)| v)
+            .sum()
+    })
+}
+
+fn isolation(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
+    let e = &ctx.l.exp;
+    let mut fleet = Fleet::default();
+    for i in 0..ctx.l.routers.len() {
+        bring_up(ctx, &mut fleet, i, env, res)?;
+    }
+    let rs: Vec<&Running> = fleet.0.iter().collect();
+    let frame = ctx.l.frames[0];
+    for step in 0..ctx.l.routers[0].0.rates_pps.len() {
+        let rates: Vec<Option<u64>> = ctx
+            .l
+            .routers
+            .iter()
+            .map(|(s, _)| Some(s.rates_pps[step]))
+            .collect();
+        let first = res.trials.len();
+        for rep in 0..e.repetitions {
+            ctx.pb
+                .set_message(format!("step {} (rep {})", step + 1, rep + 1));
+            let mut t = trial(ctx, &rs, &rates, frame, false)?;
+            for x in &mut t {
+                x.step = step;
+                x.repetition = rep;
+            }
+            res.trials.extend(t);
+            ctx.pb.inc(1);
+        }
+        let points: Vec<Point> = rs
+            .iter()
+            .map(|r| {
+                let ts: Vec<&Trial> = res.trials[first..]
+                    .iter()
+                    .filter(|t| t.router == r.name)
+                    .collect();
+                point(&ts, e.confidence)
+            })
+            .collect();
+        let fwd: Vec<f64> = points.iter().map(|p| p.forwarded_pps.mean).collect();
+        let cpus: Vec<f64> = points.iter().map(router_cpu).collect();
+        ctx.say(format!(
+            "  step {}: {}  Jain {:.3}",
+            step + 1,
+            points
+                .iter()
+                .map(|p| format!(
+                    "{} {:.1}/{:.1} kpps",
+                    p.label,
+                    p.forwarded_pps.mean / 1e3,
+                    p.offered_pps.mean / 1e3
+                ))
+                .collect::<Vec<_>>()
+                .join(", "),
+            stats::jain(&fwd).unwrap_or(f64::NAN)
+        ));
+        res.isolation.push(IsolationStep {
+            step,
+            jain_forwarded: stats::jain(&fwd),
+            jain_cpu: stats::jain(&cpus),
+            routers: points,
+        });
+    }
+    let errs = fleet.down_all();
+    if !errs.is_empty() {
+        return Err(errs.join("; "));
+    }
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! NDR and PDR found together in one search, in the spirit of RFC 2544's
+//! binary search and MLRsearch (RFC 9935 draft lineage): one interval per
+//! loss ratio (0 for the NDR, `pdr_loss` for the PDR), narrowed with the
+//! same trials, each trial's result applied to both; then a confirming
+//! trial at each rate found and one a resolution step above the NDR.
+
+use serde::Serialize;
+
+/// What a search needs from a trial: offered and received at a rate.
+pub trait Trial {
+    /// Runs a trial at `pps`; returns the measured loss ratio.
+    fn run(&mut self, pps: u64) -> Result<f64, String>;
+}
+
+impl<F: FnMut(u64) -> Result<f64, String>> Trial for F {
+    fn run(&mut self, pps: u64) -> Result<f64, String> {
+        self(pps)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+struct Interval {
+    /// Highest rate seen meeting the loss ratio (a lower bound).
+    lo: u64,
+    /// Lowest rate seen failing it (an upper bound).
+    hi: u64,
+    lo_seen: bool,
+}
+
+impl Interval {
+    fn narrow(&mut self, pps: u64, loss: f64, allowed: f64) {
+        if loss <= allowed {
+            if pps >= self.lo {
+                self.lo = pps;
+                self.lo_seen = true;
+            }
+        } else if pps < self.hi {
+            self.hi = pps;
+        }
+        if self.lo >= self.hi {
+            // A noisy pass above a fail: trust the fail.
+            self.lo = self.hi.saturating_sub(1);
+        }
+    }
+    fn done(&self, res: u64) -> bool {
+        self.hi - self.lo <= res
+    }
+    fn next(&self) -> u64 {
+        self.lo + (self.hi - self.lo) / 2
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Found {
+    pub ndr_pps: u64,
+    pub pdr_pps: u64,
+    /// Every trial, in order: (rate, loss ratio).
+    pub trials: Vec<(u64, f64)>,
+    /// The confirming trial at the NDR (loss ratio; 0 confirms it).
+    pub ndr_confirm_loss: f64,
+    /// The confirming trial at the PDR.
+    pub pdr_confirm_loss: f64,
+    /// One resolution step above the NDR, and its loss ratio there (a
+    /// found NDR is only credible if this one loses).
+    pub above_pps: u64,
+    pub above_loss: f64,
+}
+
+/// Searches [min, max] for the NDR and the PDR.
+pub fn ndr_pdr(
+    t: &mut dyn Trial,
+    min: u64,
+    max: u64,
+    res: u64,
+    pdr_loss: f64,
+) -> Result<Found, String> {
+    let mut trials = Vec::new();
+    let mut run = |pps: u64, trials: &mut Vec<(u64, f64)>| -> Result<f64, String> {
+        let l = t.run(pps)?;
+        trials.push((pps, l));
+        Ok(l)
+    };
+    let fresh = Interval {
+        lo: min,
+        hi: max + 1,
+        lo_seen: false,
+    };
+    let (mut ndr, mut pdr) = (fresh, fresh);
+    // The top first: a router that takes max loses nothing to search.
+    let l = run(max, &mut trials)?;
+    ndr.narrow(max, l, 0.0);
+    pdr.narrow(max, l, pdr_loss);
+    while !(ndr.done(res) && pdr.done(res)) {
+        // The wider interval drives; its trial narrows both.
+        let pick = if !pdr.done(res) && (ndr.done(res) || pdr.hi - pdr.lo > ndr.hi - ndr.lo) {
+            pdr.next()
+        } else {
+            ndr.next()
+        };
+        let l = run(pick, &mut trials)?;
+        ndr.narrow(pick, l, 0.0);
+        pdr.narrow(pick, l, pdr_loss);
+    }
+    let ndr_pps = if ndr.lo_seen { ndr.lo } else { 0 };
+    let pdr_pps = if pdr.lo_seen { pdr.lo } else { 0 };
+    let ndr_confirm_loss = if ndr_pps > 0 {
+        run(ndr_pps, &mut trials)?
+    } else {
+        f64::NAN
+    };
+    let pdr_confirm_loss = if pdr_pps > 0 {
+        run(pdr_pps, &mut trials)?
+    } else {
+        f64::NAN
+    };
+    let above_pps = ndr_pps + res;
+    let above_loss = if ndr_pps > 0 && above_pps <= max {
+        run(above_pps, &mut trials)?
+    } else {
+        f64::NAN
+    };
+    Ok(Found {
+        ndr_pps,
+        pdr_pps,
+        trials,
+        ndr_confirm_loss,
+        pdr_confirm_loss,
+        above_pps,
+        above_loss,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A router that forwards up to `cap` pps and loses the rest.
+    fn router(cap: u64) -> impl FnMut(u64) -> Result<f64, String> {
+        move |pps| {
+            Ok(if pps <= cap {
+                0.0
+            } else {
+                (pps - cap) as f64 / pps as f64
+            })
+        }
+    }
+
+    #[test]
+    fn finds_capacity_within_resolution() {
+        let f = ndr_pdr(&mut router(123_000), 1000, 500_000, 1000, 0.005).unwrap();
+        assert!(f.ndr_pps <= 123_000 && f.ndr_pps + 1000 >= 123_000, "{f:?}");
+        // PDR: loss <= 0.5% up to cap / 0.995.
+        let pdr_cap = (123_000f64 / 0.995) as u64;
+        assert!(f.pdr_pps <= pdr_cap && f.pdr_pps + 1000 >= pdr_cap, "{f:?}");
+        assert_eq!(f.ndr_confirm_loss, 0.0);
+        assert!(f.pdr_confirm_loss <= 0.005);
+        assert!(f.above_loss > 0.0, "one step above the NDR loses");
+        assert!(f.trials.len() < 30, "{} trials", f.trials.len());
+    }
+
+    #[test]
+    fn a_router_faster_than_max_needs_one_trial_and_confirmations() {
+        let f = ndr_pdr(&mut router(1_000_000), 1000, 200_000, 1000, 0.005).unwrap();
+        assert_eq!((f.ndr_pps, f.pdr_pps), (200_000, 200_000));
+        assert_eq!(f.trials.len(), 3);
+        assert!(f.above_loss.is_nan(), "nothing above max is tried");
+    }
+
+    #[test]
+    fn a_router_that_always_loses_has_no_ndr() {
+        let f = ndr_pdr(&mut |_| Ok(0.5), 1000, 200_000, 1000, 0.005).unwrap();
+        assert_eq!((f.ndr_pps, f.pdr_pps), (0, 0));
+        assert!(f.ndr_confirm_loss.is_nan());
+    }
+}

@@ -1,0 +1,133 @@
+//! The latency receiver: a packet socket on the sink's device that only
+//! sees sampled frames (a BPF filter drops the rest in the kernel), with
+//! the kernel's receive timestamp of each.
+
+use crate::frame;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+fn errno(what: &str) -> String {
+    format!("{what}: {}", std::io::Error::last_os_error())
+}
+
+fn setopt<T>(fd: &OwnedFd, level: i32, opt: i32, v: &T, what: &str) -> Result<(), String> {
+    // SAFETY: v is a live value of the size passed.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            opt,
+            v as *const T as *const libc::c_void,
+            std::mem::size_of::<T>() as u32,
+        )
+    };
+    if r != 0 {
+        return Err(errno(what));
+    }
+    Ok(())
+}
+
+/// Opens the receiver on `dev` (the calling thread's namespace).
+pub fn open(dev: &str) -> Result<OwnedFd, String> {
+    let proto = (libc::ETH_P_IP as u16).to_be() as i32;
+    // SAFETY: plain socket(2); owned right away.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, proto) };
+    if fd < 0 {
+        return Err(errno("socket(AF_PACKET) for latency"));
+    }
+    // SAFETY: fd was just returned by socket(2).
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let filter = frame::sample_filter();
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    setopt(
+        &fd,
+        libc::SOL_SOCKET,
+        libc::SO_ATTACH_FILTER,
+        &prog,
+        "SO_ATTACH_FILTER",
+    )?;
+    let one: libc::c_int = 1;
+    setopt(
+        &fd,
+        libc::SOL_SOCKET,
+        libc::SO_TIMESTAMPNS,
+        &one,
+        "SO_TIMESTAMPNS",
+    )?;
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 100_000,
+    };
+    setopt(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv, "SO_RCVTIMEO")?;
+    let name = std::ffi::CString::new(dev).map_err(|_| format!("device {dev:?}"))?;
+    // SAFETY: NUL-terminated name.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index == 0 {
+        return Err(errno(&format!("sink device {dev}")));
+    }
+    // SAFETY: zeroed sockaddr_ll, then filled.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = proto as u16;
+    sll.sll_ifindex = index as i32;
+    // SAFETY: sll is a sockaddr_ll of the size given.
+    if unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            &sll as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    } != 0
+    {
+        return Err(errno(&format!("binding the latency receiver to {dev}")));
+    }
+    Ok(fd)
+}
+
+/// Receives until `stop`: one-way latencies in ns (kernel receive time
+/// minus the send time the generator wrote; one host, one clock).
+pub fn receive(fd: OwnedFd, stop: Arc<AtomicBool>) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 128];
+    let mut ctl = [0u64; 16];
+    while !stop.load(Ordering::Relaxed) {
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+            iov_len: buf.len(),
+        };
+        // SAFETY: zeroed msghdr, then pointed at live buffers.
+        let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
+        m.msg_iov = &mut iov;
+        m.msg_iovlen = 1;
+        m.msg_control = ctl.as_mut_ptr() as *mut libc::c_void;
+        m.msg_controllen = std::mem::size_of_val(&ctl);
+        // SAFETY: m describes live buffers.
+        let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut m, libc::MSG_TRUNC) };
+        if n < 0 {
+            continue; // timeout: look at `stop` again
+        }
+        let Some((_, sent)) = frame::read_stamp(&buf[..(n as usize).min(buf.len())]) else {
+            continue;
+        };
+        // SAFETY: walking the control messages the kernel wrote into ctl.
+        let mut c = unsafe { libc::CMSG_FIRSTHDR(&m) };
+        while !c.is_null() {
+            // SAFETY: c points into ctl, as CMSG_* guarantee.
+            unsafe {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SO_TIMESTAMPNS {
+                    let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
+                    let rx = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+                    if rx >= sent {
+                        out.push(rx - sent);
+                    }
+                }
+                c = libc::CMSG_NXTHDR(&m, c);
+            }
+        }
+    }
+    out
+}
