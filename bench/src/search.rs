@@ -18,6 +18,9 @@ impl<F: FnMut(u64) -> Result<f64, String>> Trial for F {
     }
 }
 
+/// How many times a failed confirmation sends the search back down.
+const RECONFIRMS: usize = 3;
+
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 struct Interval {
     /// Highest rate seen meeting the loss ratio (a lower bound).
@@ -90,29 +93,64 @@ pub fn ndr_pdr(
     let l = run(max, &mut trials)?;
     ndr.narrow(max, l, 0.0);
     pdr.narrow(max, l, pdr_loss);
-    while !(ndr.done(res) && pdr.done(res)) {
-        // The wider interval drives; its trial narrows both.
-        let pick = if !pdr.done(res) && (ndr.done(res) || pdr.hi - pdr.lo > ndr.hi - ndr.lo) {
-            pdr.next()
-        } else {
-            ndr.next()
-        };
-        let l = run(pick, &mut trials)?;
-        ndr.narrow(pick, l, 0.0);
-        pdr.narrow(pick, l, pdr_loss);
+    let (mut ndr_confirm_loss, mut pdr_confirm_loss) = (f64::NAN, f64::NAN);
+    for _ in 0..=RECONFIRMS {
+        while !(ndr.done(res) && pdr.done(res)) {
+            // The wider interval drives; its trial narrows both.
+            let pick = if !pdr.done(res) && (ndr.done(res) || pdr.hi - pdr.lo > ndr.hi - ndr.lo) {
+                pdr.next()
+            } else {
+                ndr.next()
+            };
+            let l = run(pick, &mut trials)?;
+            ndr.narrow(pick, l, 0.0);
+            pdr.narrow(pick, l, pdr_loss);
+        }
+        // A rate is only reported once a trial of its own confirms it; a
+        // failed confirmation is an upper bound like any other, and the
+        // search goes on below it from the best rate that passed there.
+        let mut settled = true;
+        for (which, allowed) in [(0, 0.0), (1, pdr_loss)] {
+            let iv = if which == 0 { ndr } else { pdr };
+            if !iv.lo_seen {
+                continue;
+            }
+            let l = run(iv.lo, &mut trials)?;
+            if which == 0 {
+                ndr_confirm_loss = l;
+            } else {
+                pdr_confirm_loss = l;
+            }
+            ndr.narrow(iv.lo, l, 0.0);
+            pdr.narrow(iv.lo, l, pdr_loss);
+            if l > allowed {
+                settled = false;
+                let fallback = |hi: u64, allowed: f64| {
+                    trials
+                        .iter()
+                        .filter(|(p, x)| *p < hi && *x <= allowed)
+                        .map(|(p, _)| *p)
+                        .max()
+                };
+                for (iv, allowed) in [(&mut ndr, 0.0), (&mut pdr, pdr_loss)] {
+                    if iv.lo_seen && iv.lo >= iv.hi.saturating_sub(1) {
+                        match fallback(iv.hi, allowed) {
+                            Some(p) => iv.lo = p,
+                            None => {
+                                iv.lo = min;
+                                iv.lo_seen = false;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if settled {
+            break;
+        }
     }
     let ndr_pps = if ndr.lo_seen { ndr.lo } else { 0 };
     let pdr_pps = if pdr.lo_seen { pdr.lo } else { 0 };
-    let ndr_confirm_loss = if ndr_pps > 0 {
-        run(ndr_pps, &mut trials)?
-    } else {
-        f64::NAN
-    };
-    let pdr_confirm_loss = if pdr_pps > 0 {
-        run(pdr_pps, &mut trials)?
-    } else {
-        f64::NAN
-    };
     let above_pps = ndr_pps + res;
     let above_loss = if ndr_pps > 0 && above_pps <= max {
         run(above_pps, &mut trials)?
@@ -164,6 +202,28 @@ mod tests {
         assert_eq!((f.ndr_pps, f.pdr_pps), (200_000, 200_000));
         assert_eq!(f.trials.len(), 3);
         assert!(f.above_loss.is_nan(), "nothing above max is tried");
+    }
+
+    #[test]
+    fn a_failed_confirmation_sends_the_search_below_it() {
+        // Forwards 90k; between 90k and 100k a first trial passes by luck
+        // and a second at the same rate loses.
+        let mut seen = std::collections::HashSet::new();
+        let mut lucky = 0;
+        let mut flaky = |pps: u64| -> Result<f64, String> {
+            if pps > 90_000 && pps <= 100_000 {
+                if seen.insert(pps) {
+                    lucky += 1;
+                    return Ok(0.0);
+                }
+                return Ok(0.01);
+            }
+            Ok(if pps <= 90_000 { 0.0 } else { 0.5 })
+        };
+        let f = ndr_pdr(&mut flaky, 1000, 200_000, 2000, 0.0).unwrap();
+        assert!(lucky > 0, "the search never met the lucky band: {f:?}");
+        assert!(f.ndr_pps <= 90_000 && f.ndr_pps + 2000 >= 90_000, "{f:?}");
+        assert_eq!(f.ndr_confirm_loss, 0.0, "{f:?}");
     }
 
     #[test]

@@ -1,0 +1,361 @@
+//! `tinyvr bench` end to end: a sweep through a baseline router below its
+//! capacity is lossless; a VM past its capacity loses packets and every
+//! hop's counters account for them; the NDR/PDR search's rate is
+//! confirmed; bad experiment files fail before anything is made; Ctrl-C
+//! still writes the results and leaves nothing behind.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use tinyvr_tests::*;
+
+const ROUTER: &str = include_str!("../../experiments/router.toml");
+
+fn image() -> &'static Path {
+    static I: OnceLock<PathBuf> = OnceLock::new();
+    I.get_or_init(|| {
+        let out = workspace().join("target/tinyvr-vm-image");
+        run(Command::new(bin("tinyvr"))
+            .args(["image", "build", "--out"])
+            .arg(&out));
+        out
+    })
+}
+
+/// Measurements in this file run one at a time: two at once on two cores
+/// would measure each other.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static M: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    M.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn name(tag: &str) -> String {
+    format!("b{}{tag}", std::process::id() % 10_000)
+}
+
+/// Writes the experiment (with the shipped router next to it) and runs it.
+fn bench(dir: &Scratch, body: &str) -> (Output, PathBuf) {
+    dir.file("router.toml", ROUTER);
+    let exp = dir.file("e.toml", body);
+    let out = dir.0.join("out");
+    let o = Command::new(bin("tinyvr"))
+        .args([
+            "bench",
+            exp.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .arg("--image")
+        .arg(image())
+        .output()
+        .unwrap();
+    (o, out)
+}
+
+fn results(out: &Path) -> Value {
+    let t = std::fs::read_to_string(out.join("results.json")).unwrap();
+    serde_json::from_str::<Value>(&t).unwrap()["results"].clone()
+}
+
+fn ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "tinyvr bench failed:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn vm_ok() -> Option<&'static str> {
+    if !has_cmd("qemu-system-x86_64") {
+        return Some("needs qemu-system-x86_64 (scripts/setup installs it)");
+    }
+    if !Path::new(tinyvr_image::kernel::DEFAULT_SOURCE).exists() {
+        return Some("needs linux-source-6.1 to build the image (scripts/setup installs it)");
+    }
+    None
+}
+
+#[test]
+fn sweep_below_capacity_forwards_everything() {
+    require!(is_root(), "needs root (namespaces)");
+    let _one = one_at_a_time();
+    let n = name("s");
+    let dir = Scratch::new("bench-sweep");
+    let (o, out) = bench(
+        &dir,
+        &format!(
+            r#"name = "sweep"
+mode = "sweep"
+repetitions = 2
+trial_secs = 1.0
+[traffic]
+frames = [64, 512]
+flows = 100
+dst = "10.9.0.0/24"
+rates_pps = [5000, 20000]
+[latency]
+sample_every = 50
+[[router]]
+config = "router.toml"
+platform = "netns"
+name = "{n}"
+"#
+        ),
+    );
+    ok(&o);
+    let r = results(&out);
+    let trials = r["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 2 * 2 * 2, "frames x rates x repetitions");
+    for t in trials {
+        let sent = t["sent"]["packets"].as_u64().unwrap();
+        let got = t["received"].as_u64().unwrap();
+        assert_eq!(got, sent, "lost packets well below capacity: {t}");
+        let (off, fwd) = (
+            t["offered_pps"].as_f64().unwrap(),
+            t["forwarded_pps"].as_f64().unwrap(),
+        );
+        assert!(
+            (fwd - off).abs() / off < 0.01,
+            "forwarded {fwd} vs offered {off}"
+        );
+        let target = t["target_pps"].as_f64().unwrap();
+        assert!(
+            (off - target).abs() / target < 0.02,
+            "offered {off} vs target {target}"
+        );
+        // Every stage of the path saw every packet.
+        for (stage, count) in t["path"].as_array().unwrap().iter().map(|p| (&p[0], &p[1])) {
+            assert_eq!(count.as_u64(), Some(sent), "{stage}");
+        }
+    }
+    let points = r["points"].as_array().unwrap();
+    assert_eq!(points.len(), 4);
+    assert!(points.iter().all(|p| p["loss_ratio"]["max"] == 0.0));
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 5, "{csv}");
+    for f in ["forwarded.svg", "forwarded.png", "cpu.svg", "cpu.png"] {
+        let m = std::fs::metadata(out.join(f)).unwrap();
+        assert!(m.len() > 1000, "{f} is {} bytes", m.len());
+    }
+    let env: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("environment.json")).unwrap())
+            .unwrap();
+    assert!(env["kernel"].as_str().unwrap().contains('.'));
+    assert_eq!(env["routers"][0]["netns"], n.as_str());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("zero-loss"));
+    assert_eq!(leftovers(&n), Vec::<String>::new());
+}
+
+#[test]
+fn a_vm_past_capacity_loses_and_the_hops_account_for_it() {
+    require!(is_root(), "needs root (namespaces, taps)");
+    require!(vm_ok().is_none(), vm_ok().unwrap_or(""));
+    let _one = one_at_a_time();
+    let n = name("v");
+    let dir = Scratch::new("bench-vm");
+    // Under TCG on two cores the VM forwards a few tens of kpps.
+    let (o, out) = bench(
+        &dir,
+        &format!(
+            r#"name = "overload"
+mode = "sweep"
+trial_secs = 1.0
+drain_ms = 700
+[traffic]
+rates_pps = [150000]
+[[router]]
+config = "router.toml"
+platform = "vm"
+name = "{n}"
+txqueuelen = 50
+"#
+        ),
+    );
+    ok(&o);
+    let r = results(&out);
+    let t = &r["trials"][0];
+    let sent = t["sent"]["packets"].as_u64().unwrap();
+    let got = t["received"].as_u64().unwrap();
+    let lost = t["lost"].as_i64().unwrap();
+    assert!(lost > 0, "no loss at 150 kpps through a TCG VM: {t}");
+    assert_eq!(lost, sent as i64 - got as i64);
+    let between: i64 = t["lost_between"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x[1].as_i64().unwrap())
+        .sum();
+    assert_eq!(between, lost, "the stages add up to the loss: {t}");
+    let hop = |name: &str| -> &Value {
+        t["hops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h[0] == name)
+            .map(|h| &h[1])
+            .unwrap_or_else(|| panic!("no hop {name}"))
+    };
+    let src_tx = hop("source")["tx_packets"].as_u64().unwrap();
+    let tap = hop("vm tap in");
+    assert_eq!(
+        src_tx, sent,
+        "the source device sent what the generator did"
+    );
+    assert_eq!(
+        tap["tx_packets"].as_u64().unwrap() + tap["tx_dropped"].as_u64().unwrap(),
+        src_tx,
+        "what reached the tap went to the VM or was dropped at its queue: {t}"
+    );
+    assert!(tap["tx_dropped"].as_u64().unwrap() > 0);
+    assert_eq!(hop("sink")["rx_packets"].as_u64().unwrap(), got);
+    // The VM's settings as read back are in the environment.
+    let env: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("environment.json")).unwrap())
+            .unwrap();
+    assert!(env["routers"][0]["vm"]["qemu_pid"].is_u64());
+    assert!(t["cpu"][format!("{n}/vcpu")].as_f64().unwrap() > 1.0, "{t}");
+    assert_eq!(leftovers(&n), Vec::<String>::new());
+}
+
+#[test]
+fn the_ndr_is_confirmed_and_one_step_above_loses() {
+    require!(is_root(), "needs root (namespaces, taps)");
+    require!(vm_ok().is_none(), vm_ok().unwrap_or(""));
+    let _one = one_at_a_time();
+    let n = name("n");
+    let dir = Scratch::new("bench-ndr");
+    let (o, out) = bench(
+        &dir,
+        &format!(
+            r#"name = "ndr"
+mode = "ndr-pdr"
+trial_secs = 1.0
+drain_ms = 700
+[traffic]
+[search]
+min_pps = 2000
+max_pps = 120000
+resolution_pps = 8000
+[latency]
+at_pdr = [0.5]
+sample_every = 20
+[[router]]
+config = "router.toml"
+platform = "vm"
+name = "{n}"
+"#
+        ),
+    );
+    ok(&o);
+    let r = results(&out);
+    let f = &r["searches"][0]["found"];
+    let ndr = f["ndr_pps"].as_u64().unwrap();
+    assert!(ndr > 0 && ndr < 120_000, "{f}");
+    assert_eq!(
+        f["ndr_confirm_loss"], 0.0,
+        "the confirming trial at the NDR lost: {f}"
+    );
+    assert!(
+        f["above_loss"].as_f64().unwrap() > 0.0,
+        "one step above the NDR did not lose: {f}"
+    );
+    assert!(f["pdr_pps"].as_u64().unwrap() >= ndr);
+    let lat = &r["searches"][0]["latency"][0][2];
+    assert!(lat["samples"].as_u64().unwrap() > 10, "{lat}");
+    assert!(lat["p50_us"].as_f64().unwrap() > 0.0);
+    assert!(out.join("ndr_pdr.png").exists() && out.join("ndr_pdr.csv").exists());
+    assert_eq!(leftovers(&n), Vec::<String>::new());
+}
+
+#[test]
+fn bad_experiments_fail_before_anything_is_made() {
+    let n = name("x");
+    let dir = Scratch::new("bench-bad");
+    let good = format!(
+        "name = \"bad\"\nmode = \"sweep\"\n[traffic]\nrates_pps = [1000]\n[[router]]\nconfig = \"router.toml\"\nplatform = \"netns\"\nname = \"{n}\"\n"
+    );
+    for (from, to, field) in [
+        ("platform = \"netns\"", "platform = \"xen\"", "platform"),
+        (
+            "rates_pps = [1000]",
+            "rates_pps = [0]",
+            "traffic.rates_pps[0]",
+        ),
+        (
+            "rates_pps = [1000]",
+            "rates_pps = [1000]\nflows = 2000000",
+            "traffic.flows",
+        ),
+        (
+            "rates_pps = [1000]",
+            "rates_pps = [1000]\ncpus = \"64\"",
+            "traffic.cpus",
+        ),
+        (
+            "rates_pps = [1000]",
+            "rates_pps = [1000]\nframes = [32]",
+            "traffic.frames",
+        ),
+        (
+            "rates_pps = [1000]",
+            "rates_pps = [1000]\nframes = [9000]",
+            "traffic.frames",
+        ),
+    ] {
+        let (o, out) = bench(&dir, &good.replacen(from, to, 1));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "accepted {to}");
+        assert!(err.contains(field), "{to}: {err}");
+        assert!(!out.exists(), "{to}: the output directory was made");
+        assert_eq!(leftovers(&n), Vec::<String>::new());
+    }
+    let o = Command::new(bin("tinyvr"))
+        .args(["bench", "/nonexistent/e.toml"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/e.toml"));
+}
+
+#[test]
+fn ctrl_c_keeps_the_results_so_far_and_cleans_up() {
+    require!(is_root(), "needs root (namespaces)");
+    let _one = one_at_a_time();
+    let n = name("c");
+    let dir = Scratch::new("bench-int");
+    dir.file("router.toml", ROUTER);
+    let exp = dir.file(
+        "e.toml",
+        &format!(
+            "name = \"int\"\nmode = \"sweep\"\ntrial_secs = 1.0\n[traffic]\nrates_pps = [1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000]\n[[router]]\nconfig = \"router.toml\"\nplatform = \"netns\"\nname = \"{n}\"\n"
+        ),
+    );
+    let out = dir.0.join("out");
+    let child = Command::new(bin("tinyvr"))
+        .args([
+            "bench",
+            exp.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("interrupted"), "{err}");
+    let r = results(&out);
+    assert_eq!(r["interrupted"], true);
+    let done = r["trials"].as_array().unwrap().len();
+    assert!((1..8).contains(&done), "{done} trials");
+    assert_eq!(leftovers(&n), Vec::<String>::new());
+}
