@@ -9,7 +9,6 @@ use serde::Serialize;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tinyvr_config::CpuList;
 
@@ -305,11 +304,11 @@ pub fn spawn_in<T: Send + 'static>(
     }))
 }
 
-/// Starts a generator in its namespace.
-pub fn start(
+/// Starts a generator in its namespace; it stops early when `stop` is set.
+pub fn start_with(
     s: Spec,
-    stop: Arc<AtomicBool>,
+    stop: &'static AtomicBool,
 ) -> Result<std::thread::JoinHandle<Result<Sent, String>>, String> {
     let ns = s.netns.clone();
-    spawn_in(&ns, move || run(&s, &stop))
+    spawn_in(&ns, move || run(&s, stop))
 }

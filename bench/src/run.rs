@@ -240,9 +240,7 @@ fn trial(
     }
     let mut gens = Vec::new();
     for (r, rate) in rs.iter().zip(rates) {
-        let s = gen_spec(ctx, r, frame, *rate)?;
-        let ns = s.netns.clone();
-        gens.push(gen::spawn_in(&ns, move || gen::run(&s, &STOP))?);
+        gens.push(gen::start_with(gen_spec(ctx, r, frame, *rate)?, &STOP)?);
     }
     let sent: Vec<Sent> = gens
         .into_iter()

@@ -1,0 +1,162 @@
+//! The project's generator against trafgen (netsniff-ng), in one run,
+//! through the same baseline router: same topology, same 64-byte frame
+//! (60 bytes from the socket), one CPU each, as fast as each goes. The
+//! rate is what the sink's link counters saw per second of sending.
+//! Rounds alternate which goes first. Target: ratio >= 1.0.
+//!
+//!   cargo bench -p tinyvr-tests --bench generator [-- SECONDS [ROUNDS]]
+
+use serde_json::Value;
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+use tinyvr_bench::experiment::{FlowOrder, FrameSpec};
+use tinyvr_bench::{frame, gen};
+use tinyvr_tests::*;
+
+/// The CPU both generators run on (the router's softirq work lands
+/// there too: veth hands the frame on in the sender's context).
+const CPU: &str = "1";
+
+fn sink_rx(t: &Value) -> u64 {
+    link_stat(
+        t["sink"]["netns"].as_str().unwrap(),
+        t["sink"]["dev"].as_str().unwrap(),
+        "rx",
+        "packets",
+    )
+}
+
+fn ours(t: &Value, rmac: &str, secs: f64) -> f64 {
+    let mac = |s: &str| s.parse::<tinyvr_config::MacAddr>().unwrap().0;
+    let ip = |s: &str| s.parse().unwrap();
+    let spec = gen::Spec {
+        netns: t["src"]["netns"].as_str().unwrap().into(),
+        dev: t["src"]["dev"].as_str().unwrap().into(),
+        ends: frame::Endpoints {
+            src_mac: mac(t["src"]["mac"].as_str().unwrap()),
+            dst_mac: mac(rmac),
+            src_ip: ip(t["src"]["ip"].as_str().unwrap()),
+        },
+        dst_base: ip(t["sink"]["ip"].as_str().unwrap()),
+        dst_addrs: 1,
+        flows: 1,
+        order: FlowOrder::RoundRobin,
+        frame: FrameSpec::Fixed(64),
+        pps: None,
+        duration: Duration::from_secs_f64(secs),
+        cpus: Some(CPU.parse().unwrap()),
+        sample_every: 0,
+    };
+    static STOP: AtomicBool = AtomicBool::new(false);
+    let before = sink_rx(t);
+    let sent = gen::start_with(spec, &STOP)
+        .unwrap()
+        .join()
+        .unwrap()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let got = sink_rx(t) - before;
+    assert!(
+        got >= sent.packets * 99 / 100,
+        "the router lost packets: {got} of {}",
+        sent.packets
+    );
+    got as f64 / sent.secs
+}
+
+fn trafgen(t: &Value, rmac: &str, packets: u64) -> f64 {
+    let pkt = format!(
+        "{{ eth(da={rmac}, sa={}), ipv4(saddr={}, daddr={}, ttl=64), udp(sport=9000, dport=1024), fill(0x00, 18) }}",
+        t["src"]["mac"].as_str().unwrap(),
+        t["src"]["ip"].as_str().unwrap(),
+        t["sink"]["ip"].as_str().unwrap()
+    );
+    let before = sink_rx(t);
+    let start = Instant::now();
+    run(Command::new("taskset").args([
+        "-c",
+        CPU,
+        "ip",
+        "netns",
+        "exec",
+        t["src"]["netns"].as_str().unwrap(),
+        "trafgen",
+        "--dev",
+        t["src"]["dev"].as_str().unwrap(),
+        "--cpus",
+        "1",
+        "--no-cpu-stats",
+        "-q",
+        "--num",
+        &packets.to_string(),
+        &pkt,
+    ]));
+    let secs = start.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(300));
+    let got = sink_rx(t) - before;
+    got as f64 / secs
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
+    let secs: f64 = args
+        .next()
+        .map(|a| a.parse().expect("SECONDS"))
+        .unwrap_or(3.0);
+    let rounds: u32 = args.next().map(|a| a.parse().expect("ROUNDS")).unwrap_or(3);
+    if !is_root() || !has_cmd("trafgen") || !has_cmd("taskset") {
+        eprintln!("skipped: generator: needs root, trafgen (netsniff-ng) and taskset (scripts/setup installs them)");
+        std::process::exit(if std::env::var("CI").is_ok_and(|v| v == "true") {
+            1
+        } else {
+            0
+        });
+    }
+    bin("tinyvr-init");
+    let dir = Scratch::new("gen");
+    let name = format!("g{}", std::process::id() % 100_000);
+    let cfg = dir.file(
+        "router.toml",
+        &include_str!("../../experiments/router.toml")
+            .replace("name = \"vr\"", &format!("name = \"{name}\"")),
+    );
+    let out =
+        run(Command::new(bin("tinyvr")).args(["netns", "up", cfg.to_str().unwrap(), "--topology"]));
+    let _down = Down::new("netns", &name);
+    let ready: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let t = &ready["topology"];
+    let rmac = ready["interfaces"][0]["mac"].as_str().unwrap().to_string();
+    println!("64-byte frames, one CPU ({CPU}) each, through a baseline router; {rounds} round(s) of {secs} s");
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for r in 0..rounds {
+        let mut go = |which: &str| {
+            let kpps = if which == "tinyvr" {
+                let x = ours(t, &rmac, secs);
+                a.push(x);
+                x
+            } else {
+                // As many packets as ours sent in the same time.
+                let n = (a.last().copied().unwrap_or(300_000.0) * secs) as u64;
+                let x = trafgen(t, &rmac, n);
+                b.push(x);
+                x
+            };
+            println!("round {r}  {which:<8} {:>8.1} kpps", kpps / 1e3);
+        };
+        if r % 2 == 0 {
+            go("tinyvr");
+            go("trafgen");
+        } else {
+            go("trafgen");
+            go("tinyvr");
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    println!(
+        "RESULT tinyvr_kpps={:.1} trafgen_kpps={:.1} ratio={:.3} (target >= 1.0)",
+        mean(&a) / 1e3,
+        mean(&b) / 1e3,
+        mean(&a) / mean(&b)
+    );
+}
