@@ -163,10 +163,14 @@ pub fn environment_json(dir: &Path, l: &Loaded, r: &Results) -> Result<(), Strin
 /// The short table: per router and frame, the zero-loss rate and the
 /// peak forwarded rate.
 pub fn table(r: &Results) -> String {
-    let mut s = format!(
-        "{:<14} {:<6} {:>6} {:>14} {:>14}\n",
-        "router", "plat", "frame", "zero-loss kpps", "peak fwd kpps"
-    );
+    let mut s = String::new();
+    if !r.points.is_empty() || !r.ndr_pdr.is_empty() {
+        let _ = writeln!(
+            s,
+            "{:<18} {:<6} {:>6} {:>14} {:>14}",
+            "router", "plat", "frame", "zero-loss kpps", "peak fwd kpps"
+        );
+    }
     let mut keys: Vec<(String, String)> = Vec::new();
     for p in &r.points {
         let k = (p.label.clone(), p.frame.clone());
@@ -188,7 +192,7 @@ pub fn table(r: &Results) -> String {
         let peak = ps.iter().map(|p| p.forwarded_pps.mean).fold(0.0, f64::max);
         let _ = writeln!(
             s,
-            "{:<14} {:<6} {:>6} {:>14.1} {:>14.1}",
+            "{:<18} {:<6} {:>6} {:>14.1} {:>14.1}",
             label,
             ps[0].platform.as_str(),
             frame,
@@ -199,7 +203,7 @@ pub fn table(r: &Results) -> String {
     for x in &r.ndr_pdr {
         let _ = writeln!(
             s,
-            "{:<14} {:<6} {:>6} {:>14.1} {:>14}   (NDR; PDR {:.1} kpps)",
+            "{:<18} {:<6} {:>6} {:>14.1} {:>14}   (NDR; PDR {:.1} kpps)",
             x.label,
             x.platform.as_str(),
             x.frame,
