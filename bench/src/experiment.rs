@@ -565,10 +565,17 @@ platform = "netns"
         let p = FrameSpec::Imix.pattern();
         let count = |n| p.iter().filter(|&&x| x == n).count();
         assert_eq!((count(64), count(594), count(1518), p.len()), (7, 4, 1, 12));
-        let l = try_load(&GOOD.replace("rates_pps = [1000]", "rates_pps = [1000]\nframes = \"rfc2544\"")).unwrap();
+        let l = try_load(&GOOD.replace(
+            "rates_pps = [1000]",
+            "rates_pps = [1000]\nframes = \"rfc2544\"",
+        ))
+        .unwrap();
         assert_eq!(l.frames.len(), 7);
         assert_eq!(flow_capacity(None), 64512);
-        assert_eq!(flow_capacity(Some(&"10.9.0.0/24".parse().unwrap())), 256 * 64512);
+        assert_eq!(
+            flow_capacity(Some(&"10.9.0.0/24".parse().unwrap())),
+            256 * 64512
+        );
     }
 
     #[test]

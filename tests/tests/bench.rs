@@ -315,11 +315,18 @@ fn bad_experiments_fail_before_anything_is_made() {
     if !tinyvr_qemu::accel::HostCaps::probe().cpu_virt {
         let (o, out) = bench(
             &dir,
-            &good.replacen("platform = \"netns\"", "platform = \"vm\"\naccel = \"kvm\"", 1),
+            &good.replacen(
+                "platform = \"netns\"",
+                "platform = \"vm\"\naccel = \"kvm\"",
+                1,
+            ),
         );
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(77), "{err}");
-        assert!(err.contains("skipped: router[0] (vm): accel = \"kvm\""), "{err}");
+        assert!(
+            err.contains("skipped: router[0] (vm): accel = \"kvm\""),
+            "{err}"
+        );
         assert!(!out.exists());
         assert_eq!(leftovers(&n), Vec::<String>::new());
     }
@@ -375,7 +382,10 @@ fn ctrl_c_keeps_the_results_so_far_and_cleans_up() {
 #[test]
 fn the_demo_compares_the_three_platforms() {
     require!(is_root(), "needs root (namespaces)");
-    require!(has_cmd("lxc-start"), "needs lxc-start (scripts/setup installs it)");
+    require!(
+        has_cmd("lxc-start"),
+        "needs lxc-start (scripts/setup installs it)"
+    );
     require!(vm_ok().is_none(), vm_ok().unwrap_or(""));
     let _one = one_at_a_time();
     let dir = Scratch::new("demo");
@@ -388,7 +398,10 @@ fn the_demo_compares_the_three_platforms() {
     ok(&o);
     let table = String::from_utf8_lossy(&o.stdout);
     for p in ["baseline", "lxc", "vm"] {
-        assert!(table.lines().any(|l| l.starts_with(p)), "no {p} row:\n{table}");
+        assert!(
+            table.lines().any(|l| l.starts_with(p)),
+            "no {p} row:\n{table}"
+        );
     }
     let r = results(&out);
     let zero_loss_everywhere = |label: &str| {
@@ -399,8 +412,17 @@ fn the_demo_compares_the_three_platforms() {
             .filter(|p| p["label"] == label && p["target_pps"] == 10000)
             .all(|p| p["loss_ratio"]["max"] == 0.0)
     };
-    assert!(zero_loss_everywhere("baseline") && zero_loss_everywhere("lxc") && zero_loss_everywhere("vm"));
-    for f in ["forwarded.png", "forwarded.svg", "results.csv", "environment.json"] {
+    assert!(
+        zero_loss_everywhere("baseline")
+            && zero_loss_everywhere("lxc")
+            && zero_loss_everywhere("vm")
+    );
+    for f in [
+        "forwarded.png",
+        "forwarded.svg",
+        "results.csv",
+        "environment.json",
+    ] {
         assert!(out.join(f).exists(), "{f}");
     }
     for n in ["d-ns", "d-lxc", "d-vm"] {
