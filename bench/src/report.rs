@@ -213,22 +213,26 @@ pub fn table(r: &Results) -> String {
         );
     }
     for st in &r.isolation {
-        let _ = writeln!(
-            s,
-            "step {:<3} {}  Jain(fwd) {:.3}",
-            st.step + 1,
-            st.routers
-                .iter()
-                .map(|p| format!(
-                    "{}: {:.1}/{:.1} kpps",
-                    p.label,
-                    p.forwarded_pps.mean / 1e3,
-                    p.offered_pps.mean / 1e3
-                ))
-                .collect::<Vec<_>>()
-                .join("  "),
-            st.jain_forwarded.unwrap_or(f64::NAN)
-        );
+        let _ = writeln!(s, "{}", step_line(st.step, &st.routers, st.jain_forwarded));
     }
     s
+}
+
+/// One isolation step: each router's forwarded/offered rate and Jain's index.
+pub fn step_line(step: usize, points: &[Point], jain: Option<f64>) -> String {
+    format!(
+        "step {:<3} {}  Jain(fwd) {:.3}",
+        step + 1,
+        points
+            .iter()
+            .map(|p| format!(
+                "{}: {:.1}/{:.1} kpps",
+                p.label,
+                p.forwarded_pps.mean / 1e3,
+                p.offered_pps.mean / 1e3
+            ))
+            .collect::<Vec<_>>()
+            .join("  "),
+        jain.unwrap_or(f64::NAN)
+    )
 }

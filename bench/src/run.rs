@@ -597,19 +597,8 @@ fn isolation(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
         let fwd: Vec<f64> = points.iter().map(|p| p.forwarded_pps.mean).collect();
         let cpus: Vec<f64> = points.iter().map(router_cpu).collect();
         ctx.say(format!(
-            "  step {}: {}  Jain {:.3}",
-            step + 1,
-            points
-                .iter()
-                .map(|p| format!(
-                    "{} {:.1}/{:.1} kpps",
-                    p.label,
-                    p.forwarded_pps.mean / 1e3,
-                    p.offered_pps.mean / 1e3
-                ))
-                .collect::<Vec<_>>()
-                .join(", "),
-            stats::jain(&fwd).unwrap_or(f64::NAN)
+            "  {}",
+            crate::report::step_line(step, &points, stats::jain(&fwd))
         ));
         res.isolation.push(IsolationStep {
             step,

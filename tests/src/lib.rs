@@ -394,3 +394,13 @@ pub fn qemu_by_hand(kernel: &Path, initrd: &Path, append: &str, config: &Path) -
     }
     c
 }
+
+/// The image, built once per test process with `tinyvr image build` into
+/// `target/<dir>` (the kernel comes from the cache after the first build).
+pub fn built_image(dir: &str) -> PathBuf {
+    let out = workspace().join("target").join(dir);
+    run(Command::new(bin("tinyvr"))
+        .args(["image", "build", "--out"])
+        .arg(&out));
+    out
+}

@@ -14,13 +14,7 @@ const ROUTER: &str = include_str!("../../experiments/router.toml");
 
 fn image() -> &'static Path {
     static I: OnceLock<PathBuf> = OnceLock::new();
-    I.get_or_init(|| {
-        let out = workspace().join("target/tinyvr-vm-image");
-        run(Command::new(bin("tinyvr"))
-            .args(["image", "build", "--out"])
-            .arg(&out));
-        out
-    })
+    I.get_or_init(|| built_image("tinyvr-vm-image"))
 }
 
 /// Measurements in this file run one at a time: two at once on two cores

@@ -14,13 +14,7 @@ use tinyvr_tests::*;
 /// Builds the image once per test process into target/tinyvr-test-image.
 fn image() -> &'static Path {
     static IMG: OnceLock<PathBuf> = OnceLock::new();
-    IMG.get_or_init(|| {
-        let out = workspace().join("target/tinyvr-test-image");
-        run(Command::new(bin("tinyvr"))
-            .args(["image", "build", "--out"])
-            .arg(&out));
-        out
-    })
+    IMG.get_or_init(|| built_image("tinyvr-test-image"))
 }
 
 fn can_boot() -> Option<&'static str> {

@@ -11,13 +11,7 @@ use tinyvr_tests::*;
 /// The image's rootfs, built once (the kernel comes from the cache).
 fn rootfs() -> &'static Path {
     static R: OnceLock<PathBuf> = OnceLock::new();
-    R.get_or_init(|| {
-        let out = workspace().join("target/tinyvr-lxc-image");
-        run(Command::new(bin("tinyvr"))
-            .args(["image", "build", "--out"])
-            .arg(&out));
-        out.join("rootfs")
-    })
+    R.get_or_init(|| built_image("tinyvr-lxc-image").join("rootfs"))
 }
 
 fn can_run() -> Option<&'static str> {

@@ -11,13 +11,7 @@ use tinyvr_tests::*;
 
 fn image() -> &'static Path {
     static I: OnceLock<PathBuf> = OnceLock::new();
-    I.get_or_init(|| {
-        let out = workspace().join("target/tinyvr-vm-image");
-        run(Command::new(bin("tinyvr"))
-            .args(["image", "build", "--out"])
-            .arg(&out));
-        out
-    })
+    I.get_or_init(|| built_image("tinyvr-vm-image"))
 }
 
 fn can_run() -> Option<&'static str> {
