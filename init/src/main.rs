@@ -173,6 +173,7 @@ fn pid1(explicit: Option<&Path>) -> ! {
     let t_mounts = t0.elapsed();
     let cmdline = Cmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
     console::init_logging(cmdline.log.unwrap_or(log::LevelFilter::Info));
+    log::debug!("logging from {:.3} ms", apply::ms(t0.elapsed()));
     on_error = cmdline.on_error.unwrap_or(OnError::Poweroff);
     log::info!(
         "tinyvr-init {} as PID 1 ({platform:?}), mounted {mounted:?}",
@@ -190,6 +191,11 @@ fn pid1(explicit: Option<&Path>) -> ! {
     } else {
         Vec::new()
     };
+    log::debug!(
+        "{} power button(s) open at {:.3} ms",
+        buttons.len(),
+        apply::ms(t0.elapsed())
+    );
     let phases = (t_mounts, t0.elapsed());
     // Renaming a NIC waits for an RCU grace period, which on a slow
     // one-vCPU guest takes ticks; expedited grace periods make it
@@ -238,6 +244,7 @@ fn configure(
     let t = Instant::now();
     let (src, text) = source::find(explicit, cmdline, Path::new("/")).map_err(|e| ("config", e))?;
     log::info!("config from {src}");
+    log::debug!("config read in {:.3} ms", apply::ms(t.elapsed()));
     let cfg = tinyvr_config::load(&text).map_err(|e| ("config", format!("{src}: {e}")))?;
     let config_ms = apply::ms(t.elapsed());
     // Only where the hostname is ours: a VM, or a container with its own UTS namespace.

@@ -35,7 +35,10 @@ dev = "out0"
 /// qemu's start, the init's own start-to-READY time in ms if it reports one).
 fn boot(kernel: &Path, initrd: &Path, cfg: &Path, tag: &str) -> (f64, f64, f64) {
     let t = Instant::now();
-    let mut child = qemu_by_hand(kernel, initrd, "console=ttyS0 quiet tinyvr.log=warn", cfg)
+    // TINYVR_BOOT_LOG=debug shows the init's own log lines (timings).
+    let log = std::env::var("TINYVR_BOOT_LOG").unwrap_or("warn".into());
+    let append = format!("console=ttyS0 quiet tinyvr.log={log}");
+    let mut child = qemu_by_hand(kernel, initrd, &append, cfg)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -46,8 +49,17 @@ fn boot(kernel: &Path, initrd: &Path, cfg: &Path, tag: &str) -> (f64, f64, f64) 
         .lines()
         .map_while(Result::ok)
     {
+        if line.starts_with('[') && std::env::var_os("TINYVR_BOOT_LOG").is_some() {
+            println!("       {}", line.trim_end());
+        }
         if let Some(j) = line.trim_end_matches('\r').strip_prefix(tag) {
             let v: serde_json::Value = serde_json::from_str(j.trim()).expect("ready json");
+            if v["pid1_ms"].is_object() {
+                println!(
+                    "       pid1_ms {}  steps_ms {}",
+                    v["pid1_ms"], v["steps_ms"]
+                );
+            }
             result = Some((
                 v["uptime_ms"].as_f64().unwrap(),
                 t.elapsed().as_secs_f64() * 1000.0,

@@ -242,7 +242,9 @@ pub fn prepare(
             Err((_, e)) => return Err(e.into()),
         }
     };
+    log::debug!("links found in {:.3} ms", super::ms(start.elapsed()));
     rename(cfg, nl, &found, &all)?;
+    log::debug!("links renamed at {:.3} ms", super::ms(start.elapsed()));
     // Nobody else brings loopback up in a VM or a fresh namespace.
     nl.request(
         &|| "setting lo up".into(),
