@@ -441,3 +441,55 @@ fn bad_placement_fails_cleanly() {
         );
     }
 }
+
+#[test]
+fn two_vms_run_at_once() {
+    require!(can_run().is_none(), can_run().unwrap_or(""));
+    let dir = Scratch::new("vm-two");
+    let routers: Vec<(String, PathBuf)> = ['c', 'd']
+        .iter()
+        .map(|&t| {
+            let (name, cfg) = router(t, "", "");
+            let p = dir.file(&format!("{name}.toml"), &cfg);
+            (name, p)
+        })
+        .collect();
+    let _down: Vec<Down> = routers.iter().map(|(n, _)| Down::new("vm", n)).collect();
+    // Both start together: names, taps, namespaces, cgroups, QMP sockets
+    // and console logs must not collide.
+    let outs: Vec<Output> = std::thread::scope(|s| {
+        let hs: Vec<_> = routers
+            .iter()
+            .map(|(_, p)| s.spawn(|| up(p, &["--topology"])))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for o in &outs {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        check_ready(&serde_json::from_slice(&o.stdout).unwrap());
+    }
+    for (name, _) in &routers {
+        let (src, snk, dev) = (
+            format!("{name}-src"),
+            format!("{name}-snk"),
+            format!("{name}-out0"),
+        );
+        let before = link_stat(&snk, &dev, "rx", "packets");
+        udp_send_paced(&src, "10.2.0.2:9".parse().unwrap(), 1_000, 18, Some(2_000));
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        assert_eq!(
+            link_stat(&snk, &dev, "rx", "packets") - before,
+            1_000,
+            "{name}"
+        );
+    }
+    for (name, _) in &routers {
+        let out = tinyvr(&["vm", "down", name]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(leftovers(name), Vec::<String>::new());
+    }
+}
