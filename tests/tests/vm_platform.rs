@@ -446,7 +446,7 @@ fn bad_placement_fails_cleanly() {
 fn two_vms_run_at_once() {
     require!(can_run().is_none(), can_run().unwrap_or(""));
     let dir = Scratch::new("vm-two");
-    let routers: Vec<(String, PathBuf)> = ['c', 'd']
+    let routers: Vec<(String, PathBuf)> = ['j', 'k']
         .iter()
         .map(|&t| {
             let (name, cfg) = router(t, "", "");
