@@ -18,7 +18,7 @@ const PACKET_QDISC_BYPASS: libc::c_int = 20;
 const MAX_BATCH: usize = 64;
 /// How far behind schedule the generator still catches up (sending the
 /// missed batches back to back); beyond it the lost time is given up.
-const CATCH_UP: Duration = Duration::from_millis(2);
+const CATCH_UP: Duration = Duration::from_millis(10);
 /// The part of a wait spent spinning: about what a timer wakeup can be late.
 const SPIN: Duration = Duration::from_micros(20);
 

@@ -114,9 +114,11 @@ name = "{n}"
             (fwd - off).abs() / off < 0.01,
             "forwarded {fwd} vs offered {off}"
         );
+        // The generator reports what it achieved; on a busy 2-core host it
+        // can fall a little short of its target, never far.
         let target = t["target_pps"].as_f64().unwrap();
         assert!(
-            (off - target).abs() / target < 0.02,
+            (off - target).abs() / target < 0.05,
             "offered {off} vs target {target}"
         );
         // Every stage of the path saw every packet.
@@ -265,6 +267,7 @@ name = "{n}"
 
 #[test]
 fn bad_experiments_fail_before_anything_is_made() {
+    let _one = one_at_a_time();
     let n = name("x");
     let dir = Scratch::new("bench-bad");
     let good = format!(
