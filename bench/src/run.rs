@@ -217,6 +217,14 @@ fn trial(
     let cpu0 = cpu::snapshot(&procs);
     let t0 = std::time::Instant::now();
     let rx_stop = Arc::new(AtomicBool::new(false));
+    // Receivers end with the trial, also when it fails halfway.
+    struct StopOnDrop(Arc<AtomicBool>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let _stop_receivers = StopOnDrop(rx_stop.clone());
     let mut receivers = Vec::new();
     if latency {
         for r in rs {

@@ -222,6 +222,8 @@ fn the_ndr_is_confirmed_and_one_step_above_loses() {
     let _one = one_at_a_time();
     let n = name("n");
     let dir = Scratch::new("bench-ndr");
+    // A TCG VM's capacity wanders by several kpps between trials: the
+    // resolution (the step above the NDR) is wider than that.
     let (o, out) = bench(
         &dir,
         &format!(
@@ -232,8 +234,8 @@ drain_ms = 700
 [traffic]
 [search]
 min_pps = 2000
-max_pps = 120000
-resolution_pps = 8000
+max_pps = 160000
+resolution_pps = 16000
 [latency]
 at_pdr = [0.5]
 sample_every = 20
@@ -248,7 +250,7 @@ name = "{n}"
     let r = results(&out);
     let f = &r["searches"][0]["found"];
     let ndr = f["ndr_pps"].as_u64().unwrap();
-    assert!(ndr > 0 && ndr < 120_000, "{f}");
+    assert!(ndr > 0 && ndr < 160_000, "{f}");
     assert_eq!(
         f["ndr_confirm_loss"], 0.0,
         "the confirming trial at the NDR lost: {f}"
