@@ -130,7 +130,12 @@ fn main() {
     let best = |v: &[f64]| v.iter().cloned().fold(f64::INFINITY, f64::min);
     let (a, b) = (best(&t_tvr), best(&t_ip));
     println!(
-        "RESULT routes={count} tinyvr_s={a:.2} ip_batch_s={b:.2} speedup={:.1}x (target >= 5x)",
-        b / a
+        "RESULT routes={count} tinyvr_s={a:.2} ip_batch_s={b:.2} speedup={:.1}x{}",
+        b / a,
+        if count >= 1_000_000 {
+            " (target >= 5x)"
+        } else {
+            " (the 5x target is for 1M routes)"
+        }
     );
 }
