@@ -23,7 +23,7 @@ impl Link {
 }
 
 /// Where a hop's namespace is.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub enum Ns {
     Named(String),
     /// The namespace of a process (a container's init).

@@ -44,9 +44,12 @@ pub fn snapshot(procs: &[(String, u32, bool)]) -> Snapshot {
         let tasks = std::fs::read_dir(format!("/proc/{pid}/task"));
         for t in tasks.into_iter().flatten().flatten() {
             let dir = t.path();
-            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
             let class = if *qemu {
-                qemu_class(comm.trim())
+                qemu_class(
+                    std::fs::read_to_string(dir.join("comm"))
+                        .unwrap_or_default()
+                        .trim(),
+                )
             } else {
                 "init"
             };

@@ -292,10 +292,15 @@ pub fn max_frame(mtu: u32) -> u32 {
     mtu + 14 + FCS
 }
 
+/// How many destination addresses flows cycle through: the range's
+/// (at most 2^24), or the sink's one.
+pub fn dst_addrs(dst: Option<&Prefix>) -> u32 {
+    dst.map_or(1, |p| 1u32 << (32 - p.len.min(32)).min(24))
+}
+
 /// How many flows the destination range holds: addresses x ports.
 pub fn flow_capacity(dst: Option<&Prefix>) -> u64 {
-    let addrs = dst.map_or(1, |p| 1u64 << (32 - p.len.min(32)).min(24));
-    addrs * crate::frame::PORTS as u64
+    dst_addrs(dst) as u64 * crate::frame::PORTS as u64
 }
 
 fn check(

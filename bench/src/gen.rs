@@ -224,7 +224,7 @@ pub fn run(s: &Spec, stop: &AtomicBool) -> Result<Sent, String> {
     let (mut seq, mut sent, mut bytes, mut refused) = (0u64, 0u64, 0u64, 0u64);
     let mut k = 0usize; // position in the size pattern
     while !stop.load(Ordering::Relaxed) {
-        let mut now = Instant::now();
+        let now = Instant::now();
         if now >= end {
             break;
         }
@@ -239,14 +239,12 @@ pub fn run(s: &Spec, stop: &AtomicBool) -> Result<Sent, String> {
                 while Instant::now() < deadline {
                     std::hint::spin_loop();
                 }
-                now = deadline;
             } else if now - deadline > CATCH_UP.max(iv * 4) {
                 // Fallen far behind (descheduled): do not burst to catch up.
                 deadline = now;
             }
             deadline += iv;
         }
-        let _ = now;
         let ts = now_ns();
         for (j, v) in iov.iter_mut().enumerate() {
             let t = &templates[k];

@@ -161,10 +161,7 @@ fn gen_spec(
         .parse()
         .map_err(|e| format!("router {}: its in interface's MAC: {e}", r.name))?;
     let (dst_base, dst_addrs) = match &t.dst {
-        Some(p) => (
-            v4(p.addr)?,
-            (crate::experiment::flow_capacity(Some(p)) / crate::frame::PORTS as u64) as u32,
-        ),
+        Some(p) => (v4(p.addr)?, crate::experiment::dst_addrs(Some(p))),
         None => (v4(r.topo.sink.ip)?, 1),
     };
     Ok(gen::Spec {
@@ -188,15 +185,16 @@ fn gen_spec(
 }
 
 fn read_hops(r: &Running) -> Result<Vec<Link>, String> {
-    let mut cache: BTreeMap<String, BTreeMap<String, Link>> = BTreeMap::new();
+    // One read of /proc/net/dev per namespace on the path.
+    let mut cache: std::collections::HashMap<&counters::Ns, BTreeMap<String, Link>> =
+        Default::default();
     r.hops
         .iter()
         .map(|h| {
-            let key = format!("{:?}", h.ns);
-            if !cache.contains_key(&key) {
-                cache.insert(key.clone(), counters::read(&h.ns)?);
+            if !cache.contains_key(&h.ns) {
+                cache.insert(&h.ns, counters::read(&h.ns)?);
             }
-            cache[&key]
+            cache[&h.ns]
                 .get(&h.dev)
                 .copied()
                 .ok_or_else(|| format!("{}: no device {} ({:?})", h.name, h.dev, h.ns))
@@ -229,21 +227,14 @@ fn trial(
     if latency {
         for r in rs {
             let (dev, stop) = (r.topo.sink.dev.clone(), rx_stop.clone());
-            // Opened before the generator starts, so no sample is missed.
-            let (tx, rx) = std::sync::mpsc::channel();
-            let h = gen::spawn_in(&r.topo.sink.netns, move || {
-                let fd = crate::sink::open(&dev);
-                let ok = fd.is_ok();
-                let _ = tx.send(fd.as_ref().err().cloned());
-                if !ok {
-                    return Ok(Vec::new());
-                }
-                Ok(crate::sink::receive(fd.expect("checked"), stop))
-            })?;
-            if let Ok(Some(e)) = rx.recv() {
-                return Err(e);
-            }
-            receivers.push(h);
+            // Opened in the sink's namespace (a socket stays bound to it)
+            // before the generator starts, so no sample is missed.
+            let fd = gen::spawn_in(&r.topo.sink.netns, move || crate::sink::open(&dev))?
+                .join()
+                .map_err(|_| "opening the latency receiver panicked".to_string())??;
+            receivers.push(std::thread::spawn(move || {
+                Ok::<_, String>(crate::sink::receive(fd, stop))
+            }));
         }
     }
     let mut gens = Vec::new();
@@ -262,7 +253,7 @@ fn trial(
         .collect::<Result<_, _>>()?;
     let secs = t0.elapsed().as_secs_f64();
     let cpu1 = cpu::snapshot(&procs);
-    let mut cpu_pct = cpu::percent(&cpu0, &cpu1, secs);
+    let cpu_pct = cpu::percent(&cpu0, &cpu1, secs);
     let mut out = Vec::new();
     for (i, r) in rs.iter().enumerate() {
         let after = read_hops(r)?;
@@ -303,9 +294,6 @@ fn trial(
             "generator".into(),
             (s.cpu_secs / secs * 1000.0).round() / 10.0,
         );
-        if i + 1 == rs.len() {
-            cpu_pct.clear();
-        }
         out.push(Trial {
             router: r.name.clone(),
             label: r.label.clone(),
