@@ -4,7 +4,6 @@
 use crate::netlink::msg::{self, LinkChange};
 use crate::netlink::{flags, Netlink, NlError};
 use crate::sysfs;
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::RouteNetlinkMessage as M;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -49,20 +48,44 @@ pub enum MatchError {
     },
 }
 
-fn info(m: &LinkMessage) -> LinkInfo {
+/// Decodes the part of an RTM_NEWLINK reply (netlink header included) the
+/// init uses: index, up flag, name and hardware address. By hand, because
+/// the generic decoder parses every attribute of every link and on a TCG
+/// guest that costs more than the kernel's side of the dump.
+pub fn info_from_raw(msg: &[u8]) -> Option<LinkInfo> {
+    const NLMSG_HDR: usize = 16;
+    const IFINFOMSG: usize = 16;
+    const IFLA_ADDRESS: u16 = 1;
+    const IFLA_IFNAME: u16 = 3;
+    const RTM_NEWLINK: u16 = 16;
+    let u16_at = |o: usize| u16::from_ne_bytes([msg[o], msg[o + 1]]);
+    let u32_at = |o: usize| u32::from_ne_bytes(msg[o..o + 4].try_into().unwrap());
+    if msg.len() < NLMSG_HDR + IFINFOMSG || u16_at(4) != RTM_NEWLINK {
+        return None;
+    }
     let mut l = LinkInfo {
-        index: m.header.index,
+        index: u32_at(NLMSG_HDR + 4),
         name: String::new(),
         mac: String::new(),
-        up: m.header.flags.contains(LinkFlags::Up),
+        up: u32_at(NLMSG_HDR + 8) & libc::IFF_UP as u32 != 0,
         driver: None,
         pci: None,
     };
-    for a in &m.attributes {
-        match a {
-            LinkAttribute::IfName(n) => l.name = n.clone(),
-            LinkAttribute::Address(b) => {
-                l.mac = b
+    let mut off = NLMSG_HDR + IFINFOMSG;
+    while off + 4 <= msg.len() {
+        let len = u16_at(off) as usize;
+        if len < 4 || off + len > msg.len() {
+            break;
+        }
+        let value = &msg[off + 4..off + len];
+        // The top bits are the nested and byte-order flags.
+        match u16_at(off + 2) & 0x3fff {
+            IFLA_IFNAME => {
+                let end = value.iter().position(|&b| b == 0).unwrap_or(value.len());
+                l.name = String::from_utf8_lossy(&value[..end]).into_owned();
+            }
+            IFLA_ADDRESS => {
+                l.mac = value
                     .iter()
                     .map(|x| format!("{x:02x}"))
                     .collect::<Vec<_>>()
@@ -70,25 +93,24 @@ fn info(m: &LinkMessage) -> LinkInfo {
             }
             _ => {}
         }
+        off += (len + 3) & !3;
     }
-    l
+    Some(l)
 }
 
 /// Every link in the namespace but loopback; with `sysfs`, also its driver
 /// and PCI address (only read when a config matches on them: on a TCG
 /// guest every file read counts).
 pub fn list(nl: &mut dyn Netlink, sysfs: bool) -> Result<Vec<LinkInfo>, NlError> {
-    let replies = nl.request(
+    let mut links = Vec::new();
+    nl.request_raw(
         &|| "listing links".into(),
         M::GetLink(msg::dump_links()),
         flags::DUMP,
+        &mut |raw| links.extend(info_from_raw(raw)),
     )?;
-    Ok(replies
-        .iter()
-        .filter_map(|m| match m {
-            M::NewLink(l) => Some(info(l)),
-            _ => None,
-        })
+    Ok(links
+        .into_iter()
         .filter(|l| l.name != "lo")
         .map(|mut l| {
             if sysfs {
@@ -385,6 +407,38 @@ fn rename(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decodes_a_link_reply_by_hand() {
+        use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload};
+        use netlink_packet_route::link::{LinkAttribute as A, LinkFlags, LinkMessage, State};
+        let mut m = LinkMessage::default();
+        m.header.index = 7;
+        m.header.flags = LinkFlags::Up | LinkFlags::Broadcast;
+        m.attributes = vec![
+            A::Mtu(1500),
+            A::IfName("in0".into()),
+            A::OperState(State::Up),
+            A::Address(vec![0x52, 0x54, 0, 0, 0x01, 0xab]),
+            A::Broadcast(vec![0xff; 6]),
+        ];
+        let mut nl = NetlinkMessage::new(
+            NetlinkHeader::default(),
+            NetlinkPayload::InnerMessage(M::NewLink(m)),
+        );
+        nl.finalize();
+        let mut buf = vec![0; nl.buffer_len()];
+        nl.serialize(&mut buf);
+        let l = info_from_raw(&buf).unwrap();
+        assert_eq!(
+            (l.index, l.name.as_str(), l.mac.as_str(), l.up),
+            (7, "in0", "52:54:00:00:01:ab", true)
+        );
+        // Truncated or other messages give nothing rather than garbage.
+        assert!(info_from_raw(&buf[..20]).is_none());
+        buf[4] = 20; // RTM_NEWADDR
+        assert!(info_from_raw(&buf).is_none());
+    }
 
     fn link(index: u32, name: &str, mac: &str, driver: &str, pci: &str) -> LinkInfo {
         LinkInfo {

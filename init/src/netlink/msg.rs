@@ -28,9 +28,14 @@ fn family(v4: bool) -> AddressFamily {
     }
 }
 
-/// A request for every link in the namespace.
+/// A request for every link in the namespace, without the statistics
+/// (less for the kernel to gather and send).
 pub fn dump_links() -> LinkMessage {
-    LinkMessage::default()
+    let mut m = LinkMessage::default();
+    m.attributes.push(LinkAttribute::ExtMask(vec![
+        netlink_packet_route::link::LinkExtentMask::SkipStats,
+    ]));
+    m
 }
 
 /// Changes to one link, all in one message. Rename needs the link down, so

@@ -158,6 +158,37 @@ impl Netlink for Socket {
         msg: RouteNetlinkMessage,
         flags: u16,
     ) -> Result<Vec<RouteNetlinkMessage>, NlError> {
+        let mut out = Vec::new();
+        let mut bad = None;
+        self.request_raw(what, msg, flags, &mut |raw| {
+            match NetlinkMessage::<RouteNetlinkMessage>::deserialize(raw) {
+                Ok(m) => {
+                    if let NetlinkPayload::InnerMessage(inner) = m.payload {
+                        out.push(inner);
+                    }
+                }
+                Err(e) => {
+                    bad.get_or_insert(format!("undecodable reply: {e}"));
+                }
+            }
+        })?;
+        match bad {
+            None => Ok(out),
+            Some(detail) => Err(NlError {
+                what: what(),
+                errno: 0,
+                detail: Some(detail),
+            }),
+        }
+    }
+
+    fn request_raw(
+        &mut self,
+        what: &dyn Fn() -> String,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        each: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), NlError> {
         let seq = self.next_seq();
         let mut hdr = NetlinkHeader::default();
         hdr.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
@@ -170,7 +201,6 @@ impl Netlink for Socket {
             .send(&buf, 0)
             .map_err(|e| NlError::io(what(), e))?;
 
-        let mut out = Vec::new();
         loop {
             let n = self.recv().map_err(|e| NlError::io(what(), e))?;
             let mut finished = false;
@@ -191,23 +221,13 @@ impl Netlink for Socket {
                         finished = true;
                     }
                     NLMSG_DONE => finished = true,
-                    _ => {
-                        let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(raw.bytes)
-                            .map_err(|e| NlError {
-                                what: what(),
-                                errno: 0,
-                                detail: Some(format!("undecodable reply: {e}")),
-                            })?;
-                        if let NetlinkPayload::InnerMessage(inner) = m.payload {
-                            out.push(inner);
-                        }
-                    }
+                    _ => each(raw.bytes),
                 }
             }
             // A dump ends with DONE (the kernel sends no ACK after a dump
             // that started); a plain request ends with its ACK.
             if finished {
-                return Ok(out);
+                return Ok(());
             }
         }
     }
