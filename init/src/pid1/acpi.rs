@@ -10,26 +10,38 @@ const KEY_POWER: u16 = 116;
 /// struct input_event on 64-bit: timeval (16) + type (2) + code (2) + value (4).
 const EVENT_SIZE: usize = 24;
 
-/// Opens every input device that calls itself a power button.
+const INPUT_DEVICES: &str = "/proc/bus/input/devices";
+
+/// Opens every input device that calls itself a power button. One read of
+/// the input devices table, not a walk through sysfs: on a TCG guest every
+/// file opened on the boot path counts.
 pub fn open_power_buttons() -> Vec<File> {
-    let Ok(dir) = std::fs::read_dir("/sys/class/input") else {
-        return Vec::new();
-    };
+    let table = std::fs::read_to_string(INPUT_DEVICES).unwrap_or_default();
     let mut out = Vec::new();
-    for e in dir.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !name.starts_with("event") {
-            continue;
-        }
-        let dev_name = std::fs::read_to_string(e.path().join("device/name")).unwrap_or_default();
-        if dev_name.trim() == "Power Button" {
-            match File::open(Path::new("/dev/input").join(&name)) {
-                Ok(f) => out.push(f),
-                Err(err) => log::warn!("power button /dev/input/{name}: {err}"),
-            }
+    for ev in power_button_events(&table) {
+        match File::open(Path::new("/dev/input").join(ev)) {
+            Ok(f) => out.push(f),
+            Err(err) => log::warn!("power button /dev/input/{ev}: {err}"),
         }
     }
     out
+}
+
+/// The `eventN` handlers of the devices named "Power Button" in a
+/// `/proc/bus/input/devices` table (blocks of `N: Name=".."`,
+/// `H: Handlers=kbd event0` lines, separated by blank lines).
+pub fn power_button_events(table: &str) -> Vec<&str> {
+    table
+        .split("\n\n")
+        .filter(|block| block.lines().any(|l| l == "N: Name=\"Power Button\""))
+        .flat_map(|block| {
+            block
+                .lines()
+                .filter_map(|l| l.strip_prefix("H: Handlers="))
+                .flat_map(str::split_whitespace)
+                .filter(|h| h.starts_with("event"))
+        })
+        .collect()
 }
 
 /// Reads what is pending on a button; true when the power key was pressed.
@@ -50,6 +62,31 @@ pub fn is_power_press(ev: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn finds_the_power_buttons_event_device() {
+        let table = "I: Bus=0019 Vendor=0000 Product=0001 Version=0000
+N: Name=\"Power Button\"
+P: Phys=LNXPWRBN/button/input0
+S: Sysfs=/devices/LNXSYSTM:00/LNXPWRBN:00/input/input0
+U: Uniq=
+H: Handlers=kbd event0 
+B: PROP=0
+B: EV=3
+B: KEY=10000000000000 0
+
+I: Bus=0011 Vendor=0001 Product=0001 Version=ab41
+N: Name=\"AT Translated Set 2 keyboard\"
+H: Handlers=sysrq kbd event1 leds 
+B: EV=120013
+
+I: Bus=0019 Vendor=0000 Product=0001 Version=0000
+N: Name=\"Power Button\"
+H: Handlers=event2
+";
+        assert_eq!(super::power_button_events(table), ["event0", "event2"]);
+        assert!(super::power_button_events("").is_empty());
+    }
+
     #[test]
     fn decodes_a_key_press() {
         let mut ev = [0u8; 24];
