@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use tinyvr_init::check::{check_file, ready_json};
+use tinyvr_init::check::{check_file, Pid1Ms, Ready};
 use tinyvr_init::pid1::console::{self, ERROR, READY};
 use tinyvr_init::pid1::source::{self, Cmdline, OnError};
 use tinyvr_init::pid1::{caps, mounts, power, services::Supervised, supervise, Platform};
@@ -107,9 +107,9 @@ fn apply_only(path: &Path) -> i32 {
         .and_then(|mut nl| apply::apply(&cfg, &mut nl));
     match result {
         Ok(report) => {
-            let extra =
-                serde_json::json!({ "platform": "netns", "total_ms": apply::ms(t.elapsed()) });
-            console::emit(READY, &ready_json(&cfg, &report, extra));
+            let mut ready = Ready::new(&cfg, &report, "netns");
+            ready.total_ms = Some(apply::ms(t.elapsed()));
+            console::emit(READY, &ready);
             0
         }
         Err(e) => {
@@ -137,9 +137,13 @@ fn fatal(platform: Platform, on_error: OnError, stage: &str, message: &str) -> !
     power::finish(platform, on_error, 1)
 }
 
+/// Guest time since the kernel started, to the microsecond.
 fn uptime_ms() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/uptime").ok()?;
-    Some(s.split_whitespace().next()?.parse::<f64>().ok()? * 1000.0)
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).ok()?;
+    Some(apply::ms(std::time::Duration::new(
+        t.tv_sec() as u64,
+        t.tv_nsec() as u32,
+    )))
 }
 
 fn pid1(explicit: Option<&Path>) -> ! {
@@ -202,15 +206,16 @@ fn pid1(explicit: Option<&Path>) -> ! {
     // microseconds. Only while configuring, and only in a VM: the switch is
     // kernel-wide, and expedited grace periods interrupt every CPU.
     let expedite = platform == Platform::Vm && std::fs::write(RCU_EXPEDITED, "1").is_ok();
-    let result = std::panic::catch_unwind(|| configure(platform, explicit, &cmdline, t0, phases));
+    let result = std::panic::catch_unwind(|| configure(platform, explicit, &cmdline, phases));
     if expedite {
         let _ = std::fs::write(RCU_EXPEDITED, "0");
     }
-    let (cfg, ready) = match result {
+    let configured = match result {
         Ok(Ok(v)) => v,
         Ok(Err((stage, msg))) => fatal(platform, on_error, stage, &msg),
         Err(_) => power::finish(platform, on_error, 1), // the hook already reported it
     };
+    let cfg = &configured.cfg;
     // Capabilities go before READY is printed, so whoever acts on READY
     // already sees the reduced set.
     let keep = caps::keep_set(cfg.services.iter().any(|s| s.net_admin));
@@ -222,6 +227,17 @@ fn pid1(explicit: Option<&Path>) -> ! {
             &format!("dropping capabilities: {e}"),
         );
     }
+    let mut ready = Ready::new(cfg, &configured.report, platform.as_str());
+    ready.config_source = Some(configured.source.to_string());
+    ready.services = Some(cfg.services.len());
+    ready.pid1_ms = Some(configured.pid1_ms);
+    // Taken last, so they cover everything but printing the line.
+    ready.init_ms = Some(apply::ms(t0.elapsed()));
+    ready.uptime_ms = if platform == Platform::Vm {
+        uptime_ms()
+    } else {
+        None
+    };
     console::emit(READY, &ready);
 
     let mut services: Vec<Supervised> = cfg.services.iter().cloned().map(Supervised::new).collect();
@@ -233,14 +249,21 @@ fn pid1(explicit: Option<&Path>) -> ! {
 
 type Stage = (&'static str, String);
 
+/// What configuring produced, for the READY line.
+struct Configured {
+    cfg: tinyvr_config::RouterConfig,
+    report: apply::Report,
+    source: source::Source,
+    pid1_ms: Pid1Ms,
+}
+
 fn configure(
     platform: Platform,
     explicit: Option<&Path>,
     cmdline: &Cmdline,
-    t0: Instant,
-    // (mounts done, setup done) since t0: logging, command line, buttons.
+    // (mounts done, setup done) since the init's start: logging, command line, buttons.
     phases: (std::time::Duration, std::time::Duration),
-) -> Result<(tinyvr_config::RouterConfig, serde_json::Value), Stage> {
+) -> Result<Configured, Stage> {
     let t = Instant::now();
     let (src, text) = source::find(explicit, cmdline, Path::new("/")).map_err(|e| ("config", e))?;
     log::info!("config from {src}");
@@ -257,20 +280,15 @@ fn configure(
     let mut nl = netlink::Socket::open().map_err(|e| ("apply", e.to_string()))?;
     let socket_ms = apply::ms(t.elapsed());
     let report = apply::apply(&cfg, &mut nl).map_err(|e| ("apply", e.to_string()))?;
-    let extra = serde_json::json!({
-        "platform": platform,
-        "config_source": src.to_string(),
-        "services": cfg.services.len(),
-        "init_ms": apply::ms(t0.elapsed()),
-        // What PID 1 does before the apply steps, in order.
-        "pid1_ms": {
-            "mounts": apply::ms(phases.0),
-            "setup": apply::ms(phases.1 - phases.0),
-            "config": config_ms,
-            "netlink": socket_ms,
+    Ok(Configured {
+        cfg,
+        report,
+        source: src,
+        pid1_ms: Pid1Ms {
+            mounts: apply::ms(phases.0),
+            setup: apply::ms(phases.1 - phases.0),
+            config: config_ms,
+            netlink: socket_ms,
         },
-        // Guest time since kernel start: boot-to-ready. Meaningless in a container.
-        "uptime_ms": if platform == Platform::Vm { uptime_ms() } else { None },
-    });
-    Ok((cfg.clone(), ready_json(&cfg, &report, extra)))
+    })
 }

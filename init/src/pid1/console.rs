@@ -19,7 +19,8 @@ pub fn init_logging(level: log::LevelFilter) {
 }
 
 /// Prints `TAG {json}` as a single line on stdout.
-pub fn emit(tag: &str, json: &serde_json::Value) {
+pub fn emit(tag: &str, json: &impl serde::Serialize) {
+    let json = serde_json::to_string(json).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
     let line = format!("{tag} {json}\n");
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(line.as_bytes());

@@ -22,6 +22,13 @@ pub enum Platform {
 }
 
 impl Platform {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Vm => "vm",
+            Platform::Container => "container",
+        }
+    }
+
     /// A container manager mounts /proc before starting init and sets
     /// `container=`; a kernel starting init from an initramfs does neither.
     pub fn detect() -> Platform {
