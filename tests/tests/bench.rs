@@ -222,8 +222,10 @@ fn the_ndr_is_confirmed_and_one_step_above_loses() {
     let _one = one_at_a_time();
     let n = name("n");
     let dir = Scratch::new("bench-ndr");
-    // A TCG VM's capacity wanders by several kpps between trials: the
-    // resolution (the step above the NDR) is wider than that.
+    // A TCG VM's capacity (40-50 kpps here) wanders by several kpps
+    // between trials, and a trial near it may lose or not (one run saw
+    // 41.5k lose and 47.6k not): the resolution, which is also the step
+    // above the NDR, is wider than that whole band.
     let (o, out) = bench(
         &dir,
         &format!(
@@ -235,7 +237,7 @@ drain_ms = 700
 [search]
 min_pps = 2000
 max_pps = 160000
-resolution_pps = 16000
+resolution_pps = 32000
 [latency]
 at_pdr = [0.5]
 sample_every = 20
