@@ -73,19 +73,6 @@ pub fn effective(
             });
         }
     }
-    // A router without IPv6 addresses keeps IPv6 off, so no neighbour
-    // discovery or MLD report is counted as test traffic.
-    let v6 = cfg
-        .interfaces
-        .iter()
-        .any(|i| i.addresses.iter().any(|a| !a.is_ipv4()));
-    if !v6 {
-        for k in ["all", "default"] {
-            cfg.sysctl
-                .entry(format!("net.ipv6.conf.{k}.disable_ipv6"))
-                .or_insert(tinyvr_config::SysctlValue::Int(1));
-        }
-    }
     let t = topology::plan(&cfg, spec.platform == Platform::Vm)?;
     if let Some(d) = dst {
         if t.sink.subnet.contains(d.addr) && !(d.len == 32 && d.addr == t.sink.ip) {

@@ -427,6 +427,15 @@ pub const ROUTER_SYSCTLS: &[(&str, &str)] = &[
     ("net.ipv6.conf.all.accept_redirects", "0"),
 ];
 
+/// Added to the router defaults when a config has no IPv6 at all: no
+/// link-local addresses, and no neighbour discovery, DAD or MLD packets on
+/// links that carry only the IPv4 traffic being measured. `[sysctl]` can
+/// turn IPv6 back on.
+pub const NO_IPV6_SYSCTLS: &[(&str, &str)] = &[
+    ("net.ipv6.conf.all.disable_ipv6", "1"),
+    ("net.ipv6.conf.default.disable_ipv6", "1"),
+];
+
 /// A process the init starts after READY and restarts when it exits.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -493,6 +502,40 @@ impl RouterConfig {
             .iter()
             .find(|i| i.addresses.iter().any(|a| a.contains(ip)))
             .map(|i| &i.name)
+    }
+
+    /// Whether anything in the config is IPv6: an address, a route (its
+    /// destination, gateway, next hops or source), a route range, a
+    /// neighbour, or a rule's prefixes. A rule with neither `from` nor `to`
+    /// does not count: it is installed for both families anyway.
+    pub fn uses_ipv6(&self) -> bool {
+        let v6 = |a: &IpAddr| a.is_ipv6();
+        self.interfaces
+            .iter()
+            .any(|i| i.addresses.iter().any(|a| !a.is_ipv4()))
+            || self.routes.iter().any(|r| {
+                !r.dest_prefix().is_ipv4()
+                    || r.via.as_ref().is_some_and(v6)
+                    || r.src.as_ref().is_some_and(v6)
+                    || r.nexthops.iter().any(|n| n.via.is_ipv6())
+            })
+            || self.route_ranges.iter().any(|r| !r.first.is_ipv4())
+            || self.neighbors.iter().any(|n| n.ip.is_ipv6())
+            || self
+                .rules
+                .iter()
+                .any(|r| r.from.or(r.to).is_some_and(|p| !p.is_ipv4()))
+    }
+
+    /// The sysctls the init sets before `[sysctl]`: [`ROUTER_SYSCTLS`], and
+    /// [`NO_IPV6_SYSCTLS`] when the config has no IPv6.
+    pub fn default_sysctls(&self) -> impl Iterator<Item = &'static (&'static str, &'static str)> {
+        let extra: &'static [(&str, &str)] = if self.uses_ipv6() {
+            &[]
+        } else {
+            NO_IPV6_SYSCTLS
+        };
+        ROUTER_SYSCTLS.iter().chain(extra)
     }
 
     /// Total number of routes this config installs (explicit plus generated).

@@ -120,3 +120,46 @@ fn default_route_takes_the_family_of_its_gateway() {
     .unwrap();
     assert_eq!(cfg.routes[0].dest_prefix().to_string(), "::/0");
 }
+
+#[test]
+fn ipv6_is_off_only_in_a_config_without_any() {
+    let base = r#"name = "r"
+        [[interface]]
+        name = "a"
+        addresses = ["10.1.0.1/24"]
+        [[interface]]
+        name = "b"
+        addresses = ["10.2.0.1/24"]
+        [[rule]]
+        table = 100
+        "#;
+    let defaults = |text: &str| {
+        load(text)
+            .unwrap()
+            .default_sysctls()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+    };
+    // A rule without prefixes is installed for both families: still IPv4 only.
+    let v4 = defaults(base);
+    assert!(v4.contains(&"net.ipv6.conf.all.disable_ipv6=1".to_string()));
+    assert!(v4.contains(&"net.ipv6.conf.default.disable_ipv6=1".to_string()));
+    assert!(v4.contains(&"net.ipv4.ip_forward=1".to_string()));
+    // Any one IPv6 item keeps IPv6 on.
+    for extra in [
+        "[[route]]\ndest = \"fd00:9::/48\"\nvia = \"fe80::1\"\ndev = \"a\"",
+        "[[neighbor]]\nip = \"fe80::2\"\nmac = \"02:00:00:00:00:02\"\ndev = \"b\"",
+        "[[rule]]\nfrom = \"fd00:1::/64\"\ntable = 100",
+        "[[route_range]]\nfirst = \"fd00:100::/64\"\ncount = 4\ndev = \"a\"",
+    ] {
+        let v6 = defaults(&format!("{base}\n{extra}"));
+        assert!(
+            !v6.iter().any(|s| s.contains("disable_ipv6")),
+            "{extra}: {v6:?}"
+        );
+    }
+    let with_address = base.replace("\"10.2.0.1/24\"", "\"10.2.0.1/24\", \"fd00:2::1/64\"");
+    assert!(!defaults(&with_address)
+        .iter()
+        .any(|s| s.contains("disable_ipv6")));
+}

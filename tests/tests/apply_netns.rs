@@ -332,3 +332,55 @@ fn kernel_refusal_names_the_object() {
         "{err}"
     );
 }
+
+#[test]
+fn an_ipv4_only_router_has_ipv6_off_and_loopback_up() {
+    require!(is_root(), "needs root for network namespaces");
+    let ns = router_ns();
+    let dir = Scratch::new("v4only");
+    let f = dir.file(
+        "router.toml",
+        "name = \"r\"\n[[interface]]\nname = \"in0\"\nmac = \"02:00:00:00:01:01\"\naddresses = [\"10.1.0.1/24\"]\n[[interface]]\nname = \"out0\"\naddresses = [\"10.2.0.1/24\"]\n",
+    );
+    let out = apply(&ns, &f);
+    assert!(out.status.success(), "{out:?}");
+    for dev in ["all", "default", "lo", "in0", "out0"] {
+        assert_eq!(
+            ns.read(&format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6"))
+                .trim(),
+            "1",
+            "{dev}"
+        );
+    }
+    // No IPv6 address anywhere, not even a link-local one or ::1.
+    let v6 = ns.ip_json(&["-6", "addr"]);
+    assert!(
+        v6.as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["addr_info"].as_array().is_none_or(|a| a.is_empty())),
+        "{v6}"
+    );
+    let lo = &ns.ip_json(&["addr", "show", "lo"])[0];
+    assert!(
+        lo["flags"].as_array().unwrap().iter().any(|f| f == "UP"),
+        "{lo}"
+    );
+    assert_eq!(lo["addr_info"][0]["local"], "127.0.0.1");
+    // One IPv6 address and IPv6 stays on, on every link.
+    let ns = router_ns();
+    let f = dir.file(
+        "router6.toml",
+        "name = \"r\"\n[[interface]]\nname = \"in0\"\nmac = \"02:00:00:00:01:01\"\naddresses = [\"10.1.0.1/24\", \"fd00:1::1/64\"]\n[[interface]]\nname = \"out0\"\naddresses = [\"10.2.0.1/24\"]\n",
+    );
+    let out = apply(&ns, &f);
+    assert!(out.status.success(), "{out:?}");
+    for dev in ["all", "lo", "in0", "out0"] {
+        assert_eq!(
+            ns.read(&format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6"))
+                .trim(),
+            "0",
+            "{dev}"
+        );
+    }
+}

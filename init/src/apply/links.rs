@@ -267,19 +267,6 @@ pub fn prepare(
     log::debug!("links found in {:.3} ms", super::ms(start.elapsed()));
     rename(cfg, nl, &found, &all)?;
     log::debug!("links renamed at {:.3} ms", super::ms(start.elapsed()));
-    // Nobody else brings loopback up in a VM or a fresh namespace.
-    nl.request(
-        &|| "setting lo up".into(),
-        M::SetLink(msg::set_link(
-            LOOPBACK_IFINDEX,
-            &LinkChange {
-                up: Some(true),
-                ..Default::default()
-            },
-        )),
-        flags::NONE,
-    )?;
-
     for (ifc, l) in cfg.interfaces.iter().zip(&found) {
         if ifc.mtu.is_none() && ifc.txqueuelen.is_none() {
             continue;
@@ -312,7 +299,9 @@ pub fn prepare(
         .collect())
 }
 
-/// Sets every interface of the config up.
+/// Sets loopback and every interface of the config up. Loopback too comes
+/// up only after the sysctls, so they hold for it as well (with IPv6 off,
+/// it never gets ::1).
 pub fn set_up(
     cfg: &RouterConfig,
     nl: &mut dyn Netlink,
@@ -322,6 +311,12 @@ pub fn set_up(
         up: Some(true),
         ..Default::default()
     };
+    // Nobody else brings loopback up in a VM or a fresh namespace.
+    nl.request(
+        &|| "setting lo up".into(),
+        M::SetLink(msg::set_link(LOOPBACK_IFINDEX, &up)),
+        flags::NONE,
+    )?;
     for ifc in &cfg.interfaces {
         let i = index[ifc.name.as_str()].index;
         nl.request(

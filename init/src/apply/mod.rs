@@ -1,6 +1,6 @@
 //! Applies a validated router config to the current network namespace, in
 //! a fixed order of named steps, each timed for the READY report:
-//! links (find, rename, MTU) → sysctls → up → addresses → neighbours →
+//! links (find, rename, MTU) → sysctls → up (loopback too) → addresses → neighbours →
 //! routes → route ranges → rules → queues. Sysctls come before links go up,
 //! so per-interface ones hold from the first packet; links are up before
 //! routes because the kernel refuses gateway routes over a device that is
@@ -14,7 +14,7 @@ use netlink_packet_route::RouteNetlinkMessage as M;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use tinyvr_config::{IfName, RouteKind, RouterConfig, ROUTER_SYSCTLS};
+use tinyvr_config::{IfName, RouteKind, RouterConfig};
 
 pub use links::{LinkInfo, MatchError};
 
@@ -92,13 +92,15 @@ pub fn apply(cfg: &RouterConfig, nl: &mut dyn Netlink) -> Result<Report, ApplyEr
     let ifindex = |n: &IfName| index[n.as_str()].index;
 
     let sysctls = steps.run("sysctl", || {
-        for (k, v) in ROUTER_SYSCTLS {
+        let mut n = 0;
+        for (k, v) in cfg.default_sysctls() {
             sysfs::write_sysctl(k, v)?;
+            n += 1;
         }
         for (k, v) in &cfg.sysctl {
             sysfs::write_sysctl(k, &v.to_string())?;
         }
-        Ok(ROUTER_SYSCTLS.len() + cfg.sysctl.len())
+        Ok(n + cfg.sysctl.len())
     })?;
 
     steps.run("up", || Ok(links::set_up(cfg, nl, &index)?))?;
