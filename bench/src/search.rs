@@ -106,6 +106,15 @@ pub fn ndr_pdr(
             ndr.narrow(pick, l, 0.0);
             pdr.narrow(pick, l, pdr_loss);
         }
+        // Narrowing ends without a passing rate when the capacity is
+        // within a resolution step of min: the floor itself is then tried,
+        // or a router that passes there would have no NDR at all.
+        let nothing_passed = !ndr.lo_seen || !pdr.lo_seen;
+        if nothing_passed && trials.iter().all(|(p, _)| *p != min) {
+            let l = run(min, &mut trials)?;
+            ndr.narrow(min, l, 0.0);
+            pdr.narrow(min, l, pdr_loss);
+        }
         // A rate is only reported once a trial of its own confirms it; a
         // failed confirmation is an upper bound like any other, and the
         // search goes on below it from the best rate that passed there.
@@ -224,6 +233,14 @@ mod tests {
         assert!(lucky > 0, "the search never met the lucky band: {f:?}");
         assert!(f.ndr_pps <= 90_000 && f.ndr_pps + 2000 >= 90_000, "{f:?}");
         assert_eq!(f.ndr_confirm_loss, 0.0, "{f:?}");
+    }
+
+    #[test]
+    fn a_capacity_within_a_step_of_min_still_gets_its_ndr() {
+        let f = ndr_pdr(&mut router(1500), 1000, 200_000, 4000, 0.005).unwrap();
+        assert_eq!((f.ndr_pps, f.ndr_confirm_loss), (1000, 0.0), "{f:?}");
+        assert_eq!(f.above_pps, 5000);
+        assert!(f.above_loss > 0.0, "{f:?}");
     }
 
     #[test]
