@@ -266,6 +266,8 @@ pub fn build(source: &Path, frag_dir: &Path, cache: &Path) -> Result<Kernel, Ima
     for (from, to) in [
         (obj.join("arch/x86/boot/bzImage"), "bzImage"),
         (obj.join(".config"), "config"),
+        // Symbols for the boot profile (`cargo bench --bench boot_profile`).
+        (obj.join("System.map"), "System.map"),
     ] {
         std::fs::copy(&from, tmp.join(to)).map_err(|e| ImageError::io(&from, e))?;
     }
