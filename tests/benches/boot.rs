@@ -14,24 +14,6 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 use tinyvr_tests::*;
 
-const CONFIG: &str = r#"name = "boot"
-[[interface]]
-name = "in0"
-mac = "52:54:00:00:01:01"
-addresses = ["10.1.0.1/24"]
-[[interface]]
-name = "out0"
-mac = "52:54:00:00:02:01"
-addresses = ["10.2.0.1/24"]
-[[route]]
-dest = "10.9.0.0/16"
-via = "10.2.0.2"
-[[neighbor]]
-ip = "10.2.0.2"
-mac = "02:00:00:00:02:02"
-dev = "out0"
-"#;
-
 /// What one boot showed, in ms.
 struct Boot {
     /// Guest uptime at the ready line (the init's own report).
@@ -57,15 +39,17 @@ fn boot(kernel: &Path, initrd: &Path, cfg: &Path, tag: &str, verbose: bool) -> B
     let log = std::env::var("TINYVR_BOOT_LOG").unwrap_or("warn".into());
     let kernel_log = if verbose { "loglevel=7" } else { "quiet" };
     let append = format!("console=ttyS0 {kernel_log} tinyvr.log={log}");
-    let mut child = qemu_by_hand(kernel, initrd, &append, cfg)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("qemu");
+    let mut child = KillOnDrop(
+        qemu_by_hand(kernel, initrd, &append, cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("qemu"),
+    );
     let mut exec_at = None;
     let mut result = None;
-    for line in BufReader::new(child.stdout.take().unwrap())
+    for line in BufReader::new(child.0.stdout.take().unwrap())
         .lines()
         .map_while(Result::ok)
     {
@@ -93,8 +77,7 @@ fn boot(kernel: &Path, initrd: &Path, cfg: &Path, tag: &str, verbose: bool) -> B
             break;
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let b = result.unwrap_or_else(|| panic!("no {tag} line"));
     assert!(
         !verbose || b.exec_to_ready.is_some(),
@@ -148,7 +131,7 @@ fn main() {
     let tree = tinyvr_image::tree::Tree::router(std::fs::read(&trivial).unwrap());
     let trivial_ird = dir.0.join("trivial.cpio.gz");
     tree.write_cpio_gz(&trivial_ird, 0).unwrap();
-    let cfg = dir.file("router.toml", CONFIG);
+    let cfg = dir.file("router.toml", BOOT_ROUTER);
     let kernel = img.join("bzImage");
 
     println!(

@@ -14,24 +14,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use tinyvr_tests::*;
 
-const CONFIG: &str = r#"name = "boot"
-[[interface]]
-name = "in0"
-mac = "52:54:00:00:01:01"
-addresses = ["10.1.0.1/24"]
-[[interface]]
-name = "out0"
-mac = "52:54:00:00:02:01"
-addresses = ["10.2.0.1/24"]
-[[route]]
-dest = "10.9.0.0/16"
-via = "10.2.0.2"
-[[neighbor]]
-ip = "10.2.0.2"
-mac = "02:00:00:00:02:02"
-dev = "out0"
-"#;
-
 /// Guest addresses at or above this are the kernel's.
 const KERNEL_BASE: u64 = 0xffff_8000_0000_0000;
 
@@ -161,29 +143,30 @@ fn main() {
     tinyvr_image::tree::Tree::router(std::fs::read(&init).unwrap())
         .write_cpio_gz(&ird, 0)
         .unwrap();
-    let cfg = dir.file("router.toml", CONFIG);
+    let cfg = dir.file("router.toml", BOOT_ROUTER);
     let log = dir.0.join("in_asm.log");
 
     // norandmaps: the static-PIE init loads at one address, found from _start.
-    let mut child = qemu_by_hand(
-        &img.join("bzImage"),
-        &ird,
-        "console=ttyS0 quiet norandmaps tinyvr.log=warn",
-        &cfg,
-    )
-    .args(["-d", "in_asm", "-D"])
-    .arg(&log)
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("qemu");
-    let ready = BufReader::new(child.stdout.take().unwrap())
+    let mut child = KillOnDrop(
+        qemu_by_hand(
+            &img.join("bzImage"),
+            &ird,
+            "console=ttyS0 quiet norandmaps tinyvr.log=warn",
+            &cfg,
+        )
+        .args(["-d", "in_asm", "-D"])
+        .arg(&log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("qemu"),
+    );
+    let ready = BufReader::new(child.0.stdout.take().unwrap())
         .lines()
         .map_while(Result::ok)
         .any(|l| l.contains("TINYVR-READY"));
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     assert!(ready, "no TINYVR-READY line");
 
     let tbs = blocks(&log);

@@ -355,6 +355,37 @@ impl Drop for HostLinks {
     }
 }
 
+/// A child process (qemu, mostly) killed and reaped when this is dropped,
+/// so a benchmark that panics halfway leaves no guest running.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A two-interface router with a route and a neighbour, matching the two
+/// NICs [`qemu_by_hand`] gives a guest: the boot benchmarks' config.
+pub const BOOT_ROUTER: &str = r#"name = "boot"
+[[interface]]
+name = "in0"
+mac = "52:54:00:00:01:01"
+addresses = ["10.1.0.1/24"]
+[[interface]]
+name = "out0"
+mac = "52:54:00:00:02:01"
+addresses = ["10.2.0.1/24"]
+[[route]]
+dest = "10.9.0.0/16"
+via = "10.2.0.2"
+[[neighbor]]
+ip = "10.2.0.2"
+mac = "02:00:00:00:02:02"
+dev = "out0"
+"#;
+
 /// qemu booting a tinyvr kernel the way the README does it by hand: TCG,
 /// serial console on stdio, the config by fw_cfg, and two virtio NICs
 /// (MACs 52:54:00:00:01:01 and :02:01) on unconnected hub ports, so no

@@ -405,7 +405,6 @@ mod tests {
 
     #[test]
     fn decodes_a_link_reply_by_hand() {
-        use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload};
         use netlink_packet_route::link::{LinkAttribute as A, LinkFlags, LinkMessage, State};
         let mut m = LinkMessage::default();
         m.header.index = 7;
@@ -417,13 +416,7 @@ mod tests {
             A::Address(vec![0x52, 0x54, 0, 0, 0x01, 0xab]),
             A::Broadcast(vec![0xff; 6]),
         ];
-        let mut nl = NetlinkMessage::new(
-            NetlinkHeader::default(),
-            NetlinkPayload::InnerMessage(M::NewLink(m)),
-        );
-        nl.finalize();
-        let mut buf = vec![0; nl.buffer_len()];
-        nl.serialize(&mut buf);
+        let mut buf = crate::netlink::encode(0, 0, M::NewLink(m));
         let l = info_from_raw(&buf).unwrap();
         assert_eq!(
             (l.index, l.name.as_str(), l.mac.as_str(), l.up),

@@ -9,7 +9,7 @@
 
 use super::msg;
 use super::{flags, Netlink, NlError};
-use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
+use netlink_packet_core::NLM_F_REQUEST;
 use netlink_packet_route::RouteNetlinkMessage;
 use tinyvr_config::{values::to_bits, RouteKind, RouteRange};
 
@@ -30,13 +30,7 @@ pub fn template(r: &RouteRange, nh: Option<u32>, delete: bool) -> Vec<u8> {
     } else {
         (RouteNetlinkMessage::NewRoute(m), flags::CREATE_REPLACE)
     };
-    let mut hdr = NetlinkHeader::default();
-    hdr.flags = NLM_F_REQUEST | fl;
-    let mut nl = NetlinkMessage::new(hdr, NetlinkPayload::InnerMessage(inner));
-    nl.finalize();
-    let mut buf = vec![0; nl.buffer_len()];
-    nl.serialize(&mut buf);
-    buf
+    super::encode(NLM_F_REQUEST | fl, 0, inner)
 }
 
 /// Appends route `i` of the range to `out`, from the template.
@@ -134,15 +128,10 @@ mod tests {
             for i in [0, 1, 57, r.count - 1] {
                 let mut got = Vec::new();
                 encode(&r, &tpl, i, 1000 + i, &mut got);
-                let mut hdr = NetlinkHeader::default();
-                hdr.flags = NLM_F_REQUEST | flags::CREATE_REPLACE;
-                hdr.sequence_number = 1000 + i;
                 let inner =
                     RouteNetlinkMessage::NewRoute(msg::range_route(&r, i, Some(NH_ID_BASE)));
-                let mut nl = NetlinkMessage::new(hdr, NetlinkPayload::InnerMessage(inner));
-                nl.finalize();
-                let mut want = vec![0; nl.buffer_len()];
-                nl.serialize(&mut want);
+                let want =
+                    crate::netlink::encode(NLM_F_REQUEST | flags::CREATE_REPLACE, 1000 + i, inner);
                 assert_eq!(got, want, "route {i} of {}", r.first);
             }
         }

@@ -52,6 +52,20 @@ impl fmt::Display for NlError {
     }
 }
 
+/// One netlink message as it goes on the wire: a header with `flags` and
+/// `seq` (the length filled in), then `msg`.
+pub fn encode(flags: u16, seq: u32, msg: RouteNetlinkMessage) -> Vec<u8> {
+    use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload};
+    let mut hdr = NetlinkHeader::default();
+    hdr.flags = flags;
+    hdr.sequence_number = seq;
+    let mut nl = NetlinkMessage::new(hdr, NetlinkPayload::InnerMessage(msg));
+    nl.finalize();
+    let mut buf = vec![0; nl.buffer_len()];
+    nl.serialize(&mut buf);
+    buf
+}
+
 /// Request flags, spelt once.
 pub mod flags {
     use netlink_packet_core::*;
@@ -87,14 +101,8 @@ pub trait Netlink {
         flags: u16,
         each: &mut dyn FnMut(&[u8]),
     ) -> Result<(), NlError> {
-        use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload};
         for m in self.request(what, msg, flags)? {
-            let mut nl =
-                NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::InnerMessage(m));
-            nl.finalize();
-            let mut buf = vec![0; nl.buffer_len()];
-            nl.serialize(&mut buf);
-            each(&buf);
+            each(&encode(0, 0, m));
         }
         Ok(())
     }

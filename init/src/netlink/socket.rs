@@ -190,13 +190,7 @@ impl Netlink for Socket {
         each: &mut dyn FnMut(&[u8]),
     ) -> Result<(), NlError> {
         let seq = self.next_seq();
-        let mut hdr = NetlinkHeader::default();
-        hdr.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
-        hdr.sequence_number = seq;
-        let mut nl = NetlinkMessage::new(hdr, NetlinkPayload::InnerMessage(msg));
-        nl.finalize();
-        let mut buf = vec![0; nl.buffer_len()];
-        nl.serialize(&mut buf);
+        let buf = super::encode(NLM_F_REQUEST | NLM_F_ACK | flags, seq, msg);
         self.sock
             .send(&buf, 0)
             .map_err(|e| NlError::io(what(), e))?;
