@@ -2,7 +2,7 @@
 //! and PDR per frame size, forwarded rate per router per isolation step,
 //! CPU per thread class.
 
-use crate::run::Results;
+use crate::run::{Point, Results};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
@@ -325,24 +325,9 @@ pub fn charts(r: &Results) -> Vec<(&'static str, Chart)> {
         ));
     }
     if !r.isolation.is_empty() {
-        let n = r.isolation[0].routers.len();
-        let series = (0..n)
-            .map(|i| Series {
-                name: r.isolation[0].routers[i].label.clone(),
-                points: r
-                    .isolation
-                    .iter()
-                    .map(|s| {
-                        let p = &s.routers[i];
-                        (
-                            (s.step + 1) as f64,
-                            kpps(p.forwarded_pps.mean),
-                            kpps(p.forwarded_pps.ci),
-                        )
-                    })
-                    .collect(),
-            })
-            .collect();
+        let series = per_router(r, |p| {
+            (kpps(p.forwarded_pps.mean), kpps(p.forwarded_pps.ci))
+        });
         out.push((
             "isolation",
             Chart::Lines {
@@ -353,27 +338,17 @@ pub fn charts(r: &Results) -> Vec<(&'static str, Chart)> {
                 diagonal: false,
             },
         ));
-        let cpu = (0..n)
-            .map(|i| Series {
-                name: r.isolation[0].routers[i].label.clone(),
-                points: r
-                    .isolation
-                    .iter()
-                    .map(|s| {
-                        let p = &s.routers[i];
-                        let own: f64 = p
-                            .cpu
-                            .iter()
-                            .filter(|(k, _)| {
-                                k.starts_with(&format!("{}/", p.router)) && !k.ends_with("/cgroup")
-                            })
-                            .map(|(_, v)| v)
-                            .sum();
-                        ((s.step + 1) as f64, own, 0.0)
-                    })
-                    .collect(),
-            })
-            .collect();
+        let cpu = per_router(r, |p| {
+            let own: f64 = p
+                .cpu
+                .iter()
+                .filter(|(k, _)| {
+                    k.starts_with(&format!("{}/", p.router)) && !k.ends_with("/cgroup")
+                })
+                .map(|(_, v)| v)
+                .sum();
+            (own, 0.0)
+        });
         out.push((
             "cpu",
             Chart::Lines {
@@ -386,6 +361,24 @@ pub fn charts(r: &Results) -> Vec<(&'static str, Chart)> {
         ));
     }
     out
+}
+
+/// One line per router across the isolation steps; `y` gives a point's
+/// value and confidence half-width.
+fn per_router(r: &Results, y: impl Fn(&Point) -> (f64, f64)) -> Vec<Series> {
+    (0..r.isolation[0].routers.len())
+        .map(|i| Series {
+            name: r.isolation[0].routers[i].label.clone(),
+            points: r
+                .isolation
+                .iter()
+                .map(|s| {
+                    let (v, ci) = y(&s.routers[i]);
+                    ((s.step + 1) as f64, v, ci)
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 /// Writes every chart; returns the files written.

@@ -504,21 +504,16 @@ impl RouterConfig {
             .map(|i| &i.name)
     }
 
-    /// Whether anything in the config is IPv6: an address, a route (its
-    /// destination, gateway, next hops or source), a route range, a
-    /// neighbour, or a rule's prefixes. A rule with neither `from` nor `to`
-    /// does not count: it is installed for both families anyway.
+    /// Whether anything in a validated config is IPv6: an address, a route
+    /// (validation keeps its gateways and source in its destination's
+    /// family, and `default` takes theirs), a route range, a neighbour, or a
+    /// rule's prefixes. A rule with neither `from` nor `to` does not count:
+    /// it is installed for both families anyway.
     pub fn uses_ipv6(&self) -> bool {
-        let v6 = |a: &IpAddr| a.is_ipv6();
         self.interfaces
             .iter()
             .any(|i| i.addresses.iter().any(|a| !a.is_ipv4()))
-            || self.routes.iter().any(|r| {
-                !r.dest_prefix().is_ipv4()
-                    || r.via.as_ref().is_some_and(v6)
-                    || r.src.as_ref().is_some_and(v6)
-                    || r.nexthops.iter().any(|n| n.via.is_ipv6())
-            })
+            || self.routes.iter().any(|r| !r.dest_prefix().is_ipv4())
             || self.route_ranges.iter().any(|r| !r.first.is_ipv4())
             || self.neighbors.iter().any(|n| n.ip.is_ipv6())
             || self

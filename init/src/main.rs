@@ -132,7 +132,11 @@ fn fatal(platform: Platform, on_error: OnError, stage: &str, message: &str) -> !
     log::error!("{stage}: {message}");
     console::emit(
         ERROR,
-        &error_json(stage, message, serde_json::json!({ "platform": platform })),
+        &error_json(
+            stage,
+            message,
+            serde_json::json!({ "platform": platform.as_str() }),
+        ),
     );
     power::finish(platform, on_error, 1)
 }
@@ -166,7 +170,11 @@ fn pid1(explicit: Option<&Path>) -> ! {
         let msg = format!("internal error: {info}");
         console::emit(
             ERROR,
-            &error_json("panic", &msg, serde_json::json!({ "platform": platform })),
+            &error_json(
+                "panic",
+                &msg,
+                serde_json::json!({ "platform": platform.as_str() }),
+            ),
         );
     }));
 

@@ -11,8 +11,7 @@ pub mod source;
 pub mod supervise;
 
 /// Where the init runs; decides mounts and what "shut down" means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Platform {
     /// PID 1 of a VM: mount everything, power off at the end.
     Vm,
@@ -22,6 +21,7 @@ pub enum Platform {
 }
 
 impl Platform {
+    /// Its name in READY and ERROR lines.
     pub fn as_str(self) -> &'static str {
         match self {
             Platform::Vm => "vm",
