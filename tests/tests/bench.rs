@@ -222,10 +222,11 @@ fn the_ndr_is_confirmed_and_one_step_above_loses() {
     let _one = one_at_a_time();
     let n = name("n");
     let dir = Scratch::new("bench-ndr");
-    // A TCG VM's capacity (40-50 kpps here) wanders by several kpps
-    // between trials, and a trial near it may lose or not (one run saw
-    // 41.5k lose and 47.6k not): the resolution, which is also the step
-    // above the NDR, is wider than that whole band.
+    // A TCG VM's capacity wanders between trials and between runs (40 to
+    // 100 kpps seen here; one run lost at 61k and not at 73.5k), so the
+    // resolution, which is also the step above the NDR, is wider than that
+    // whole band: the search can only end with an NDR of 81.5k, 41.75k or
+    // the 2k floor, and a step above each is past any capacity seen.
     let (o, out) = bench(
         &dir,
         &format!(
@@ -236,8 +237,8 @@ drain_ms = 700
 [traffic]
 [search]
 min_pps = 2000
-max_pps = 160000
-resolution_pps = 32000
+max_pps = 320000
+resolution_pps = 96000
 [latency]
 at_pdr = [0.5]
 sample_every = 20
@@ -252,7 +253,7 @@ name = "{n}"
     let r = results(&out);
     let f = &r["searches"][0]["found"];
     let ndr = f["ndr_pps"].as_u64().unwrap();
-    assert!(ndr > 0 && ndr < 160_000, "{f}");
+    assert!(ndr > 0 && ndr < 320_000, "{f}");
     assert_eq!(
         f["ndr_confirm_loss"], 0.0,
         "the confirming trial at the NDR lost: {f}"
