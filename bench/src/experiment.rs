@@ -177,6 +177,10 @@ pub struct RouterSpec {
     pub accel: Option<String>,
     pub cpus: Option<u32>,
     pub memory_mb: Option<u32>,
+    /// Preallocate guest memory (default true).
+    pub prealloc: Option<bool>,
+    /// THP for qemu's memory: auto (default), on or off.
+    pub thp: Option<String>,
     /// CLASS = CPUS, e.g. { vcpu = "1", emulator = "0" }.
     #[serde(default)]
     pub affinity: BTreeMap<String, String>,
@@ -451,6 +455,8 @@ fn check(
             ("accel", r.accel.is_some()),
             ("cpus", r.cpus.is_some()),
             ("memory_mb", r.memory_mb.is_some()),
+            ("prealloc", r.prealloc.is_some()),
+            ("thp", r.thp.is_some()),
             ("affinity", !r.affinity.is_empty()),
             ("sched", !r.sched.is_empty()),
             ("rt_runtime_us", r.rt_runtime_us.is_some()),
@@ -482,6 +488,10 @@ fn check(
             if q == 0 {
                 return Err(format!("{at}.txqueuelen: 0: expected at least 1"));
             }
+        }
+        if let Some(t) = &r.thp {
+            t.parse::<tinyvr_qemu::memory::Thp>()
+                .map_err(|e| format!("{at}.thp: {e}"))?;
         }
         if let Some(a) = &r.accel {
             if !["auto", "kvm", "tcg"].contains(&a.as_str()) {
@@ -675,6 +685,16 @@ platform = "netns"
                 "platform = \"netns\"",
                 "platform = \"lxc\"\ncpuset = \"5\"",
                 "router[0]",
+            ),
+            (
+                "platform = \"netns\"",
+                "platform = \"vm\"\nthp = \"sometimes\"",
+                "router[0].thp",
+            ),
+            (
+                "platform = \"netns\"",
+                "platform = \"lxc\"\nprealloc = false",
+                "router[0].prealloc",
             ),
             (
                 "platform = \"netns\"",

@@ -211,6 +211,13 @@ fn start(spec: &RouterSpec, path: &Path, env: &Env) -> Result<serde_json::Value,
             accel: spec.accel.clone().unwrap_or_else(|| "auto".into()),
             cpus: spec.cpus.unwrap_or(1),
             memory_mb: spec.memory_mb.unwrap_or(128),
+            prealloc: spec.prealloc.unwrap_or(true),
+            thp: spec
+                .thp
+                .as_deref()
+                .unwrap_or("auto")
+                .parse()
+                .map_err(|e: String| e)?,
             console: false,
             timeout: VM_TIMEOUT,
             qemu: "qemu-system-x86_64".into(),

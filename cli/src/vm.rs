@@ -24,6 +24,14 @@ pub struct UpArgs {
     /// Guest memory in MB.
     #[arg(long, default_value_t = 128)]
     memory: u32,
+    /// Preallocate guest memory when qemu starts (on) or let the guest
+    /// fault it in on first touch (off).
+    #[arg(long, default_value = "on", value_parser = on_off, action = clap::ArgAction::Set)]
+    prealloc: bool,
+    /// Transparent huge pages for qemu's memory: auto (off under TCG, the
+    /// host's policy under KVM), on or off.
+    #[arg(long, default_value = "auto")]
+    thp: tinyvr_qemu::memory::Thp,
     /// Show the guest console on this terminal too (it is always logged).
     #[arg(long)]
     console: bool,
@@ -44,6 +52,14 @@ pub struct UpArgs {
     /// RT budget of the VM's cgroup in µs per second (default 100000 with fifo/rr).
     #[arg(long)]
     rt_runtime: Option<u64>,
+}
+
+fn on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{s:?}: expected on or off")),
+    }
 }
 
 #[derive(clap::Subcommand)]
@@ -69,6 +85,8 @@ fn opts(a: &UpArgs) -> Up<'_> {
         accel: a.accel.clone(),
         cpus: a.cpus,
         memory_mb: a.memory,
+        prealloc: a.prealloc,
+        thp: a.thp,
         console: a.console,
         timeout: Duration::from_secs(a.timeout),
         qemu: a.qemu.clone(),

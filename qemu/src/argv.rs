@@ -34,6 +34,9 @@ pub struct VmSpec {
     pub machine: String,
     pub cpus: u32,
     pub memory_mb: u32,
+    /// Allocate (and zero) all guest memory when qemu starts, not on the
+    /// guest's first touch of each page.
+    pub prealloc: bool,
     pub kernel: PathBuf,
     pub initrd: PathBuf,
     pub append: String,
@@ -54,10 +57,20 @@ pub fn argv(s: &VmSpec) -> Vec<String> {
         Accel::Kvm => "kvm",
         Accel::Tcg => "tcg",
     };
-    push(&["-machine", &format!("{},accel={accel}", s.machine)]);
+    let mut machine = format!("{},accel={accel}", s.machine);
+    if s.prealloc {
+        machine += ",memory-backend=ram0";
+    }
+    push(&["-machine", &machine]);
     // KVM passes the host CPU through; TCG emulates the most it can.
     push(&["-cpu", if s.accel == Accel::Kvm { "host" } else { "max" }]);
-    push(&["-smp", &s.cpus.to_string(), "-m", &s.memory_mb.to_string()]);
+    push(&["-smp", &s.cpus.to_string()]);
+    push(
+        &memory_args(s.memory_mb, s.prealloc)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
     push(&[
         "-nodefaults",
         "-no-user-config",
@@ -126,6 +139,20 @@ pub fn argv(s: &VmSpec) -> Vec<String> {
     a
 }
 
+/// Guest memory: `-m`, and with `prealloc` a RAM backend (`ram0`, which
+/// the machine must name as its `memory-backend`) that qemu fills when it
+/// starts, so no host page fault lands inside the guest's boot or a trial.
+pub fn memory_args(memory_mb: u32, prealloc: bool) -> Vec<String> {
+    let mut a = vec!["-m".to_string(), memory_mb.to_string()];
+    if prealloc {
+        a.push("-object".into());
+        a.push(format!(
+            "memory-backend-ram,id=ram0,size={memory_mb}M,prealloc=on"
+        ));
+    }
+    a
+}
+
 /// A deterministic MAC for interface `index` of router `name`, for
 /// interfaces whose config gives none: locally administered, stable.
 pub fn derived_mac(name: &str, index: usize) -> MacAddr {
@@ -150,6 +177,7 @@ mod tests {
             machine: "pc".into(),
             cpus: 2,
             memory_mb: 128,
+            prealloc: false,
             kernel: "/img/bzImage".into(),
             initrd: "/img/initramfs.cpio.gz".into(),
             append: "console=ttyS0".into(),
@@ -206,6 +234,20 @@ mod tests {
             ["unix:/run/tinyvr/vr1.qmp,server=on,wait=off"]
         );
         assert_eq!(values(&a, "-name"), ["vr1,debug-threads=on"]);
+    }
+
+    #[test]
+    fn preallocated_memory_is_the_machines_backend() {
+        let mut s = spec(vec![]);
+        s.prealloc = true;
+        let a = argv(&s);
+        assert_eq!(values(&a, "-machine"), ["pc,accel=tcg,memory-backend=ram0"]);
+        assert_eq!(values(&a, "-m"), ["128"]);
+        assert_eq!(
+            values(&a, "-object"),
+            ["memory-backend-ram,id=ram0,size=128M,prealloc=on"]
+        );
+        assert!(values(&argv(&spec(vec![])), "-object").is_empty());
     }
 
     #[test]

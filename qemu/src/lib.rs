@@ -3,6 +3,7 @@
 
 pub mod accel;
 pub mod argv;
+pub mod memory;
 pub mod platform;
 pub mod qmp;
 pub mod sched;

@@ -4,6 +4,7 @@
 
 use crate::accel::{self, Accel, HostCaps};
 use crate::argv::{self, Backend, Nic, VmSpec};
+use crate::memory::{self, Thp};
 use crate::qmp::Qmp;
 use crate::sched::{self, Class, Placement, ThreadState};
 use std::fs::File;
@@ -25,6 +26,10 @@ pub struct Up<'a> {
     pub accel: String,
     pub cpus: u32,
     pub memory_mb: u32,
+    /// Preallocate guest memory when qemu starts.
+    pub prealloc: bool,
+    /// Transparent huge pages for qemu's memory.
+    pub thp: Thp,
     pub console: bool,
     pub timeout: Duration,
     pub qemu: String,
@@ -260,6 +265,7 @@ fn spec(o: &Up, cfg: &RouterConfig, acc: Accel, nics: Vec<Nic>) -> VmSpec {
         machine: "pc".into(),
         cpus: o.cpus,
         memory_mb: o.memory_mb,
+        prealloc: o.prealloc,
         kernel: o.image.join("bzImage"),
         initrd: o.image.join("initramfs.cpio.gz"),
         append: "console=ttyS0 tinyvr.log=info".into(),
@@ -342,10 +348,14 @@ fn start(
     // the caller's terminal must not reach it).
     let raw: Vec<i32> = fds.into_iter().map(|f| f.into_raw_fd()).collect();
     let keep = raw.clone();
-    // SAFETY: only dup2/fcntl/setsid between fork and exec.
+    let thp = o.thp.enabled(acc);
+    // SAFETY: only dup2/fcntl/setsid/prctl between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
             libc::setsid();
+            if !thp {
+                memory::disable_thp()?;
+            }
             // Move every fd above the target range first, then into place.
             let high: Vec<i32> = keep
                 .iter()
@@ -401,6 +411,8 @@ fn start(
     } else {
         o.rt_runtime_us
     };
+    let mem = memory::read_back(child.id(), o.memory_mb, o.prealloc, thp)
+        .map_err(|e| HostError::Other(format!("VM {name}: memory: {e}")))?;
     let cg = cgroup::create_for(&cg_name, &o.resources, rt, child.id())?;
     let threads = place(&o.placement, child.id(), &files[2], &cg)?;
     if let Some(t) = topo {
@@ -411,6 +423,7 @@ fn start(
         "accel_reason": why,
         "qemu_pid": child.id(),
         "boot_to_ready_ms": boot_ms.round(),
+        "memory": mem,
         "cgroup": cg,
         "threads": threads,
         "argv": args,

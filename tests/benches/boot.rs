@@ -6,7 +6,10 @@
 //! kernel's own boot jitters by hundreds of ms, so uptimes are not
 //! compared); the wall time from qemu's start is taken on a quiet boot.
 //!
-//!   cargo bench -p tinyvr-tests --bench boot [-- ROUNDS]
+//! qemu's memory is set as `tinyvr vm up` sets it under TCG (preallocated,
+//! no THP); `--qemu-memory-defaults` boots with qemu's own defaults instead.
+//!
+//!   cargo bench -p tinyvr-tests --bench boot [-- ROUNDS] [--qemu-memory-defaults]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -33,14 +36,14 @@ struct Boot {
 /// host as they are written, so the time between them is the guest time
 /// from exec to ready, pre-main startup included, in the same clock for
 /// both inits.
-fn boot(kernel: &Path, initrd: &Path, cfg: &Path, tag: &str, verbose: bool) -> Boot {
+fn boot(kernel: &Path, initrd: &Path, cfg: &Path, tag: &str, verbose: bool, tuned: bool) -> Boot {
     let t = Instant::now();
     // TINYVR_BOOT_LOG=debug shows the init's own log lines (timings).
     let log = std::env::var("TINYVR_BOOT_LOG").unwrap_or("warn".into());
     let kernel_log = if verbose { "loglevel=7" } else { "quiet" };
     let append = format!("console=ttyS0 {kernel_log} tinyvr.log={log}");
     let mut child = KillOnDrop(
-        qemu_by_hand(kernel, initrd, &append, cfg)
+        qemu_by_hand_with(kernel, initrd, &append, cfg, tuned)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -97,6 +100,7 @@ fn main() {
         .find(|a| !a.starts_with("--"))
         .map(|a| a.parse().expect("ROUNDS"))
         .unwrap_or(9);
+    let tuned = !std::env::args().any(|a| a == "--qemu-memory-defaults");
     if !is_root() || !has_cmd("qemu-system-x86_64") {
         eprintln!("skipped: boot: needs root and qemu-system-x86_64 (scripts/setup installs it)");
         std::process::exit(if std::env::var("CI").is_ok_and(|v| v == "true") {
@@ -135,8 +139,13 @@ fn main() {
     let kernel = img.join("bzImage");
 
     println!(
-        "{rounds} round(s), TCG, 1 vCPU, two virtio NICs; per round a verbose boot of each init \
-         (exec to ready) and a quiet tinyvr boot (wall); ms"
+        "{rounds} round(s), TCG, 1 vCPU, two virtio NICs, guest memory {}; per round a verbose \
+         boot of each init (exec to ready) and a quiet tinyvr boot (wall); ms",
+        if tuned {
+            "preallocated, no THP (as vm up sets it)"
+        } else {
+            "as qemu defaults (faulted in, THP as the host allows)"
+        }
     );
     println!(
         "{:<6} {:>15} {:>14} {:>8} {:>10} {:>12} {:>12}",
@@ -151,9 +160,9 @@ fn main() {
     let (mut adds, mut texec, mut vexec, mut im, mut vw) = (vec![], vec![], vec![], vec![], vec![]);
     let tinyvr_ird = img.join("initramfs.cpio.gz");
     for r in 0..rounds {
-        let a = boot(&kernel, &trivial_ird, &cfg, "TRIVIAL-READY", true);
-        let b = boot(&kernel, &tinyvr_ird, &cfg, "TINYVR-READY", true);
-        let q = boot(&kernel, &tinyvr_ird, &cfg, "TINYVR-READY", false);
+        let a = boot(&kernel, &trivial_ird, &cfg, "TRIVIAL-READY", true, tuned);
+        let b = boot(&kernel, &tinyvr_ird, &cfg, "TINYVR-READY", true, tuned);
+        let q = boot(&kernel, &tinyvr_ird, &cfg, "TINYVR-READY", false, tuned);
         let (ae, be) = (a.exec_to_ready.unwrap(), b.exec_to_ready.unwrap());
         println!(
             "{r:<6} {ae:>15.1} {be:>14.1} {:>8.1} {:>10.1} {:>12.0} {:>12.0}",

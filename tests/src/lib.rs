@@ -391,12 +391,28 @@ dev = "out0"
 /// (MACs 52:54:00:00:01:01 and :02:01) on unconnected hub ports, so no
 /// packet leaves them. Callers add what else they need (QMP, pipes).
 pub fn qemu_by_hand(kernel: &Path, initrd: &Path, append: &str, config: &Path) -> Command {
+    qemu_by_hand_with(kernel, initrd, append, config, true)
+}
+
+/// [`qemu_by_hand`], with guest memory as `tinyvr vm up` sets it under TCG
+/// (`tuned`: preallocated, no THP for qemu) or as qemu does by default.
+pub fn qemu_by_hand_with(
+    kernel: &Path,
+    initrd: &Path,
+    append: &str,
+    config: &Path,
+    tuned: bool,
+) -> Command {
     let mut c = Command::new("qemu-system-x86_64");
     c.args([
         "-accel",
         "tcg",
-        "-m",
-        "128",
+        "-machine",
+        if tuned {
+            "pc,memory-backend=ram0"
+        } else {
+            "pc"
+        },
         "-smp",
         "1",
         "-nodefaults",
@@ -412,6 +428,14 @@ pub fn qemu_by_hand(kernel: &Path, initrd: &Path, append: &str, config: &Path) -
     .args(["-append", append])
     .arg("-fw_cfg")
     .arg(format!("name=opt/tinyvr/config,file={}", config.display()));
+    c.args(tinyvr_qemu::argv::memory_args(128, tuned));
+    if tuned {
+        // SAFETY: only prctl between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            c.pre_exec(tinyvr_qemu::memory::disable_thp);
+        }
+    }
     for (i, mac) in ["52:54:00:00:01:01", "52:54:00:00:02:01"]
         .iter()
         .enumerate()

@@ -181,6 +181,8 @@ fn bad_inputs_fail_cleanly() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--accel", "kvm"], "--accel kvm: /dev/kvm"),
         (vec!["--qemu", "no-such-qemu"], "no-such-qemu not found"),
+        (vec!["--thp", "sometimes"], "expected auto, on or off"),
+        (vec!["--prealloc", "yes"], "expected on or off"),
     ];
     for (args, want) in cases {
         let _down = Down::new("vm", &name);
@@ -280,6 +282,11 @@ fn argv_prints_the_command_line_without_creating_anything() {
     assert!(
         text.contains("mq=on,vectors=6,rx_queue_size=1024"),
         "{text}"
+    );
+    assert!(
+        text.contains("-machine pc,accel=tcg,memory-backend=ram0")
+            && text.contains("-object memory-backend-ram,id=ram0,size=128M,prealloc=on"),
+        "guest memory is preallocated by default: {text}"
     );
     assert_eq!(leftovers(&name), Vec::<String>::new());
 }
@@ -457,16 +464,41 @@ fn two_vms_run_at_once() {
     let _down: Vec<Down> = routers.iter().map(|(n, _)| Down::new("vm", n)).collect();
     // Both start together: names, taps, namespaces, cgroups, QMP sockets
     // and console logs must not collide.
+    // The second keeps qemu's own memory defaults: faulted in, THP allowed.
+    let memory: [&[&str]; 2] = [&[], &["--prealloc", "off", "--thp", "on"]];
     let outs: Vec<Output> = std::thread::scope(|s| {
         let hs: Vec<_> = routers
             .iter()
-            .map(|(_, p)| s.spawn(|| up(p, &["--topology"])))
+            .zip(memory)
+            .map(|((_, p), m)| s.spawn(move || up(p, &[&["--topology"][..], m].concat())))
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    for o in &outs {
+    for (o, thp) in outs.iter().zip(["0", "1"]) {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        check_ready(&serde_json::from_slice(&o.stdout).unwrap());
+        let ready: Value = serde_json::from_slice(&o.stdout).unwrap();
+        check_ready(&ready);
+        // Memory as the kernel shows it, not as tinyvr reports it.
+        let pid = ready["vm"]["qemu_pid"].as_u64().unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .unwrap_or_else(|| panic!("no {k} in {status}"))
+                .trim()
+                .to_string()
+        };
+        assert_eq!(field("THP_enabled:"), thp, "{}", ready["vm"]["memory"]);
+        assert_eq!(ready["vm"]["memory"]["thp"], thp == "1");
+        let rss_kb: u64 = field("RssAnon:").trim_end_matches(" kB").parse().unwrap();
+        if thp == "0" {
+            assert_eq!(ready["vm"]["memory"]["prealloc"], true);
+            assert!(
+                rss_kb >= 128 * 1024,
+                "preallocated, yet RssAnon {rss_kb} kB"
+            );
+        }
     }
     for (name, _) in &routers {
         let (src, snk, dev) = (
