@@ -418,19 +418,24 @@ impl std::fmt::Display for SysctlValue {
 /// anywhere, send no redirects.
 pub const ROUTER_SYSCTLS: &[(&str, &str)] = &[
     ("net.ipv4.ip_forward", "1"),
-    ("net.ipv6.conf.all.forwarding", "1"),
     ("net.ipv4.conf.all.rp_filter", "0"),
     ("net.ipv4.conf.default.rp_filter", "0"),
     ("net.ipv4.conf.all.send_redirects", "0"),
     ("net.ipv4.conf.default.send_redirects", "0"),
     ("net.ipv4.conf.all.accept_redirects", "0"),
+];
+
+/// The IPv6 half of the router defaults, for a config that uses IPv6.
+pub const ROUTER_SYSCTLS_IPV6: &[(&str, &str)] = &[
+    ("net.ipv6.conf.all.forwarding", "1"),
     ("net.ipv6.conf.all.accept_redirects", "0"),
 ];
 
-/// Added to the router defaults when a config has no IPv6 at all: no
+/// Instead of [`ROUTER_SYSCTLS_IPV6`] when a config has no IPv6 at all: no
 /// link-local addresses, and no neighbour discovery, DAD or MLD packets on
-/// links that carry only the IPv4 traffic being measured. `[sysctl]` can
-/// turn IPv6 back on.
+/// links that carry only the IPv4 traffic being measured (IPv6 forwarding
+/// is not switched on either: that alone joins every device to the
+/// all-routers group). `[sysctl]` can turn IPv6 back on.
 pub const NO_IPV6_SYSCTLS: &[(&str, &str)] = &[
     ("net.ipv6.conf.all.disable_ipv6", "1"),
     ("net.ipv6.conf.default.disable_ipv6", "1"),
@@ -522,15 +527,16 @@ impl RouterConfig {
                 .any(|r| r.from.or(r.to).is_some_and(|p| !p.is_ipv4()))
     }
 
-    /// The sysctls the init sets before `[sysctl]`: [`ROUTER_SYSCTLS`], and
-    /// [`NO_IPV6_SYSCTLS`] when the config has no IPv6.
+    /// The sysctls the init sets before `[sysctl]`: [`ROUTER_SYSCTLS`], then
+    /// [`ROUTER_SYSCTLS_IPV6`] or, when the config has no IPv6,
+    /// [`NO_IPV6_SYSCTLS`].
     pub fn default_sysctls(&self) -> impl Iterator<Item = &'static (&'static str, &'static str)> {
-        let extra: &'static [(&str, &str)] = if self.uses_ipv6() {
-            &[]
+        let v6: &'static [(&str, &str)] = if self.uses_ipv6() {
+            ROUTER_SYSCTLS_IPV6
         } else {
             NO_IPV6_SYSCTLS
         };
-        ROUTER_SYSCTLS.iter().chain(extra)
+        ROUTER_SYSCTLS.iter().chain(v6)
     }
 
     /// Total number of routes this config installs (explicit plus generated).

@@ -4,7 +4,8 @@
 use crate::error::{ConfigError, Errors};
 use crate::types::*;
 use crate::values::{IfName, Prefix};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+use std::hash::Hash;
 use std::net::IpAddr;
 
 /// Longest router name: it prefixes host-side names like `vr1-in0-t` that
@@ -14,6 +15,44 @@ const TIMEOUT_MAX_MS: u64 = 600_000;
 
 struct Check {
     errors: Vec<ConfigError>,
+}
+
+/// The connected subnets of each interface, by name, in file order.
+type Subnets<'a> = Vec<(&'a str, Vec<Prefix>)>;
+
+/// Keys seen so far, for duplicate checks. A config's usual handful is
+/// scanned: the router init validates on every boot, and on a TCG guest
+/// hashing code is translation the boot pays for. Past `SCAN_MAX` keys
+/// (bulk route tables) they are hashed.
+struct Seen<K> {
+    scanned: Vec<K>,
+    hashed: HashSet<K>,
+}
+
+const SCAN_MAX: usize = 64;
+
+impl<K: Eq + Hash + Clone> Seen<K> {
+    fn new() -> Self {
+        Seen {
+            scanned: Vec::new(),
+            hashed: HashSet::new(),
+        }
+    }
+
+    /// True when `k` is new.
+    fn insert(&mut self, k: K) -> bool {
+        if self.scanned.len() < SCAN_MAX {
+            if self.scanned.contains(&k) {
+                return false;
+            }
+            self.scanned.push(k);
+            return true;
+        }
+        if self.hashed.is_empty() {
+            self.hashed.extend(self.scanned.iter().cloned());
+        }
+        self.hashed.insert(k)
+    }
 }
 
 impl Check {
@@ -67,13 +106,13 @@ impl RouterConfig {
     }
 
     /// Checks interfaces and returns their connected subnets by name.
-    fn check_interfaces<'a>(&'a self, c: &mut Check) -> HashMap<&'a str, Vec<Prefix>> {
-        let mut subnets: HashMap<&str, Vec<Prefix>> = HashMap::new();
-        let mut macs = HashSet::new();
-        let mut addrs = HashSet::new();
+    fn check_interfaces<'a>(&'a self, c: &mut Check) -> Subnets<'a> {
+        let mut subnets: Subnets = Vec::new();
+        let mut macs = Seen::new();
+        let mut addrs = Seen::new();
         for (i, ifc) in self.interfaces.iter().enumerate() {
             let p = format!("interface[{i}]");
-            if subnets.contains_key(ifc.name.as_str()) {
+            if subnets.iter().any(|(n, _)| *n == ifc.name.as_str()) {
                 c.err(
                     format!("{p}.name"),
                     format!("{:?} is used by an earlier interface", ifc.name.as_str()),
@@ -132,7 +171,7 @@ impl RouterConfig {
                 }
             }
             self.check_host(c, &p, ifc);
-            let nets = subnets.entry(ifc.name.as_str()).or_default();
+            let mut nets = Vec::new();
             for (j, a) in ifc.addresses.iter().enumerate() {
                 let ap = format!("{p}.addresses[{j}]");
                 if a.len == 0 {
@@ -149,6 +188,7 @@ impl RouterConfig {
                 }
                 nets.push(*a);
             }
+            subnets.push((ifc.name.as_str(), nets));
         }
         subnets
     }
@@ -213,8 +253,8 @@ impl RouterConfig {
         }
     }
 
-    fn check_routes(&self, c: &mut Check, ifaces: &HashMap<&str, Vec<Prefix>>) {
-        let mut seen = HashSet::new();
+    fn check_routes(&self, c: &mut Check, ifaces: &Subnets) {
+        let mut seen = Seen::new();
         for (i, r) in self.routes.iter().enumerate() {
             let p = format!("route[{i}]");
             let dest = r.dest_prefix();
@@ -250,7 +290,7 @@ impl RouterConfig {
                         format!("{p}.src"),
                         format!("{src} is not in the family of {dest}"),
                     );
-                } else if !ifaces.values().flatten().any(|a| a.addr == src) {
+                } else if !ifaces.iter().flat_map(|(_, n)| n).any(|a| a.addr == src) {
                     c.err(
                         format!("{p}.src"),
                         format!("{src} is not an address of any interface"),
@@ -315,7 +355,7 @@ impl RouterConfig {
         }
     }
 
-    fn check_route_ranges(&self, c: &mut Check, ifaces: &HashMap<&str, Vec<Prefix>>) {
+    fn check_route_ranges(&self, c: &mut Check, ifaces: &Subnets) {
         for (i, r) in self.route_ranges.iter().enumerate() {
             let p = format!("route_range[{i}]");
             if r.first.has_host_bits() {
@@ -362,7 +402,7 @@ impl RouterConfig {
         }
     }
 
-    fn check_rules(&self, c: &mut Check, ifaces: &HashMap<&str, Vec<Prefix>>) {
+    fn check_rules(&self, c: &mut Check, ifaces: &Subnets) {
         for (i, r) in self.rules.iter().enumerate() {
             let p = format!("rule[{i}]");
             if let (Some(f), Some(t)) = (r.from, r.to) {
@@ -401,8 +441,8 @@ impl RouterConfig {
         }
     }
 
-    fn check_neighbors(&self, c: &mut Check, ifaces: &HashMap<&str, Vec<Prefix>>) {
-        let mut seen = HashSet::new();
+    fn check_neighbors(&self, c: &mut Check, ifaces: &Subnets) {
+        let mut seen = Seen::new();
         for (i, n) in self.neighbors.iter().enumerate() {
             let p = format!("neighbor[{i}]");
             check_dev(c, &format!("{p}.dev"), Some(&n.dev), ifaces);
@@ -449,7 +489,7 @@ impl RouterConfig {
     }
 
     fn check_services(&self, c: &mut Check) {
-        let mut names = HashSet::new();
+        let mut names = Seen::new();
         for (i, s) in self.services.iter().enumerate() {
             let p = format!("service[{i}]");
             if s.name.is_empty() || !names.insert(&s.name) {
@@ -483,10 +523,10 @@ fn check_table(c: &mut Check, path: &str, table: Option<u32>) {
     }
 }
 
-fn check_dev(c: &mut Check, path: &str, dev: Option<&IfName>, ifaces: &HashMap<&str, Vec<Prefix>>) {
+fn check_dev(c: &mut Check, path: &str, dev: Option<&IfName>, ifaces: &Subnets) {
     if let Some(d) = dev {
-        if !ifaces.contains_key(d.as_str()) {
-            let mut known: Vec<&str> = ifaces.keys().copied().collect();
+        if !ifaces.iter().any(|(n, _)| *n == d.as_str()) {
+            let mut known: Vec<&str> = ifaces.iter().map(|(n, _)| *n).collect();
             known.sort_unstable();
             c.err(
                 path,
@@ -505,7 +545,7 @@ fn check_gateway(
     v4: bool,
     dev: Option<&IfName>,
     onlink: bool,
-    ifaces: &HashMap<&str, Vec<Prefix>>,
+    ifaces: &Subnets,
 ) {
     if via.is_ipv4() != v4 {
         c.err(
@@ -531,10 +571,27 @@ fn check_gateway(
     }
     let mut nets = ifaces
         .iter()
-        .filter(|(name, _)| dev.is_none_or(|d| d.as_str() == **name))
+        .filter(|(name, _)| dev.is_none_or(|d| d.as_str() == *name))
         .flat_map(|(_, nets)| nets.iter());
     if !nets.any(|n| n.contains(via)) {
         let scope = dev.map(|d| format!(" of {d}")).unwrap_or_default();
         c.err(path, format!("gateway {via} is outside every connected subnet{scope}: add an address in its subnet or set onlink = true"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Seen, SCAN_MAX};
+
+    #[test]
+    fn seen_finds_repeats_before_and_after_it_starts_hashing() {
+        let mut s = Seen::new();
+        for k in 0..SCAN_MAX * 3 {
+            assert!(s.insert(k), "{k} is new");
+        }
+        for k in [0, SCAN_MAX - 1, SCAN_MAX, SCAN_MAX * 3 - 1] {
+            assert!(!s.insert(k), "{k} was seen");
+        }
+        assert!(s.insert(SCAN_MAX * 3));
     }
 }

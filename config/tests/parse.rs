@@ -145,6 +145,7 @@ fn ipv6_is_off_only_in_a_config_without_any() {
     assert!(v4.contains(&"net.ipv6.conf.all.disable_ipv6=1".to_string()));
     assert!(v4.contains(&"net.ipv6.conf.default.disable_ipv6=1".to_string()));
     assert!(v4.contains(&"net.ipv4.ip_forward=1".to_string()));
+    assert!(!v4.iter().any(|s| s.starts_with("net.ipv6.conf.all.forwarding")));
     // Any one IPv6 item keeps IPv6 on.
     for extra in [
         "[[route]]\ndest = \"fd00:9::/48\"\nvia = \"fe80::1\"\ndev = \"a\"",
@@ -157,6 +158,7 @@ fn ipv6_is_off_only_in_a_config_without_any() {
             !v6.iter().any(|s| s.contains("disable_ipv6")),
             "{extra}: {v6:?}"
         );
+        assert!(v6.contains(&"net.ipv6.conf.all.forwarding=1".to_string()));
     }
     let with_address = base.replace("\"10.2.0.1/24\"", "\"10.2.0.1/24\", \"fd00:2::1/64\"");
     assert!(!defaults(&with_address)

@@ -247,6 +247,7 @@ fn pid1(explicit: Option<&Path>) -> ! {
         None
     };
     console::emit(READY, &ready);
+    drop(configured.netlink);
 
     let mut services: Vec<Supervised> = cfg.services.iter().cloned().map(Supervised::new).collect();
     let stop = supervise::run(&mut sfd, &mut services, &mut buttons);
@@ -263,6 +264,9 @@ struct Configured {
     report: apply::Report,
     source: source::Source,
     pid1_ms: Pid1Ms,
+    /// Closed only after READY: closing a netlink socket is kernel work
+    /// (and a hash table shrink) that nothing before READY needs.
+    netlink: netlink::Socket,
 }
 
 fn configure(
@@ -298,5 +302,6 @@ fn configure(
             config: config_ms,
             netlink: socket_ms,
         },
+        netlink: nl,
     })
 }

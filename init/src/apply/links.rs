@@ -5,7 +5,6 @@ use crate::netlink::msg::{self, LinkChange};
 use crate::netlink::{flags, Netlink, NlError};
 use crate::sysfs;
 use netlink_packet_route::RouteNetlinkMessage as M;
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tinyvr_config::{Interface, RouterConfig};
 
@@ -16,7 +15,8 @@ const LOOPBACK_IFINDEX: u32 = 1;
 pub struct LinkInfo {
     pub index: u32,
     pub name: String,
-    pub mac: String,
+    /// The hardware address as the kernel gives it (6 bytes for Ethernet).
+    pub addr: Vec<u8>,
     pub up: bool,
     pub driver: Option<String>,
     pub pci: Option<String>,
@@ -48,6 +48,22 @@ pub enum MatchError {
     },
 }
 
+impl LinkInfo {
+    /// The hardware address as text, like `52:54:00:00:01:01`.
+    pub fn mac(&self) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut s = String::with_capacity(self.addr.len() * 3);
+        for (i, b) in self.addr.iter().enumerate() {
+            if i > 0 {
+                s.push(':');
+            }
+            s.push(HEX[(b >> 4) as usize] as char);
+            s.push(HEX[(b & 15) as usize] as char);
+        }
+        s
+    }
+}
+
 /// Decodes the part of an RTM_NEWLINK reply (netlink header included) the
 /// init uses: index, up flag, name and hardware address. By hand, because
 /// the generic decoder parses every attribute of every link and on a TCG
@@ -66,7 +82,7 @@ pub fn info_from_raw(msg: &[u8]) -> Option<LinkInfo> {
     let mut l = LinkInfo {
         index: u32_at(NLMSG_HDR + 4),
         name: String::new(),
-        mac: String::new(),
+        addr: Vec::new(),
         up: u32_at(NLMSG_HDR + 8) & libc::IFF_UP as u32 != 0,
         driver: None,
         pci: None,
@@ -84,13 +100,7 @@ pub fn info_from_raw(msg: &[u8]) -> Option<LinkInfo> {
                 let end = value.iter().position(|&b| b == 0).unwrap_or(value.len());
                 l.name = String::from_utf8_lossy(&value[..end]).into_owned();
             }
-            IFLA_ADDRESS => {
-                l.mac = value
-                    .iter()
-                    .map(|x| format!("{x:02x}"))
-                    .collect::<Vec<_>>()
-                    .join(":");
-            }
+            IFLA_ADDRESS => l.addr = value.to_vec(),
             _ => {}
         }
         off += (len + 3) & !3;
@@ -146,7 +156,7 @@ fn matches(i: &Interface, l: &LinkInfo) -> bool {
     if i.matched_by_name() {
         return l.name == i.name.as_str();
     }
-    i.mac.is_none_or(|m| m.to_string() == l.mac)
+    i.mac.is_none_or(|m| m.0[..] == l.addr[..])
         && i.pci
             .as_ref()
             .is_none_or(|p| l.pci.as_deref() == Some(p.as_str()))
@@ -162,7 +172,8 @@ pub fn assign(
     cfg: &RouterConfig,
     links: &[LinkInfo],
 ) -> Result<Vec<LinkInfo>, (usize, MatchError)> {
-    let mut claimed: HashMap<u32, usize> = HashMap::new();
+    // (ifindex, interface) pairs: a config has a handful of interfaces.
+    let mut claimed: Vec<(u32, usize)> = Vec::new();
     let mut out = Vec::new();
     for (idx, ifc) in cfg.interfaces.iter().enumerate() {
         let mut cands: Vec<&LinkInfo> = links.iter().filter(|l| matches(ifc, l)).collect();
@@ -171,7 +182,7 @@ pub fn assign(
             Some(n) => cands.get(n as usize).copied(),
             None => cands
                 .iter()
-                .find(|l| !claimed.contains_key(&l.index))
+                .find(|l| !claimed.iter().any(|c| c.0 == l.index))
                 .copied(),
         };
         let not_found = || MatchError::NotFound {
@@ -182,7 +193,7 @@ pub fn assign(
             present: present(links),
         };
         let l = pick.ok_or_else(|| (idx, not_found()))?;
-        if let Some(&other) = claimed.get(&l.index) {
+        if let Some(&(_, other)) = claimed.iter().find(|c| c.0 == l.index) {
             return Err((
                 idx,
                 MatchError::Taken {
@@ -194,7 +205,7 @@ pub fn assign(
                 },
             ));
         }
-        claimed.insert(l.index, idx);
+        claimed.push((l.index, idx));
         out.push(l.clone());
     }
     Ok(out)
@@ -210,7 +221,7 @@ fn present(links: &[LinkInfo]) -> String {
             format!(
                 "{} ({} {})",
                 l.name,
-                l.mac,
+                l.mac(),
                 l.driver.as_deref().unwrap_or("?")
             )
         })
@@ -221,12 +232,12 @@ fn present(links: &[LinkInfo]) -> String {
 /// Waits for all devices, then renames them and sets MTU and queue length;
 /// bringing them up is [`set_up`]'s job, after the sysctls, so that
 /// per-interface sysctls (disable_ipv6, accept_ra...) hold from the first
-/// packet. Returns the final state by config name.
+/// packet. Returns the final state of each interface, in config order.
 pub fn prepare(
     cfg: &RouterConfig,
     nl: &mut dyn Netlink,
     timeout: Duration,
-) -> Result<HashMap<String, LinkInfo>, super::ApplyError> {
+) -> Result<Vec<LinkInfo>, super::ApplyError> {
     let start = Instant::now();
     let need_sysfs = cfg
         .interfaces
@@ -294,7 +305,7 @@ pub fn prepare(
         .zip(found)
         .map(|(ifc, mut l)| {
             l.name = ifc.name.to_string();
-            (ifc.name.to_string(), l)
+            l
         })
         .collect())
 }
@@ -302,11 +313,7 @@ pub fn prepare(
 /// Sets loopback and every interface of the config up. Loopback too comes
 /// up only after the sysctls, so they hold for it as well (with IPv6 off,
 /// it never gets ::1).
-pub fn set_up(
-    cfg: &RouterConfig,
-    nl: &mut dyn Netlink,
-    index: &HashMap<String, LinkInfo>,
-) -> Result<(), NlError> {
+pub fn set_up(cfg: &RouterConfig, nl: &mut dyn Netlink, links: &[LinkInfo]) -> Result<(), NlError> {
     let up = LinkChange {
         up: Some(true),
         ..Default::default()
@@ -317,8 +324,8 @@ pub fn set_up(
         M::SetLink(msg::set_link(LOOPBACK_IFINDEX, &up)),
         flags::NONE,
     )?;
-    for ifc in &cfg.interfaces {
-        let i = index[ifc.name.as_str()].index;
+    for (ifc, l) in cfg.interfaces.iter().zip(links) {
+        let i = l.index;
         nl.request(
             &|| format!("setting {} up", ifc.name),
             M::SetLink(msg::set_link(i, &up)),
@@ -419,7 +426,7 @@ mod tests {
         let mut buf = crate::netlink::encode(0, 0, M::NewLink(m));
         let l = info_from_raw(&buf).unwrap();
         assert_eq!(
-            (l.index, l.name.as_str(), l.mac.as_str(), l.up),
+            (l.index, l.name.as_str(), l.mac().as_str(), l.up),
             (7, "in0", "52:54:00:00:01:ab", true)
         );
         // Truncated or other messages give nothing rather than garbage.
@@ -432,7 +439,7 @@ mod tests {
         LinkInfo {
             index,
             name: name.into(),
-            mac: mac.into(),
+            addr: mac.parse::<tinyvr_config::MacAddr>().unwrap().0.to_vec(),
             up: false,
             driver: Some(driver.into()),
             pci: Some(pci.into()),

@@ -12,7 +12,6 @@ use crate::netlink::{flags, msg, Netlink, NlError};
 use crate::sysfs::{self, SysfsError};
 use netlink_packet_route::RouteNetlinkMessage as M;
 use serde::Serialize;
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tinyvr_config::{IfName, RouteKind, RouterConfig};
 
@@ -87,9 +86,16 @@ pub fn apply(cfg: &RouterConfig, nl: &mut dyn Netlink) -> Result<Report, ApplyEr
     };
     let timeout = Duration::from_millis(cfg.init.interface_timeout_ms);
 
-    let index: HashMap<String, LinkInfo> =
-        steps.run("links", || links::prepare(cfg, nl, timeout))?;
-    let ifindex = |n: &IfName| index[n.as_str()].index;
+    let links: Vec<LinkInfo> = steps.run("links", || links::prepare(cfg, nl, timeout))?;
+    // Validation guarantees every device a route or neighbour names is an
+    // interface; after `prepare` each link carries its config name.
+    let ifindex = |n: &IfName| {
+        links
+            .iter()
+            .find(|l| l.name == n.as_str())
+            .map(|l| l.index)
+            .expect("validated: every dev names an interface")
+    };
 
     let sysctls = steps.run("sysctl", || {
         let mut n = 0;
@@ -103,7 +109,7 @@ pub fn apply(cfg: &RouterConfig, nl: &mut dyn Netlink) -> Result<Report, ApplyEr
         Ok(n + cfg.sysctl.len())
     })?;
 
-    steps.run("up", || Ok(links::set_up(cfg, nl, &index)?))?;
+    steps.run("up", || Ok(links::set_up(cfg, nl, &links)?))?;
 
     let addresses = steps.run("addresses", || {
         let mut n = 0;
@@ -190,16 +196,12 @@ pub fn apply(cfg: &RouterConfig, nl: &mut dyn Netlink) -> Result<Report, ApplyEr
         Ok(())
     })?;
 
-    report.interfaces = cfg
-        .interfaces
+    report.interfaces = links
         .iter()
-        .map(|i| {
-            let l = &index[i.name.as_str()];
-            IfaceReport {
-                name: i.name.to_string(),
-                mac: l.mac.clone(),
-                ifindex: l.index,
-            }
+        .map(|l| IfaceReport {
+            name: l.name.clone(),
+            mac: l.mac(),
+            ifindex: l.index,
         })
         .collect();
     report.addresses = addresses;
