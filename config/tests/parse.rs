@@ -145,7 +145,9 @@ fn ipv6_is_off_only_in_a_config_without_any() {
     assert!(v4.contains(&"net.ipv6.conf.all.disable_ipv6=1".to_string()));
     assert!(v4.contains(&"net.ipv6.conf.default.disable_ipv6=1".to_string()));
     assert!(v4.contains(&"net.ipv4.ip_forward=1".to_string()));
-    assert!(!v4.iter().any(|s| s.starts_with("net.ipv6.conf.all.forwarding")));
+    assert!(!v4
+        .iter()
+        .any(|s| s.starts_with("net.ipv6.conf.all.forwarding")));
     // Any one IPv6 item keeps IPv6 on.
     for extra in [
         "[[route]]\ndest = \"fd00:9::/48\"\nvia = \"fe80::1\"\ndev = \"a\"",
