@@ -367,6 +367,13 @@ fn an_ipv4_only_router_has_ipv6_off_and_loopback_up() {
         "{lo}"
     );
     assert_eq!(lo["addr_info"][0]["local"], "127.0.0.1");
+    // Nor is IPv6 forwarding switched on (it would join every device to
+    // the all-routers group).
+    assert_eq!(
+        ns.read("/proc/sys/net/ipv6/conf/all/forwarding").trim(),
+        "0"
+    );
+    assert_eq!(ns.read("/proc/sys/net/ipv4/ip_forward").trim(), "1");
     // One IPv6 address and IPv6 stays on, on every link.
     let ns = router_ns();
     let f = dir.file(
@@ -383,4 +390,91 @@ fn an_ipv4_only_router_has_ipv6_off_and_loopback_up() {
             "{dev}"
         );
     }
+    assert_eq!(
+        ns.read("/proc/sys/net/ipv6/conf/all/forwarding").trim(),
+        "1"
+    );
+}
+
+/// A namespace with veths `a` (MAC ..:0a) and `b` (MAC ..:0b), both up.
+fn swap_ns() -> Netns {
+    let ns = Netns::new();
+    for (n, mac) in [("a", "02:00:00:00:00:0a"), ("b", "02:00:00:00:00:0b")] {
+        let peer = format!("p{n}");
+        ns.ip(&[
+            "link", "add", "name", n, "address", mac, "type", "veth", "peer", "name", &peer,
+        ]);
+        ns.ip(&["link", "set", "dev", n, "up"]);
+    }
+    ns
+}
+
+/// Each link's MAC by name, as `ip -json` shows them.
+fn macs(ns: &Netns) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = ns
+        .ip_json(&["link", "show"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["ifname"].as_str().unwrap().to_string(),
+                l["address"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn devices_that_swap_names_go_through_temporary_ones() {
+    require!(is_root(), "needs root for network namespaces");
+    let ns = swap_ns();
+    let dir = Scratch::new("swap");
+    // The device now called `a` must become `b`, and the other way round.
+    let f = dir.file(
+        "router.toml",
+        "name = \"r\"\n[[interface]]\nname = \"b\"\nmac = \"02:00:00:00:00:0a\"\n[[interface]]\nname = \"a\"\nmac = \"02:00:00:00:00:0b\"\n",
+    );
+    let out = apply(&ns, &f);
+    assert!(out.status.success(), "{out:?}");
+    let got = macs(&ns);
+    let named = |n: &str| got.iter().find(|(k, _)| k == n).map(|(_, m)| m.as_str());
+    assert_eq!(named("b"), Some("02:00:00:00:00:0a"), "{got:?}");
+    assert_eq!(named("a"), Some("02:00:00:00:00:0b"), "{got:?}");
+    assert!(
+        !got.iter().any(|(k, _)| k.starts_with("tvrtmp")),
+        "a temporary name is left: {got:?}"
+    );
+    for n in ["a", "b"] {
+        let l = &ns.ip_json(&["link", "show", "dev", n])[0];
+        assert!(
+            l["flags"].as_array().unwrap().iter().any(|f| f == "UP"),
+            "{l}"
+        );
+    }
+}
+
+#[test]
+fn a_name_held_by_an_unmanaged_device_is_refused_before_any_rename() {
+    require!(is_root(), "needs root for network namespaces");
+    let ns = swap_ns();
+    let dir = Scratch::new("taken");
+    // `a` is to be renamed `b`, but `b` is not in the config.
+    let f = dir.file(
+        "router.toml",
+        "name = \"r\"\n[[interface]]\nname = \"b\"\nmac = \"02:00:00:00:00:0a\"\n",
+    );
+    let before = macs(&ns);
+    let out = apply(&ns, &f);
+    assert!(!out.status.success());
+    let err = tagged_json(&String::from_utf8_lossy(&out.stdout), "TINYVR-ERROR").unwrap();
+    assert!(
+        err["error"].as_str().unwrap().contains(
+            "cannot rename a to b: the name belongs to a device the config does not manage"
+        ),
+        "{err}"
+    );
+    assert_eq!(macs(&ns), before, "something was renamed");
 }
