@@ -212,12 +212,7 @@ fn start(spec: &RouterSpec, path: &Path, env: &Env) -> Result<serde_json::Value,
             cpus: spec.cpus.unwrap_or(1),
             memory_mb: spec.memory_mb.unwrap_or(128),
             prealloc: spec.prealloc.unwrap_or(true),
-            thp: spec
-                .thp
-                .as_deref()
-                .unwrap_or("auto")
-                .parse()
-                .map_err(|e: String| e)?,
+            thp: spec.thp.as_deref().unwrap_or("auto").parse()?,
             console: false,
             timeout: VM_TIMEOUT,
             qemu: "qemu-system-x86_64".into(),

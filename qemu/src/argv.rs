@@ -59,18 +59,15 @@ pub fn argv(s: &VmSpec) -> Vec<String> {
     };
     let mut machine = format!("{},accel={accel}", s.machine);
     if s.prealloc {
-        machine += ",memory-backend=ram0";
+        machine += &format!(",memory-backend={RAM_BACKEND}");
     }
     push(&["-machine", &machine]);
     // KVM passes the host CPU through; TCG emulates the most it can.
     push(&["-cpu", if s.accel == Accel::Kvm { "host" } else { "max" }]);
     push(&["-smp", &s.cpus.to_string()]);
-    push(
-        &memory_args(s.memory_mb, s.prealloc)
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    for m in memory_args(s.memory_mb, s.prealloc) {
+        push(&[&m]);
+    }
     push(&[
         "-nodefaults",
         "-no-user-config",
@@ -139,15 +136,19 @@ pub fn argv(s: &VmSpec) -> Vec<String> {
     a
 }
 
-/// Guest memory: `-m`, and with `prealloc` a RAM backend (`ram0`, which
-/// the machine must name as its `memory-backend`) that qemu fills when it
-/// starts, so no host page fault lands inside the guest's boot or a trial.
+/// The id of the preallocated RAM backend; `-machine` names it as its
+/// `memory-backend`.
+pub const RAM_BACKEND: &str = "ram0";
+
+/// Guest memory: `-m`, and with `prealloc` a RAM backend that qemu fills
+/// when it starts, so no host page fault lands inside the guest's boot or
+/// a trial.
 pub fn memory_args(memory_mb: u32, prealloc: bool) -> Vec<String> {
     let mut a = vec!["-m".to_string(), memory_mb.to_string()];
     if prealloc {
         a.push("-object".into());
         a.push(format!(
-            "memory-backend-ram,id=ram0,size={memory_mb}M,prealloc=on"
+            "memory-backend-ram,id={RAM_BACKEND},size={memory_mb}M,prealloc=on"
         ));
     }
     a

@@ -403,31 +403,21 @@ pub fn qemu_by_hand_with(
     config: &Path,
     tuned: bool,
 ) -> Command {
+    let machine = match tuned {
+        true => format!("pc,memory-backend={}", tinyvr_qemu::argv::RAM_BACKEND),
+        false => "pc".into(),
+    };
     let mut c = Command::new("qemu-system-x86_64");
-    c.args([
-        "-accel",
-        "tcg",
-        "-machine",
-        if tuned {
-            "pc,memory-backend=ram0"
-        } else {
-            "pc"
-        },
-        "-smp",
-        "1",
-        "-nodefaults",
-        "-display",
-        "none",
-        "-no-reboot",
-    ])
-    .args(["-serial", "stdio", "-monitor", "none"])
-    .arg("-kernel")
-    .arg(kernel)
-    .arg("-initrd")
-    .arg(initrd)
-    .args(["-append", append])
-    .arg("-fw_cfg")
-    .arg(format!("name=opt/tinyvr/config,file={}", config.display()));
+    c.args(["-accel", "tcg", "-machine", &machine]);
+    c.args(["-smp", "1", "-nodefaults", "-display", "none", "-no-reboot"])
+        .args(["-serial", "stdio", "-monitor", "none"])
+        .arg("-kernel")
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", append])
+        .arg("-fw_cfg")
+        .arg(format!("name=opt/tinyvr/config,file={}", config.display()));
     c.args(tinyvr_qemu::argv::memory_args(128, tuned));
     if tuned {
         // SAFETY: only prctl between fork and exec.
