@@ -164,10 +164,17 @@ pub fn environment_json(dir: &Path, l: &Loaded, r: &Results) -> Result<(), Strin
 /// peak forwarded rate.
 pub fn table(r: &Results) -> String {
     let mut s = String::new();
+    // The router column fits the longest label.
+    let w = r
+        .points
+        .iter()
+        .map(|p| p.label.chars().count())
+        .chain(r.ndr_pdr.iter().map(|x| x.label.chars().count()))
+        .fold(18, usize::max);
     if !r.points.is_empty() || !r.ndr_pdr.is_empty() {
         let _ = writeln!(
             s,
-            "{:<18} {:<6} {:>6} {:>14} {:>14}",
+            "{:<w$} {:<6} {:>6} {:>14} {:>14}",
             "router", "plat", "frame", "zero-loss kpps", "peak fwd kpps"
         );
     }
@@ -192,7 +199,7 @@ pub fn table(r: &Results) -> String {
         let peak = ps.iter().map(|p| p.forwarded_pps.mean).fold(0.0, f64::max);
         let _ = writeln!(
             s,
-            "{:<18} {:<6} {:>6} {:>14.1} {:>14.1}",
+            "{:<w$} {:<6} {:>6} {:>14.1} {:>14.1}",
             label,
             ps[0].platform.as_str(),
             frame,
@@ -203,7 +210,7 @@ pub fn table(r: &Results) -> String {
     for x in &r.ndr_pdr {
         let _ = writeln!(
             s,
-            "{:<18} {:<6} {:>6} {:>14.1} {:>14}   (NDR; PDR {:.1} kpps)",
+            "{:<w$} {:<6} {:>6} {:>14.1} {:>14}   (NDR; PDR {:.1} kpps)",
             x.label,
             x.platform.as_str(),
             x.frame,
@@ -235,4 +242,47 @@ pub fn step_line(step: usize, points: &[Point], jain: Option<f64>) -> String {
             .join("  "),
         jain.unwrap_or(f64::NAN)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::Point;
+    use crate::stats::summarize;
+
+    fn point(label: &str, offered: f64, forwarded: f64) -> Point {
+        Point {
+            router: "r".into(),
+            label: label.into(),
+            platform: crate::experiment::Platform::Vm,
+            frame: "64".into(),
+            step: 0,
+            target_pps: None,
+            offered_pps: summarize(&[offered], 0.95),
+            forwarded_pps: summarize(&[forwarded], 0.95),
+            loss_ratio: summarize(&[1.0 - forwarded / offered], 0.95),
+            cpu: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_table_keeps_its_columns_under_long_labels() {
+        let r = Results {
+            points: vec![
+                point("vm", 40e3, 40e3),
+                point("prealloc, no THP (TCG default)", 80e3, 60e3),
+            ],
+            ..Default::default()
+        };
+        let t = table(&r);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3, "{t}");
+        // Every line ends its platform column at the same place.
+        let at: Vec<usize> = lines
+            .iter()
+            .map(|l| l.find(" vm ").or(l.find(" plat ")).unwrap())
+            .collect();
+        assert!(at.iter().all(|&a| a == at[0]), "{t}");
+        assert!(lines[2].contains("0.0") && lines[2].contains("60.0"), "{t}");
+    }
 }
