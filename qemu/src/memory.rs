@@ -67,15 +67,6 @@ pub struct MemoryState {
     pub rss_anon_mb: u64,
 }
 
-/// The value of `key:` in a /proc/<pid>/status text.
-fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
-    status.lines().find_map(|l| {
-        l.strip_prefix(key)
-            .and_then(|r| r.strip_prefix(':'))
-            .map(str::trim)
-    })
-}
-
 /// The bracketed choice of a sysfs policy file: "always [madvise] never".
 fn selected(policy: &str) -> Option<&str> {
     let start = policy.find('[')? + 1;
@@ -83,18 +74,23 @@ fn selected(policy: &str) -> Option<&str> {
     Some(&policy[start..end])
 }
 
-/// Reads the memory settings of qemu `pid` back and checks them against
-/// what was asked: a setting that did not take is an error.
+/// Reads the memory settings of qemu `pid` back (its /proc status, through
+/// procfs) and checks them against what was asked: a setting that did not
+/// take is an error.
 pub fn read_back(
     pid: u32,
     memory_mb: u32,
     prealloc: bool,
     thp: bool,
 ) -> Result<MemoryState, String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+    let status = procfs::process::Process::new(pid as i32)
+        .and_then(|p| p.status())
         .map_err(|e| format!("reading /proc/{pid}/status: {e}"))?;
-    from_status(
-        &status,
+    check(
+        Status {
+            thp_enabled: status.thp_enabled,
+            rss_anon_kb: status.rssanon,
+        },
         &std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default(),
         memory_mb,
         prealloc,
@@ -102,15 +98,21 @@ pub fn read_back(
     )
 }
 
-fn from_status(
-    status: &str,
+/// The two fields of /proc/<pid>/status the check needs.
+struct Status {
+    thp_enabled: Option<bool>,
+    rss_anon_kb: Option<u64>,
+}
+
+fn check(
+    status: Status,
     policy: &str,
     memory_mb: u32,
     prealloc: bool,
     thp: bool,
 ) -> Result<MemoryState, String> {
     // Kernels before 5.0 do not report it; the prctl itself is older.
-    let thp_read = status_field(status, "THP_enabled").map_or(thp, |v| v == "1");
+    let thp_read = status.thp_enabled.unwrap_or(thp);
     if thp_read != thp {
         return Err(format!(
             "qemu's THP_enabled is {} where {} was asked",
@@ -118,8 +120,8 @@ fn from_status(
             if thp { "on" } else { "off" }
         ));
     }
-    let rss_anon_mb = status_field(status, "RssAnon")
-        .and_then(|v| v.trim_end_matches("kB").trim().parse::<u64>().ok())
+    let rss_anon_mb = status
+        .rss_anon_kb
         .map(|kb| kb / 1024)
         .ok_or("no RssAnon in qemu's /proc status")?;
     if prealloc && rss_anon_mb < memory_mb as u64 {
@@ -141,8 +143,10 @@ mod tests {
     use super::*;
     use crate::accel::Accel;
 
-    const STATUS: &str =
-        "Name:\tqemu-system-x86\nRssAnon:\t  140212 kB\nRssFile:\t   20000 kB\nTHP_enabled:\t0\n";
+    const STATUS: Status = Status {
+        thp_enabled: Some(false),
+        rss_anon_kb: Some(140212),
+    };
 
     #[test]
     fn auto_means_off_under_tcg_only() {
@@ -157,8 +161,8 @@ mod tests {
     }
 
     #[test]
-    fn reads_back_from_proc_status() {
-        let m = from_status(STATUS, "always [madvise] never\n", 128, true, false).unwrap();
+    fn checks_what_was_read_back() {
+        let m = check(STATUS, "always [madvise] never\n", 128, true, false).unwrap();
         assert_eq!(m.rss_anon_mb, 136);
         assert!(!m.thp && m.prealloc);
         assert_eq!(m.thp_policy, "madvise");
@@ -166,9 +170,9 @@ mod tests {
 
     #[test]
     fn a_setting_that_did_not_take_is_an_error() {
-        let e = from_status(STATUS, "", 128, false, true).unwrap_err();
+        let e = check(STATUS, "", 128, false, true).unwrap_err();
         assert!(e.contains("THP_enabled is 0 where on was asked"), "{e}");
-        let e = from_status(STATUS, "", 256, true, false).unwrap_err();
+        let e = check(STATUS, "", 256, true, false).unwrap_err();
         assert!(e.contains("holds 136 MB of its 256 MB"), "{e}");
     }
 }
