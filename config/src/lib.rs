@@ -5,12 +5,14 @@
 //! ([`RouterConfig::validate`]) and expands generated routes, nothing more.
 
 mod error;
+pub mod sysctl_scope;
 mod types;
 mod validate;
 pub mod values;
 
 pub use error::{ConfigError, Errors};
 pub use types::*;
+pub use validate::NAME_MAX;
 pub use values::{CpuList, IfName, MacAddr, PciAddr, Prefix};
 
 /// Parses and validates a router config in one step; what every consumer wants.

@@ -1,12 +1,15 @@
 //! tinyvr-init: the PID 1 of the tinyvr image, and its apply-only mode.
 //!
-//!   tinyvr-init                  PID 1 (VM or container)
+//!   tinyvr-init                  PID 1 (VM or container); refused as any other pid
 //!   tinyvr-init --config FILE    PID 1 with an explicit config file
 //!   tinyvr-init --apply FILE     configure the current network namespace and exit
 //!   tinyvr-init --check FILE     validate a config and exit
 
+use nix::sys::signalfd::SignalFd;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use tinyvr_config::sysctl_scope;
 use tinyvr_init::check::{check_file, Pid1Ms, Ready};
 use tinyvr_init::pid1::console::{self, ERROR, READY};
 use tinyvr_init::pid1::source::{self, Cmdline, OnError};
@@ -17,43 +20,58 @@ const RCU_EXPEDITED: &str = "/sys/kernel/rcu_expedited";
 
 const USAGE: &str = "usage: tinyvr-init [--config FILE] | --apply FILE | --check FILE | --version";
 
+#[derive(Debug, PartialEq)]
 enum Mode {
     Init(Option<PathBuf>),
     Apply(PathBuf),
     Check(PathBuf),
+    Version,
 }
 
-fn parse_args(args: &[String]) -> Result<Mode, String> {
+/// What to do, from the arguments and the process's own pid: the PID 1
+/// duties (mounting over /run and /tmp, signalling every process at
+/// shutdown) belong to PID 1 alone.
+fn parse_args(args: &[String], pid: u32) -> Result<Mode, String> {
     let file = |i: usize| {
         args.get(i + 1)
             .map(PathBuf::from)
             .ok_or(format!("{} needs a FILE\n{USAGE}", args[i]))
     };
-    match args.first().map(String::as_str) {
-        None => Ok(Mode::Init(None)),
-        Some("--config") => Ok(Mode::Init(Some(file(0)?))),
-        Some("--apply") => Ok(Mode::Apply(file(0)?)),
-        Some("--check") => Ok(Mode::Check(file(0)?)),
-        Some("--version") => Err(format!("tinyvr-init {}", env!("CARGO_PKG_VERSION"))),
+    let mode = match args.first().map(String::as_str) {
+        None => Mode::Init(None),
+        Some("--config") => Mode::Init(Some(file(0)?)),
+        Some("--apply") => return Ok(Mode::Apply(file(0)?)),
+        Some("--check") => return Ok(Mode::Check(file(0)?)),
+        Some("--version") => return Ok(Mode::Version),
         // The kernel passes unknown command-line words to init: ignore them as PID 1.
-        Some(_) if std::process::id() == 1 => Ok(Mode::Init(None)),
-        Some(other) => Err(format!("unknown argument {other:?}\n{USAGE}")),
+        Some(_) if pid == 1 => Mode::Init(None),
+        Some(other) => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+    };
+    if pid != 1 {
+        return Err(format!(
+            "tinyvr-init runs as PID 1 only, and this is pid {pid}: as PID 1 it mounts over /run and /tmp and signals every process at shutdown.\n\
+             To configure the current network namespace and exit: tinyvr-init --apply FILE\n\
+             To validate a config: tinyvr-init --check FILE"
+        ));
     }
+    Ok(mode)
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match parse_args(&args) {
-        Ok(Mode::Init(explicit)) => pid1(explicit.as_deref()),
+    match parse_args(&args, std::process::id()) {
+        Ok(Mode::Init(explicit)) => {
+            // A backstop: PID 1 must never unwind out of main (the kernel
+            // would panic); pid1 catches what it can report better itself.
+            let _ = std::panic::catch_unwind(|| pid1(explicit.as_deref()));
+            power::finish(Platform::detect(), OnError::Poweroff, 1)
+        }
         Ok(Mode::Check(f)) => std::process::exit(check(&f)),
         Ok(Mode::Apply(f)) => std::process::exit(apply_only(&f)),
+        Ok(Mode::Version) => println!("tinyvr-init {}", env!("CARGO_PKG_VERSION")),
         Err(msg) => {
             eprintln!("{msg}");
-            std::process::exit(if msg.starts_with("tinyvr-init ") {
-                0
-            } else {
-                2
-            });
+            std::process::exit(2);
         }
     }
 }
@@ -92,7 +110,19 @@ fn apply_only(path: &Path) -> i32 {
         .unwrap_or(log::LevelFilter::Warn);
     console::init_logging(level);
     let t = Instant::now();
-    let cfg = match check_file(path) {
+    // The namespace shares the host's kernel: refuse host-wide sysctls
+    // before touching anything.
+    let checked = check_file(path).and_then(|cfg| {
+        sysctl_scope::check_per_netns(&cfg)
+            .map(|()| cfg)
+            .map_err(|errs| {
+                errs.0
+                    .iter()
+                    .map(|e| format!("{}: {e}", path.display()))
+                    .collect()
+            })
+    });
+    let cfg = match checked {
         Ok(c) => c,
         Err(lines) => {
             console::emit(
@@ -223,11 +253,32 @@ fn pid1(explicit: Option<&Path>) -> ! {
         Ok(Err((stage, msg))) => fatal(platform, on_error, stage, &msg),
         Err(_) => power::finish(platform, on_error, 1), // the hook already reported it
     };
+    // A panic from here on is reported by the hook too; then everything
+    // stops as at a shutdown, and the init goes down the usual way.
+    let served = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        serve(platform, on_error, t0, configured, &mut sfd, &mut buttons)
+    }));
+    if served.is_err() {
+        let _ = std::panic::catch_unwind(|| supervise::stop_everything(&mut []));
+        power::finish(platform, on_error, 1)
+    }
+    power::finish(platform, OnError::Poweroff, 0)
+}
+
+/// Life after configuring: capabilities, READY, services until a shutdown
+/// is asked for, then every process stopped.
+fn serve(
+    platform: Platform,
+    on_error: OnError,
+    t0: Instant,
+    configured: Configured,
+    sfd: &mut SignalFd,
+    buttons: &mut [std::fs::File],
+) {
     let cfg = &configured.cfg;
     // Capabilities go before READY is printed, so whoever acts on READY
     // already sees the reduced set.
-    let keep = caps::keep_set(cfg.services.iter().any(|s| s.net_admin));
-    if let Err(e) = caps::drop_all_but(&keep) {
+    if let Err(e) = caps::keep(&caps::kept(&cfg.services)) {
         fatal(
             platform,
             on_error,
@@ -250,10 +301,9 @@ fn pid1(explicit: Option<&Path>) -> ! {
     drop(configured.netlink);
 
     let mut services: Vec<Supervised> = cfg.services.iter().cloned().map(Supervised::new).collect();
-    let stop = supervise::run(&mut sfd, &mut services, &mut buttons);
+    let stop = supervise::run(sfd, &mut services, buttons);
     log::info!("shutting down ({stop:?})");
     supervise::stop_everything(&mut services);
-    power::finish(platform, OnError::Poweroff, 0)
 }
 
 type Stage = (&'static str, String);
@@ -281,6 +331,11 @@ fn configure(
     log::info!("config from {src}");
     log::debug!("config read in {:.3} ms", apply::ms(t.elapsed()));
     let cfg = tinyvr_config::load(&text).map_err(|e| ("config", format!("{src}: {e}")))?;
+    // A container shares the host's kernel: host-wide sysctls are refused
+    // before anything is applied.
+    if platform == Platform::Container {
+        sysctl_scope::check_per_netns(&cfg).map_err(|e| ("config", format!("{src}: {e}")))?;
+    }
     let config_ms = apply::ms(t.elapsed());
     // Only where the hostname is ours: a VM, or a container with its own UTS namespace.
     if platform == Platform::Vm || std::env::var_os("container").is_some() {
@@ -304,4 +359,51 @@ fn configure(
         },
         netlink: nl,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn init_mode_only_as_pid_1() {
+        assert_eq!(parse_args(&args(&[]), 1), Ok(Mode::Init(None)));
+        assert_eq!(
+            parse_args(&args(&["--config", "r.toml"]), 1),
+            Ok(Mode::Init(Some("r.toml".into())))
+        );
+        // Words the kernel passes on are ignored as PID 1 only.
+        assert_eq!(parse_args(&args(&["quiet"]), 1), Ok(Mode::Init(None)));
+        for a in [&[][..], &["--config", "r.toml"][..]] {
+            let e = parse_args(&args(a), 3).unwrap_err();
+            assert!(e.contains("PID 1 only, and this is pid 3"), "{e}");
+            assert!(
+                e.contains("--apply FILE") && e.contains("--check FILE"),
+                "{e}"
+            );
+        }
+        assert!(parse_args(&args(&["quiet"]), 3)
+            .unwrap_err()
+            .contains("unknown argument"));
+    }
+
+    #[test]
+    fn other_modes_at_any_pid() {
+        for pid in [1, 3] {
+            assert_eq!(
+                parse_args(&args(&["--apply", "r.toml"]), pid),
+                Ok(Mode::Apply("r.toml".into()))
+            );
+            assert_eq!(
+                parse_args(&args(&["--check", "r.toml"]), pid),
+                Ok(Mode::Check("r.toml".into()))
+            );
+            assert_eq!(parse_args(&args(&["--version"]), pid), Ok(Mode::Version));
+            assert!(parse_args(&args(&["--apply"]), pid).is_err());
+        }
+    }
 }

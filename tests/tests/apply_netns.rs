@@ -317,9 +317,9 @@ fn kernel_refusal_names_the_object() {
     require!(is_root(), "needs root for network namespaces");
     let ns = router_ns();
     let dir = Scratch::new("refuse");
-    // Valid as a config, but net.core.netdev_max_backlog is host-wide: it
-    // does not exist in a namespace.
-    let f = dir.file("router.toml", "name = \"r\"\n[[interface]]\nname = \"out0\"\n[sysctl]\n\"net.core.netdev_max_backlog\" = 5000\n");
+    // Valid as a config, and per namespace, but there is no device nosuch0
+    // for the kernel to find it under.
+    let f = dir.file("router.toml", "name = \"r\"\n[[interface]]\nname = \"out0\"\n[sysctl]\n\"net.ipv4.conf.nosuch0.forwarding\" = 1\n");
     let out = apply(&ns, &f);
     assert!(!out.status.success());
     let err = tagged_json(&String::from_utf8_lossy(&out.stdout), "TINYVR-ERROR").unwrap();
@@ -328,7 +328,7 @@ fn kernel_refusal_names_the_object() {
         err["error"]
             .as_str()
             .unwrap()
-            .contains("setting sysctl net.core.netdev_max_backlog = 5000"),
+            .contains("setting sysctl net.ipv4.conf.nosuch0.forwarding = 1"),
         "{err}"
     );
 }

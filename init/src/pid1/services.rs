@@ -1,6 +1,8 @@
 //! Services: processes started after READY and restarted with back-off
-//! when they exit.
+//! when they exit. Each gets exactly the capabilities it asks for.
 
+use super::caps;
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tinyvr_config::Service;
@@ -33,10 +35,27 @@ impl Supervised {
     pub fn start(&mut self) {
         self.restart_at = None;
         self.started = Instant::now();
-        match Command::new(&self.spec.exec[0])
-            .args(&self.spec.exec[1..])
-            .spawn()
-        {
+        // Both masks are computed here, before fork: the child only makes syscalls.
+        let asked = caps::asked(&self.spec);
+        let held = match caps::permitted() {
+            Ok(m) => m,
+            Err(e) => {
+                log::error!("service {}: reading capabilities: {e}", self.spec.name);
+                self.schedule();
+                return;
+            }
+        };
+        let mut cmd = Command::new(&self.spec.exec[0]);
+        cmd.args(&self.spec.exec[1..]);
+        // SAFETY: both make raw syscalls on stack values only, which is
+        // what is allowed between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                super::supervise::unblock_all_in_child()?;
+                caps::confine(asked, held)
+            })
+        };
+        match cmd.spawn() {
             Ok(child) => {
                 self.pid = Some(child.id() as i32);
                 log::info!("service {} started, pid {}", self.spec.name, child.id());
@@ -44,7 +63,7 @@ impl Supervised {
             }
             Err(e) => {
                 log::error!(
-                    "service {}: starting {}: {e}",
+                    "service {}: starting {} with capabilities {asked:016x}: {e}",
                     self.spec.name,
                     self.spec.exec[0]
                 );

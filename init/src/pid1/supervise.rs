@@ -42,6 +42,22 @@ pub fn block_signals() -> nix::Result<SignalFd> {
     SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
 }
 
+/// Unblocks every signal, for a service's child between fork and exec: a
+/// child inherits the init's mask, and std's Command does not reset it (a
+/// service would ignore the SIGTERM of a shutdown). Raw calls on stack
+/// values only.
+pub fn unblock_all_in_child() -> std::io::Result<()> {
+    // SAFETY: sigemptyset fills the local set; sigprocmask reads it.
+    unsafe {
+        let mut set = std::mem::zeroed::<libc::sigset_t>();
+        libc::sigemptyset(&mut set);
+        if libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Why the loop ended.
 #[derive(Debug)]
 pub enum Stop {
@@ -157,6 +173,11 @@ pub fn run(sfd: &mut SignalFd, services: &mut [Supervised], buttons: &mut [File]
                     }
                 }
                 Signal::SIGHUP => {
+                    // Lets the tests see a panic after READY end the init cleanly.
+                    #[cfg(debug_assertions)]
+                    if std::env::var_os("TINYVR_TEST_PANIC_ON_SIGHUP").is_some() {
+                        panic!("TINYVR_TEST_PANIC_ON_SIGHUP is set");
+                    }
                     for line in super::counters::dump() {
                         log::info!("{line}");
                     }
