@@ -103,10 +103,28 @@ pub fn up(spec: &RouterSpec, cfg: &RouterConfig, env: &Env) -> Result<Running, S
     let name = cfg.name.clone();
     let vm = spec.platform == Platform::Vm;
     std::fs::create_dir_all(&env.dir).map_err(|e| format!("{}: {e}", env.dir.display()))?;
+    // Kept with the results: the exact config this router ran (the
+    // platform gets the value itself, validated once).
     let path = env.dir.join(format!("{name}.toml"));
     std::fs::write(&path, cfg.to_toml()).map_err(|e| format!("{}: {e}", path.display()))?;
     let topo = topology::plan(&cfg, vm)?;
-    let ready = start(spec, &path, env).map_err(|e| format!("router {name}: {e}"))?;
+    let ready = start(spec, &cfg, env).map_err(|e| format!("router {name}: {e}"))?;
+    // Up from here on: any early return must take it down again.
+    finish_up(spec, &cfg, topo, ready).inspect_err(|_| {
+        if let Err(e) = down_named(spec.platform, &name) {
+            log::error!("tearing down {name}: {e}");
+        }
+    })
+}
+
+/// The hops and processes of a router that is up.
+fn finish_up(
+    spec: &RouterSpec,
+    cfg: &RouterConfig,
+    topo: Topology,
+    ready: serde_json::Value,
+) -> Result<Running, String> {
+    let name = cfg.name.clone();
     quiet_sink(&topo.sink.netns)?;
     let mut procs = Vec::new();
     let (i0, i1) = (
@@ -175,7 +193,7 @@ pub fn up(spec: &RouterSpec, cfg: &RouterConfig, env: &Env) -> Result<Running, S
         dir: Dir::Rx,
     });
     Ok(Running {
-        label: spec.label(&cfg),
+        label: spec.label(cfg),
         name,
         platform: spec.platform,
         topo,
@@ -185,18 +203,19 @@ pub fn up(spec: &RouterSpec, cfg: &RouterConfig, env: &Env) -> Result<Running, S
     })
 }
 
-fn start(spec: &RouterSpec, path: &Path, env: &Env) -> Result<serde_json::Value, String> {
+fn start(spec: &RouterSpec, cfg: &RouterConfig, env: &Env) -> Result<serde_json::Value, String> {
     let e = |e: tinyvr_host::HostError| e.to_string();
     match spec.platform {
         Platform::Netns => tinyvr_host::platform_netns::up(&tinyvr_host::platform_netns::Up {
-            config: path,
+            config: cfg,
             name: None,
             topology: true,
             init: env.init.clone(),
         })
         .map_err(e),
         Platform::Lxc => tinyvr_lxc::platform::up(&tinyvr_lxc::platform::Up {
-            config: path,
+            config: cfg,
+            name: None,
             rootfs: env.image.join("rootfs"),
             topology: true,
             resources: experiment::resources(spec),
@@ -205,7 +224,8 @@ fn start(spec: &RouterSpec, path: &Path, env: &Env) -> Result<serde_json::Value,
         })
         .map_err(e),
         Platform::Vm => tinyvr_qemu::platform::up(&tinyvr_qemu::platform::Up {
-            config: path,
+            config: cfg,
+            name: None,
             image: env.image.clone(),
             topology: true,
             accel: spec.accel.clone().unwrap_or_else(|| "auto".into()),
@@ -239,16 +259,21 @@ fn quiet_sink(ns: &str) -> Result<(), String> {
 }
 
 pub fn down(r: &Running) -> Result<(), String> {
-    match r.platform {
-        Platform::Netns => tinyvr_host::platform_netns::down(&r.name).map_err(|e| e.to_string()),
+    down_named(r.platform, &r.name)
+}
+
+/// Takes a router down and returns once its processes are gone.
+fn down_named(platform: Platform, name: &str) -> Result<(), String> {
+    match platform {
+        Platform::Netns => tinyvr_host::platform_netns::down(name).map_err(|e| e.to_string()),
         Platform::Lxc => tinyvr_lxc::platform::down(
-            &r.name,
+            name,
             Path::new(tinyvr_lxc::platform::DEFAULT_LXCPATH),
             DOWN_TIMEOUT,
         )
         .map(|_| ())
         .map_err(|e| e.to_string()),
-        Platform::Vm => tinyvr_qemu::platform::down(&r.name, DOWN_TIMEOUT)
+        Platform::Vm => tinyvr_qemu::platform::down(name, DOWN_TIMEOUT)
             .map(|_| ())
             .map_err(|e| e.to_string()),
     }

@@ -9,6 +9,11 @@ use tinyvr_lxc::platform::{self, Up, DEFAULT_LXCPATH};
 pub struct UpArgs {
     /// Router config (TOML).
     config: PathBuf,
+    /// Instance name (default: the router's name; 1 to 8 characters):
+    /// every host-side name derives from it, so one config can run as
+    /// several routers at once.
+    #[arg(long)]
+    name: Option<String>,
     /// The image's rootfs directory (from `tinyvr image build`).
     #[arg(long, default_value = "out/rootfs")]
     rootfs: PathBuf,
@@ -43,9 +48,10 @@ pub enum LxcCmd {
     Config(UpArgs),
 }
 
-fn up_opts(a: &UpArgs) -> Up<'_> {
+fn up_opts<'a>(a: &'a UpArgs, cfg: &'a tinyvr_config::RouterConfig) -> Up<'a> {
     Up {
-        config: &a.config,
+        config: cfg,
+        name: a.name.clone(),
         rootfs: a.rootfs.clone(),
         topology: a.topology,
         resources: a.resources.resources(),
@@ -56,8 +62,14 @@ fn up_opts(a: &UpArgs) -> Up<'_> {
 
 pub fn run(cmd: LxcCmd) -> Result<()> {
     match cmd {
-        LxcCmd::Up(a) => println!("{}", platform::up(&up_opts(&a))?),
-        LxcCmd::Config(a) => print!("{}", platform::render(&up_opts(&a))?),
+        LxcCmd::Up(a) => {
+            let cfg = tinyvr_host::topology::read(&a.config)?;
+            println!("{}", platform::up(&up_opts(&a, &cfg))?)
+        }
+        LxcCmd::Config(a) => {
+            let cfg = tinyvr_host::topology::read(&a.config)?;
+            print!("{}", platform::render(&up_opts(&a, &cfg))?)
+        }
         LxcCmd::Down {
             name,
             lxcpath,

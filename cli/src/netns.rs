@@ -43,7 +43,7 @@ pub fn run(cmd: NetnsCmd) -> Result<()> {
             topology,
         } => {
             let ready = platform_netns::up(&Up {
-                config: &config,
+                config: &tinyvr_host::topology::read(&config)?,
                 name,
                 topology,
                 init: init_binary()?,
@@ -55,16 +55,51 @@ pub fn run(cmd: NetnsCmd) -> Result<()> {
     Ok(())
 }
 
-/// `tinyvr gc`: removes routers whose owner process is gone.
+/// `tinyvr gc`: removes routers whose `up` died halfway or whose owner
+/// process (qemu, lxc-start) is gone; touches only state files of its own
+/// schema, and keeps what it could not remove for the next run.
 pub fn gc() -> Result<()> {
-    for (s, alive) in tinyvr_host::state::list() {
-        if !alive {
-            println!(
-                "removing {} ({}; owner {:?} is gone)",
-                s.name, s.platform, s.owner_pid
-            );
-            s.teardown()?;
+    let mut failed = 0;
+    tinyvr_host::state::sweep();
+    for s in tinyvr_host::state::list() {
+        let s = match s {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("gc: {e}: left alone");
+                continue;
+            }
+        };
+        if !s.stale() {
+            continue;
+        }
+        // Taking the lock: a router being brought up right now is not stale.
+        let s = match tinyvr_host::state::State::load(&s.name) {
+            Ok(s) if s.stale() => s,
+            Ok(_) => continue,
+            Err(e) => {
+                eprintln!("gc: {e}");
+                continue;
+            }
+        };
+        println!(
+            "removing {} ({}; {})",
+            s.name,
+            s.platform,
+            match (s.builder, s.owner_pid) {
+                (Some(b), _) if !b.alive() => format!("its up (pid {}) died halfway", b.pid),
+                (_, Some(p)) => format!("owner {p} is gone"),
+                _ => "stale".into(),
+            }
+        );
+        if let Err(e) = s.teardown() {
+            eprintln!("gc: {e}");
+            failed += 1;
         }
     }
+    tinyvr_host::state::sweep();
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} router(s) could not be removed completely"
+    );
     Ok(())
 }

@@ -9,6 +9,11 @@ use tinyvr_qemu::platform::{self, Up};
 pub struct UpArgs {
     /// Router config (TOML).
     config: PathBuf,
+    /// Instance name (default: the router's name; 1 to 8 characters):
+    /// every host-side name derives from it, so one config can run as
+    /// several routers at once.
+    #[arg(long)]
+    name: Option<String>,
     /// Directory with bzImage and initramfs.cpio.gz (from `tinyvr image build`).
     #[arg(long, default_value = "out")]
     image: PathBuf,
@@ -77,9 +82,10 @@ pub enum VmCmd {
     Argv(UpArgs),
 }
 
-fn opts(a: &UpArgs) -> Up<'_> {
+fn opts<'a>(a: &'a UpArgs, cfg: &'a tinyvr_config::RouterConfig) -> Up<'a> {
     Up {
-        config: &a.config,
+        config: cfg,
+        name: a.name.clone(),
         image: a.image.clone(),
         topology: a.topology,
         accel: a.accel.clone(),
@@ -101,9 +107,13 @@ fn opts(a: &UpArgs) -> Up<'_> {
 
 pub fn run(cmd: VmCmd) -> Result<()> {
     match cmd {
-        VmCmd::Up(a) => println!("{}", platform::up(&opts(&a))?),
+        VmCmd::Up(a) => {
+            let cfg = tinyvr_host::topology::read(&a.config)?;
+            println!("{}", platform::up(&opts(&a, &cfg))?)
+        }
         VmCmd::Argv(a) => {
-            let (argv, why) = platform::dry_run(&opts(&a))?;
+            let cfg = tinyvr_host::topology::read(&a.config)?;
+            let (argv, why) = platform::dry_run(&opts(&a, &cfg))?;
             eprintln!("# {why}");
             println!(
                 "{}",

@@ -118,6 +118,7 @@ pub fn dirs(dir_name: &str, cg: Cgroup, cpuset: bool) -> Vec<PathBuf> {
 /// moves process `pid` (all its threads) in, and returns what the kernel
 /// reports back, file by file. Any refusal is an error naming the file.
 pub fn create_for(
+    state: &mut crate::state::State,
     dir_name: &str,
     res: &Resources,
     rt_runtime_us: Option<u64>,
@@ -125,9 +126,18 @@ pub fn create_for(
 ) -> Result<serde_json::Value, HostError> {
     let cg = version();
     let ds = dirs(dir_name, cg, res.cpuset.is_some());
+    // A cgroup that exists is someone else's: refused, never reused.
+    if let Some(d) = ds.iter().find(|d| d.exists()) {
+        return Err(HostError::Other(format!(
+            "cgroup {} exists and tinyvr did not make it: left alone; pick another --name",
+            d.display()
+        )));
+    }
     for d in &ds {
-        std::fs::create_dir_all(d)
+        let e = state.intend(crate::state::Resource::Cgroup { path: d.clone() })?;
+        std::fs::create_dir(d)
             .map_err(|e| HostError::io(format!("creating cgroup {}", d.display()), e))?;
+        state.made(e, crate::state::file_id(d)?)?;
     }
     let cpu = &ds[0];
     let mut back = serde_json::Map::new();

@@ -5,6 +5,7 @@
 
 pub mod cgroup;
 pub mod console;
+pub mod lifecycle;
 pub mod links;
 pub mod netns;
 pub mod platform_netns;

@@ -14,10 +14,10 @@ use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use tinyvr_config::{MacAddr, MacvlanMode, Neighbor, Prefix};
 use tinyvr_init::netlink::msg::{self, LinkChange};
-use tinyvr_init::netlink::{flags, Netlink, Socket};
+use tinyvr_init::netlink::{flags, Netlink};
 
 /// The index of a link by name, or None.
-pub fn index(nl: &mut Socket, name: &str) -> Result<Option<u32>, HostError> {
+pub fn index(nl: &mut dyn Netlink, name: &str) -> Result<Option<u32>, HostError> {
     let mut m = LinkMessage::default();
     m.attributes.push(LinkAttribute::IfName(name.into()));
     match nl.request(&|| format!("looking up {name}"), M::GetLink(m), flags::NONE) {
@@ -30,7 +30,7 @@ pub fn index(nl: &mut Socket, name: &str) -> Result<Option<u32>, HostError> {
     }
 }
 
-pub fn must_index(nl: &mut Socket, name: &str, what: &str) -> Result<u32, HostError> {
+pub fn must_index(nl: &mut dyn Netlink, name: &str, what: &str) -> Result<u32, HostError> {
     index(nl, name)?.ok_or_else(|| HostError::Other(format!("{what}: no device named {name:?}")))
 }
 
@@ -62,7 +62,7 @@ pub fn veth_message(
 }
 
 pub fn add_veth(
-    nl: &mut Socket,
+    nl: &mut dyn Netlink,
     local: (&str, Option<&MacAddr>),
     peer: (&str, Option<&MacAddr>),
     peer_ns: Option<&str>,
@@ -88,7 +88,7 @@ fn macvlan_mode(m: MacvlanMode) -> MacVlanMode {
 
 /// A macvlan named `name` on `parent`, created directly in namespace `ns`.
 pub fn add_macvlan(
-    nl: &mut Socket,
+    nl: &mut dyn Netlink,
     name: &str,
     parent: &str,
     mode: MacvlanMode,
@@ -136,7 +136,7 @@ pub fn quiet_ipv6(name: &str) -> Result<(), HostError> {
 }
 
 /// A bridge named `name` in the socket's namespace.
-pub fn add_bridge(nl: &mut Socket, name: &str) -> Result<(), HostError> {
+pub fn add_bridge(nl: &mut dyn Netlink, name: &str) -> Result<(), HostError> {
     let mut m = LinkMessage::default();
     m.attributes.push(LinkAttribute::IfName(name.into()));
     m.attributes
@@ -154,7 +154,7 @@ pub fn add_bridge(nl: &mut Socket, name: &str) -> Result<(), HostError> {
 /// A macvtap named `name` on `parent`; returns its ifindex (its character
 /// device is /dev/tap<ifindex>).
 pub fn add_macvtap(
-    nl: &mut Socket,
+    nl: &mut dyn Netlink,
     name: &str,
     parent: &str,
     mode: MacvlanMode,
@@ -177,7 +177,7 @@ pub fn add_macvtap(
     must_index(nl, name, "the new macvtap")
 }
 
-pub fn set_txqueuelen(nl: &mut Socket, name: &str, len: u32) -> Result<(), HostError> {
+pub fn set_txqueuelen(nl: &mut dyn Netlink, name: &str, len: u32) -> Result<(), HostError> {
     let i = must_index(nl, name, "setting txqueuelen")?;
     let c = LinkChange {
         txqueuelen: Some(len),
@@ -193,7 +193,7 @@ pub fn set_txqueuelen(nl: &mut Socket, name: &str, len: u32) -> Result<(), HostE
 
 /// Moves device `name` into namespace `ns` (optionally renaming it there).
 pub fn move_to(
-    nl: &mut Socket,
+    nl: &mut dyn Netlink,
     name: &str,
     ns_fd: i32,
     new_name: Option<&str>,
@@ -213,7 +213,7 @@ pub fn move_to(
     Ok(())
 }
 
-pub fn set_mac(nl: &mut Socket, name: &str, mac: &MacAddr) -> Result<(), HostError> {
+pub fn set_mac(nl: &mut dyn Netlink, name: &str, mac: &MacAddr) -> Result<(), HostError> {
     let i = must_index(nl, name, "setting a MAC address")?;
     let mut m = LinkMessage::default();
     m.header.index = i;
@@ -226,7 +226,7 @@ pub fn set_mac(nl: &mut Socket, name: &str, mac: &MacAddr) -> Result<(), HostErr
     Ok(())
 }
 
-pub fn set_master(nl: &mut Socket, name: &str, bridge: &str) -> Result<(), HostError> {
+pub fn set_master(nl: &mut dyn Netlink, name: &str, bridge: &str) -> Result<(), HostError> {
     let i = must_index(nl, name, "attaching to a bridge")?;
     let b = must_index(nl, bridge, &format!("attaching {name} to bridge {bridge}"))?;
     let mut m = LinkMessage::default();
@@ -240,7 +240,7 @@ pub fn set_master(nl: &mut Socket, name: &str, bridge: &str) -> Result<(), HostE
     Ok(())
 }
 
-pub fn set_up(nl: &mut Socket, name: &str) -> Result<(), HostError> {
+pub fn set_up(nl: &mut dyn Netlink, name: &str) -> Result<(), HostError> {
     let i = must_index(nl, name, "setting a link up")?;
     let c = LinkChange {
         up: Some(true),
@@ -254,17 +254,49 @@ pub fn set_up(nl: &mut Socket, name: &str) -> Result<(), HostError> {
     Ok(())
 }
 
-/// Deletes a link if it exists.
-pub fn delete(nl: &mut Socket, name: &str) -> Result<(), HostError> {
-    if let Some(i) = index(nl, name)? {
-        let mut m = LinkMessage::default();
-        m.header.index = i;
-        nl.request(&|| format!("deleting {name}"), M::DelLink(m), flags::NONE)?;
+/// The name of link `index`, or None when there is no such link.
+pub fn name_of(nl: &mut dyn Netlink, index: u32) -> Result<Option<String>, HostError> {
+    let mut m = LinkMessage::default();
+    m.header.index = index;
+    match nl.request(
+        &|| format!("looking up link {index}"),
+        M::GetLink(m),
+        flags::NONE,
+    ) {
+        Ok(r) => Ok(r.into_iter().find_map(|m| match m {
+            M::NewLink(l) => l.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n),
+                _ => None,
+            }),
+            _ => None,
+        })),
+        Err(e) if e.errno == libc::ENODEV => Ok(None),
+        Err(e) => Err(e.into()),
     }
-    Ok(())
 }
 
-pub fn add_address(nl: &mut Socket, dev: &str, p: &Prefix) -> Result<(), HostError> {
+/// Deletes link `index` (`name` is for the message); gone already is fine.
+pub fn delete_index(nl: &mut dyn Netlink, index: u32, name: &str) -> Result<(), HostError> {
+    let mut m = LinkMessage::default();
+    m.header.index = index;
+    match nl.request(&|| format!("deleting {name}"), M::DelLink(m), flags::NONE) {
+        Err(e) if e.errno == libc::ENODEV => Ok(()),
+        r => r.map(|_| ()).map_err(Into::into),
+    }
+}
+
+/// Fails naming the conflict when a link called `name` exists already.
+pub fn must_be_free(nl: &mut dyn Netlink, name: &str, ns: Option<&str>) -> Result<(), HostError> {
+    match index(nl, name)? {
+        None => Ok(()),
+        Some(i) => Err(HostError::Other(format!(
+            "a link named {name} exists already in {} (ifindex {i}) and tinyvr did not make it: left alone; pick another --name or remove it",
+            ns.map_or("the host namespace".to_string(), |n| format!("namespace {n}"))
+        ))),
+    }
+}
+
+pub fn add_address(nl: &mut dyn Netlink, dev: &str, p: &Prefix) -> Result<(), HostError> {
     let i = must_index(nl, dev, "adding an address")?;
     nl.request(
         &|| format!("adding {p} to {dev}"),
@@ -274,7 +306,12 @@ pub fn add_address(nl: &mut Socket, dev: &str, p: &Prefix) -> Result<(), HostErr
     Ok(())
 }
 
-pub fn add_neighbor(nl: &mut Socket, dev: &str, ip: IpAddr, mac: MacAddr) -> Result<(), HostError> {
+pub fn add_neighbor(
+    nl: &mut dyn Netlink,
+    dev: &str,
+    ip: IpAddr,
+    mac: MacAddr,
+) -> Result<(), HostError> {
     let i = must_index(nl, dev, "adding a neighbour")?;
     let n = Neighbor {
         ip,
@@ -290,7 +327,7 @@ pub fn add_neighbor(nl: &mut Socket, dev: &str, ip: IpAddr, mac: MacAddr) -> Res
 }
 
 /// A route to `dest` via `gw` in the main table.
-pub fn add_route(nl: &mut Socket, dest: &Prefix, gw: IpAddr) -> Result<(), HostError> {
+pub fn add_route(nl: &mut dyn Netlink, dest: &Prefix, gw: IpAddr) -> Result<(), HostError> {
     let mut m = RouteMessage::default();
     m.header.address_family = if dest.is_ipv4() {
         AddressFamily::Inet
@@ -319,7 +356,7 @@ pub fn add_route(nl: &mut Socket, dest: &Prefix, gw: IpAddr) -> Result<(), HostE
 }
 
 /// The MAC address of a link.
-pub fn mac_of(nl: &mut Socket, name: &str) -> Result<MacAddr, HostError> {
+pub fn mac_of(nl: &mut dyn Netlink, name: &str) -> Result<MacAddr, HostError> {
     let mut m = LinkMessage::default();
     m.attributes.push(LinkAttribute::IfName(name.into()));
     let r = nl.request(
@@ -339,4 +376,99 @@ pub fn mac_of(nl: &mut Socket, name: &str) -> Result<MacAddr, HostError> {
         }
     }
     Err(HostError::Other(format!("{name} has no MAC address")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tinyvr_init::netlink::NlError;
+
+    /// Records every request; answers lookups from a table of links.
+    #[derive(Default)]
+    struct Fake {
+        links: Vec<(u32, String)>,
+        sent: Vec<(M, u16)>,
+    }
+
+    impl Netlink for Fake {
+        fn request(
+            &mut self,
+            what: &dyn Fn() -> String,
+            msg: M,
+            flags: u16,
+        ) -> Result<Vec<M>, NlError> {
+            self.sent.push((msg.clone(), flags));
+            let nodev = || NlError {
+                what: what(),
+                errno: libc::ENODEV,
+                detail: None,
+            };
+            let found = |l: &LinkMessage| {
+                self.links.iter().find(|(i, n)| {
+                    *i == l.header.index
+                        || l.attributes
+                            .iter()
+                            .any(|a| matches!(a, LinkAttribute::IfName(x) if x == n))
+                })
+            };
+            match msg {
+                M::GetLink(l) => {
+                    let (i, n) = found(&l).ok_or_else(nodev)?;
+                    let mut r = LinkMessage::default();
+                    r.header.index = *i;
+                    r.attributes.push(LinkAttribute::IfName(n.clone()));
+                    Ok(vec![M::NewLink(r)])
+                }
+                M::DelLink(l) => found(&l).map(|_| vec![]).ok_or_else(nodev),
+                _ => Ok(vec![]),
+            }
+        }
+        fn bulk(
+            &mut self,
+            _: usize,
+            _: &mut dyn FnMut(usize, u32, &mut Vec<u8>),
+        ) -> Result<Vec<(usize, i32, Option<String>)>, NlError> {
+            unimplemented!("not used by the host side")
+        }
+    }
+
+    #[test]
+    fn a_taken_name_is_a_conflict_that_names_the_owner_namespace() {
+        let mut nl = Fake {
+            links: vec![(7, "vr1-in0".into())],
+            ..Default::default()
+        };
+        let e = must_be_free(&mut nl, "vr1-in0", Some("lab"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("vr1-in0 exists already in namespace lab (ifindex 7)"),
+            "{e}"
+        );
+        must_be_free(&mut nl, "vr1-out0", None).unwrap();
+    }
+
+    #[test]
+    fn removal_goes_by_ifindex_and_a_link_already_gone_is_fine() {
+        let mut nl = Fake {
+            links: vec![(7, "vr1-in0".into())],
+            ..Default::default()
+        };
+        assert_eq!(name_of(&mut nl, 7).unwrap().as_deref(), Some("vr1-in0"));
+        assert_eq!(name_of(&mut nl, 8).unwrap(), None);
+        delete_index(&mut nl, 7, "vr1-in0").unwrap();
+        delete_index(&mut nl, 9, "gone").unwrap();
+        let (M::DelLink(l), f) = &nl.sent[2] else {
+            panic!("{:?}", nl.sent[2])
+        };
+        assert_eq!((l.header.index, *f), (7, flags::NONE));
+        assert!(l.attributes.is_empty(), "deleted by index, not by name");
+    }
+
+    #[test]
+    fn new_links_are_created_exclusively() {
+        let mut nl = Fake::default();
+        add_bridge(&mut nl, "vr1-br0").unwrap();
+        assert_eq!(nl.sent[0].1, flags::CREATE_EXCL);
+    }
 }

@@ -18,10 +18,39 @@ pub fn exists(name: &str) -> bool {
     path(name).exists()
 }
 
-/// Creates a named namespace; fails if the name is taken.
-pub fn create(name: &str) -> Result<(), HostError> {
+/// The inode of the namespace mounted at /run/netns/<name>: what
+/// identifies it beyond its name (`ip netns` shows the same number).
+pub fn inode(name: &str) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path(name)).ok().map(|m| m.ino())
+}
+
+/// Creates a named namespace. The namespace is made first and its inode
+/// handed to `record` before the name appears in /run/netns, so a record
+/// of it exists before anything can be left behind; fails if the name is
+/// taken (and then touches nothing).
+pub fn create(
+    name: &str,
+    record: impl FnOnce(u64) -> Result<(), HostError>,
+) -> Result<u64, HostError> {
+    use std::os::unix::fs::MetadataExt;
     std::fs::create_dir_all(RUN_DIR)
         .map_err(|e| HostError::io(format!("creating {RUN_DIR}"), e))?;
+    // unshare() changes the calling thread only: do it in a thread of its
+    // own; the open namespace file keeps it alive until it is mounted.
+    let ns = std::thread::spawn(|| -> Result<File, HostError> {
+        unshare(CloneFlags::CLONE_NEWNET)
+            .map_err(|e| HostError::sys("unshare(CLONE_NEWNET)", e))?;
+        File::open("/proc/thread-self/ns/net")
+            .map_err(|e| HostError::io("opening the new namespace", e))
+    })
+    .join()
+    .map_err(|_| HostError::Other("namespace thread panicked".into()))??;
+    let ino = ns
+        .metadata()
+        .map_err(|e| HostError::io("reading the new namespace", e))?
+        .ino();
+    record(ino)?;
     let p = path(name);
     std::fs::OpenOptions::new()
         .write(true)
@@ -33,31 +62,31 @@ pub fn create(name: &str) -> Result<(), HostError> {
                 e,
             )
         })?;
-    // unshare() changes the calling thread only: do it in a thread of its own.
-    let target = p.clone();
-    let r = std::thread::spawn(move || -> Result<(), HostError> {
-        unshare(CloneFlags::CLONE_NEWNET)
-            .map_err(|e| HostError::sys("unshare(CLONE_NEWNET)", e))?;
-        mount(
-            Some("/proc/thread-self/ns/net"),
-            &target,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|e| {
-            HostError::sys(
-                format!("bind-mounting the new namespace on {}", target.display()),
-                e,
-            )
-        })
-    })
-    .join()
-    .map_err(|_| HostError::Other("namespace thread panicked".into()))?;
-    if r.is_err() {
+    let src = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&ns));
+    if let Err(e) = mount(
+        Some(src.as_str()),
+        &p,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    ) {
         let _ = std::fs::remove_file(&p);
+        return Err(HostError::sys(
+            format!("bind-mounting the new namespace on {}", p.display()),
+            e,
+        ));
     }
-    r
+    Ok(ino)
+}
+
+/// True when /run/netns/<name> is a plain file with no namespace mounted
+/// on it: what a `create` killed between naming and mounting leaves.
+pub fn is_unmounted_name(name: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::symlink_metadata(path(name)), std::fs::metadata(RUN_DIR)) {
+        (Ok(f), Ok(d)) => f.is_file() && f.len() == 0 && f.dev() == d.dev(),
+        _ => false,
+    }
 }
 
 /// Removes a named namespace (its links go with it once nothing holds it).

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use tinyvr_config::{HostLink, RouterConfig};
 
 pub struct Up<'a> {
-    pub config: &'a Path,
+    /// The router config, validated (read by the CLI, built by the bench).
+    pub config: &'a tinyvr_config::RouterConfig,
     /// Namespace name (default: the router's name).
     pub name: Option<String>,
     /// Also build the source/sink topology around the router.
@@ -80,7 +81,8 @@ pub fn apply_in(ns: &str, init: &Path, config: &Path) -> Result<serde_json::Valu
     Err(HostError::Other(msg))
 }
 
-/// Makes the host side of every interface and records it.
+/// Makes the host side of every interface, each recorded as intended
+/// before it is made and as made once the kernel has it.
 fn plumb(cfg: &RouterConfig, ns: &str, state: &mut State) -> Result<(), HostError> {
     let ns_fd = netns::open(ns)?;
     for ifc in &cfg.interfaces {
@@ -98,27 +100,45 @@ fn plumb(cfg: &RouterConfig, ns: &str, state: &mut State) -> Result<(), HostErro
                 ..
             } => {
                 let peer = ifc.host_name(&cfg.name);
-                state.add(Resource::Link {
-                    name: peer.clone(),
-                    netns: host_ns.clone(),
-                })?;
                 let mut nl = netns::socket(host_ns.as_deref())?;
+                links::must_be_free(&mut nl, &peer, host_ns.as_deref())?;
+                // Made whole inside the router's own namespace (where it
+                // would go with the namespace), recorded with its ifindex,
+                // and only then is the host end moved out: no moment where
+                // it exists outside unrecorded.
+                let mut rnl = netns::socket(Some(ns))?;
                 links::add_veth(
-                    &mut nl,
-                    (&peer, peer_mac.as_ref()),
+                    &mut rnl,
                     (ifc.name.as_str(), ifc.mac.as_ref()),
-                    Some(ns),
+                    (&peer, peer_mac.as_ref()),
+                    None,
                 )?;
+                let i = links::must_index(&mut rnl, &peer, "the new veth")?;
+                state.add_made(
+                    Resource::Link {
+                        name: peer.clone(),
+                        netns: host_ns.clone(),
+                    },
+                    i as u64,
+                )?;
+                let e = state.resources.len() - 1;
+                let to = match host_ns {
+                    Some(h) => netns::open(h)?,
+                    None => std::fs::File::open("/proc/self/ns/net")
+                        .map_err(|e| HostError::io("opening the host namespace", e))?,
+                };
+                links::move_to(&mut rnl, &peer, to.as_raw_fd(), None)?;
+                let moved = links::must_index(&mut nl, &peer, "the moved veth end")?;
+                if moved != i {
+                    state.relocate(e, host_ns.clone(), moved as u64)?;
+                }
                 if let Some(b) = bridge {
                     links::set_master(&mut nl, &peer, b.as_str())?;
                 }
                 links::set_up(&mut nl, &peer)?;
             }
             HostLink::Macvlan { parent, mode } => {
-                state.add(Resource::Link {
-                    name: ifc.name.to_string(),
-                    netns: Some(ns.into()),
-                })?;
+                // Made inside the router's own namespace: goes with it.
                 let mut nl = netns::socket(None)?;
                 links::add_macvlan(
                     &mut nl,
@@ -136,7 +156,7 @@ fn plumb(cfg: &RouterConfig, ns: &str, state: &mut State) -> Result<(), HostErro
                     device.as_str(),
                     &format!("interface {} (phys)", ifc.name),
                 )?;
-                state.add(Resource::Moved {
+                let e = state.intend(Resource::Moved {
                     name: ifc.name.to_string(),
                     netns: ns.into(),
                     back_as: device.to_string(),
@@ -147,6 +167,9 @@ fn plumb(cfg: &RouterConfig, ns: &str, state: &mut State) -> Result<(), HostErro
                     ns_fd.as_raw_fd(),
                     Some(ifc.name.as_str()),
                 )?;
+                let mut rnl = netns::socket(Some(ns))?;
+                let i = links::must_index(&mut rnl, ifc.name.as_str(), "the moved device")?;
+                state.made(e, i as u64)?;
             }
             // topology::load refuses VM backends before anything is made.
             vm => {
@@ -160,35 +183,59 @@ fn plumb(cfg: &RouterConfig, ns: &str, state: &mut State) -> Result<(), HostErro
     Ok(())
 }
 
-/// Brings a router up; on any failure everything created so far is removed.
+/// Creates a named namespace for a router, recorded as tinyvr's only once
+/// made: a name that is taken fails `up` and is never removed.
+pub fn create_netns(state: &mut State, name: &str) -> Result<(), HostError> {
+    if netns::exists(name) {
+        return Err(HostError::Other(format!(
+            "network namespace {name} exists already ({}) and tinyvr did not make it: left alone; pick another --name",
+            netns::path(name).display()
+        )));
+    }
+    let e = state.intend(Resource::Netns { name: name.into() })?;
+    netns::create(name, |ino| state.made(e, ino))?;
+    Ok(())
+}
+
+/// Writes a file that must not exist yet (mode 0600), recorded as made.
+pub fn write_new(state: &mut State, path: &Path, text: &str) -> Result<(), HostError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let e = state.intend(Resource::File { path: path.into() })?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| HostError::io(format!("creating {}", path.display()), e))?;
+    state.made(e, crate::state::file_id(path)?)?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| HostError::io(format!("writing {}", path.display()), e))
+}
+
+/// Brings a router up; on any failure everything it created so far is
+/// removed, and nothing it did not create is touched.
 pub fn up(o: &Up) -> Result<serde_json::Value, HostError> {
-    let (cfg, topo) = topology::load(o.config, o.topology, false)?;
-    let name = o.name.clone().unwrap_or_else(|| cfg.name.clone());
-    let mut state = State::create(&name, "netns")?;
-    let result = (|| {
+    let (cfg, topo) = topology::resolve(o.config, o.name.as_deref(), o.topology, false)?;
+    let name = cfg.name.clone();
+    crate::lifecycle::up(&name, "netns", |state| {
         if let Some(t) = &topo {
-            topology::create_namespaces(t, &mut state)?;
+            topology::create_namespaces(t, state)?;
         }
-        state.add(Resource::Netns { name: name.clone() })?;
-        netns::create(&name)?;
-        plumb(&cfg, &name, &mut state)?;
+        create_netns(state, &name)?;
+        plumb(&cfg, &name, state)?;
         let eff = PathBuf::from(crate::state::DIR).join(format!("{name}.toml"));
-        state.add(Resource::File { path: eff.clone() })?;
-        std::fs::write(&eff, cfg.to_toml())
-            .map_err(|e| HostError::io(format!("writing {}", eff.display()), e))?;
+        write_new(state, &eff, &cfg.to_toml())?;
         let mut ready = apply_in(&name, &o.init, &eff)?;
         if let Some(t) = &topo {
             topology::finish(t, &mut ready)?;
         }
         ready["netns"] = name.clone().into();
         Ok(ready)
-    })();
-    if result.is_err() {
-        let _ = state.teardown();
-    }
-    result
+    })
 }
 
 pub fn down(name: &str) -> Result<(), HostError> {
-    State::load(name)?.teardown()
+    crate::lifecycle::down(name, "netns", |_| vec![]).map(|_| ())
 }

@@ -1,65 +1,106 @@
-//! What tinyvr created for a router, in /run/tinyvr/<name>.json, written
-//! after every step so that `down` (and `gc`) can remove it all even after
-//! the tool was killed halfway.
+//! What tinyvr created for a router, in /run/tinyvr/<name>.json, so that
+//! `down` (and `gc`) can remove it all even after the tool was killed
+//! halfway — and nothing else.
+//!
+//! Ownership rules, all decided here:
+//! - an entry is written as an *intent* before the object is made and gets
+//!   its identity (namespace inode, link ifindex, file or cgroup inode,
+//!   process start time) only once the kernel said it made it; an intent
+//!   is never acted on, so an object that already existed is never touched;
+//! - removal checks that identity first: a name now held by something else
+//!   is left alone;
+//! - the state file is created exclusively and locked while `up` or `down`
+//!   works on it, so of two `up`s of one name exactly one proceeds;
+//! - what could not be removed stays in the file for `down` or `gc` to retry.
 
 use crate::{links, netns, HostError};
 use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 pub const DIR: &str = "/run/tinyvr";
+/// Written into every state file; `gc` and `down` act on nothing else.
+pub const SCHEMA: &str = "tinyvr-state/2";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Resource {
-    /// A named network namespace.
+    /// A named network namespace (id: its inode).
     Netns { name: String },
-    /// A link tinyvr created, in namespace `netns` (None: the host's).
+    /// A link tinyvr created, in namespace `netns` (None: the host's); id:
+    /// its ifindex there.
     Link { name: String, netns: Option<String> },
-    /// A host device moved into a namespace; goes back under its old name.
+    /// A host device moved into a namespace; goes back under its old name
+    /// (id: its ifindex in `netns`).
     Moved {
         name: String,
         netns: String,
         back_as: String,
     },
-    /// A file tinyvr wrote (the effective router config).
+    /// A file tinyvr wrote (id: its inode).
     File { path: PathBuf },
-    /// An LXC container and its directory (config, rootfs copy, logs).
+    /// An LXC container's directory (config, rootfs copy, logs); id: the
+    /// directory's inode.
     Container { name: String, lxcpath: PathBuf },
-    /// A process to kill if it still runs, identified by pid and start time
-    /// (so a recycled pid is never hit).
-    Process { pid: u32, starttime: u64 },
-    /// cgroup directories with this name in any hierarchy (v1 or v2).
-    Cgroups { dir_names: Vec<String> },
+    /// A process to end if it still runs (id: its start time, so a
+    /// recycled pid is never hit).
+    Process { pid: u32 },
+    /// A cgroup directory tinyvr made (id: its inode).
+    Cgroup { path: PathBuf },
+    /// cgroups LXC makes for a container, by directory name; recorded only
+    /// after checking that none by these names existed (id: 1).
+    LxcCgroups { dir_names: Vec<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    #[serde(flatten)]
+    pub what: Resource,
+    /// What identifies the object beyond its name once tinyvr made it;
+    /// None: only intended (never removed).
+    pub id: Option<u64>,
+}
+
+/// The process that runs `up` for a router until it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Proc {
+    pub pid: u32,
+    pub starttime: u64,
+}
+
+impl Proc {
+    pub fn me() -> Option<Proc> {
+        let pid = std::process::id();
+        starttime(pid).map(|starttime| Proc { pid, starttime })
+    }
+    pub fn alive(&self) -> bool {
+        starttime(self.pid) == Some(self.starttime) && is_alive(self.pid)
+    }
 }
 
 /// True for a process that exists and is not a zombie (a killed owner whose
 /// parent has not reaped it yet is gone for our purposes).
 pub fn is_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next().map(|st| st != "Z"))
-        })
-        .unwrap_or(false)
+    procfs::process::Process::new(pid as i32)
+        .and_then(|p| p.stat())
+        .is_ok_and(|s| s.state != 'Z')
 }
 
-/// Field 22 of /proc/<pid>/stat: when the process started, in clock ticks.
+/// When the process started, in clock ticks since boot (/proc/<pid>/stat).
 pub fn starttime(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces: count from its ')'.
-    s.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(19)?
-        .parse()
+    procfs::process::Process::new(pid as i32)
+        .and_then(|p| p.stat())
         .ok()
+        .map(|s| s.starttime)
 }
 
 /// Every directory named one of `names` below /sys/fs/cgroup, deepest first.
 fn cgroup_dirs(names: &[String]) -> Vec<PathBuf> {
-    fn walk(dir: &std::path::Path, names: &[String], depth: u32, out: &mut Vec<PathBuf>) {
+    fn walk(dir: &Path, names: &[String], depth: u32, out: &mut Vec<PathBuf>) {
         let Ok(rd) = std::fs::read_dir(dir) else {
             return;
         };
@@ -76,150 +117,463 @@ fn cgroup_dirs(names: &[String]) -> Vec<PathBuf> {
         }
     }
     let mut out = Vec::new();
-    walk(std::path::Path::new("/sys/fs/cgroup"), names, 0, &mut out);
+    walk(Path::new("/sys/fs/cgroup"), names, 0, &mut out);
     out
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Checks a router instance name before it becomes part of paths and
+/// device names: the config's router-name rule (no '/', '.', spaces).
+pub fn check_name(flag: &str, n: &str) -> Result<(), HostError> {
+    let max = tinyvr_config::NAME_MAX;
+    let ok = !n.is_empty()
+        && n.len() <= max
+        && n.starts_with(|c: char| c.is_ascii_alphabetic())
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(HostError::Other(format!(
+            "{flag} {n:?}: expected 1 to {max} characters of letters, digits, '-' or '_', starting with a letter"
+        )))
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
 pub struct State {
+    pub schema: String,
     pub name: String,
     pub platform: String,
+    /// The `up` still building this router; cleared when it succeeds. A
+    /// dead builder marks a half-made router for `gc`.
+    pub builder: Option<Proc>,
     /// A process whose death means the router is gone (qemu, lxc-start).
     pub owner_pid: Option<u32>,
-    pub resources: Vec<Resource>,
+    pub resources: Vec<Entry>,
+    /// The lock on <name>.lock, held while this value lives.
+    #[serde(skip)]
+    lock: Option<File>,
 }
 
 pub fn path(name: &str) -> PathBuf {
     PathBuf::from(DIR).join(format!("{name}.json"))
 }
 
+fn lock_path(name: &str) -> PathBuf {
+    PathBuf::from(DIR).join(format!("{name}.lock"))
+}
+
+/// /run/tinyvr, root's only: made 0700, and refused if it is a symlink or
+/// not root's.
+pub fn ensure_dir() -> Result<(), HostError> {
+    match std::fs::create_dir(DIR) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(HostError::io(format!("creating {DIR}"), e)),
+    }
+    let m = std::fs::symlink_metadata(DIR).map_err(|e| HostError::io(DIR, e))?;
+    if !m.is_dir() || m.uid() != 0 {
+        return Err(HostError::Other(format!(
+            "{DIR} is not a directory owned by root: refusing to keep router state there"
+        )));
+    }
+    if m.permissions().mode() & 0o777 != 0o700 {
+        std::fs::set_permissions(DIR, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| HostError::io(format!("chmod 0700 {DIR}"), e))?;
+    }
+    Ok(())
+}
+
+fn open_private(p: &Path, create_new: bool) -> std::io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW);
+    if create_new {
+        o.create_new(true);
+    } else {
+        o.create(true);
+    }
+    o.open(p)
+}
+
+/// Takes the per-router lock without waiting.
+fn lock(name: &str) -> Result<File, HostError> {
+    let p = lock_path(name);
+    let f = open_private(&p, false)
+        .map_err(|e| HostError::io(format!("opening {}", p.display()), e))?;
+    // SAFETY: flock on an fd we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(HostError::Other(format!(
+            "router {name} is being brought up or taken down by another tinyvr right now ({} is locked)",
+            p.display()
+        )));
+    }
+    Ok(f)
+}
+
 impl State {
-    /// Starts a record; fails if one exists (the router is up, or a stale
-    /// record needs `tinyvr ... down` first).
+    /// Starts a record, exclusively: fails without touching anything if a
+    /// router of this name is up, half up, or being brought up.
     pub fn create(name: &str, platform: &str) -> Result<State, HostError> {
-        if path(name).exists() {
-            return Err(HostError::Other(format!(
-                "a router named {name} is already up (state in {}): take it down first",
-                path(name).display()
-            )));
-        }
+        check_name("router name", name)?;
+        ensure_dir()?;
+        let lock = lock(name)?;
         let s = State {
+            schema: SCHEMA.into(),
             name: name.into(),
             platform: platform.into(),
+            builder: Proc::me(),
             owner_pid: None,
             resources: vec![],
+            lock: Some(lock),
         };
-        s.save()?;
+        // Written whole to a temporary file, then linked into place: the
+        // link fails if the name is taken, so creation is exclusive and a
+        // state file is never seen half written.
+        let p = path(name);
+        let tmp = s.write_tmp()?;
+        let linked = std::fs::hard_link(&tmp, &p);
+        let _ = std::fs::remove_file(&tmp);
+        linked.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                HostError::Other(format!(
+                    "a router named {name} is already up (state in {}): take it down first (tinyvr ... down {name}, or tinyvr gc if its owner is gone), or pick another --name",
+                    p.display()
+                ))
+            } else {
+                HostError::io(format!("creating {}", p.display()), e)
+            }
+        })?;
         Ok(s)
     }
 
+    /// Reads a router's record and takes its lock.
     pub fn load(name: &str) -> Result<State, HostError> {
+        check_name("router name", name)?;
         let p = path(name);
-        let text = std::fs::read_to_string(&p).map_err(|e| {
-            HostError::io(format!("no router named {name} is up ({})", p.display()), e)
-        })?;
-        serde_json::from_str(&text).map_err(|e| HostError::Other(format!("{}: {e}", p.display())))
+        if std::fs::symlink_metadata(&p).is_err() {
+            return Err(HostError::Other(format!(
+                "no router named {name} is up (no {})",
+                p.display()
+            )));
+        }
+        let lock = lock(name)?;
+        let mut s = read(&p)?;
+        if s.name != name {
+            return Err(HostError::Other(format!(
+                "{}: holds router {:?}, not {name}",
+                p.display(),
+                s.name
+            )));
+        }
+        s.lock = Some(lock);
+        Ok(s)
+    }
+
+    /// Writes the record to <name>.json.tmp (under the lock) and returns its path.
+    fn write_tmp(&self) -> Result<PathBuf, HostError> {
+        let tmp = path(&self.name).with_extension("json.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = open_private(&tmp, true)
+            .map_err(|e| HostError::io(format!("creating {}", tmp.display()), e))?;
+        f.write_all(
+            serde_json::to_string_pretty(self)
+                .expect("state serializes")
+                .as_bytes(),
+        )
+        .map_err(|e| HostError::io(format!("writing {}", tmp.display()), e))?;
+        Ok(tmp)
     }
 
     pub fn save(&self) -> Result<(), HostError> {
-        std::fs::create_dir_all(DIR).map_err(|e| HostError::io(format!("creating {DIR}"), e))?;
         let p = path(&self.name);
-        let tmp = p.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_string_pretty(self).unwrap())
-            .map_err(|e| HostError::io(format!("writing {}", tmp.display()), e))?;
+        let tmp = self.write_tmp()?;
         std::fs::rename(&tmp, &p).map_err(|e| HostError::io(format!("writing {}", p.display()), e))
     }
 
-    /// Records a resource (before it is created, so a crash in between
-    /// still leaves a record; removing what is not there is a no-op).
-    pub fn add(&mut self, r: Resource) -> Result<(), HostError> {
-        self.resources.push(r);
+    /// Records that tinyvr is about to make `r`; returns the entry's
+    /// index for [`State::made`].
+    pub fn intend(&mut self, r: Resource) -> Result<usize, HostError> {
+        self.resources.push(Entry { what: r, id: None });
+        self.save()?;
+        Ok(self.resources.len() - 1)
+    }
+
+    /// Marks entry `i` as made, with the identity the kernel gave it.
+    pub fn made(&mut self, i: usize, id: u64) -> Result<(), HostError> {
+        self.resources[i].id = Some(id);
         self.save()
     }
 
-    /// Removes everything, newest first, and then the record. Keeps going
-    /// past failures and reports them all at the end.
-    pub fn teardown(self) -> Result<(), HostError> {
+    /// Entry `i` moved to namespace `ns` (a tap moved after it was made),
+    /// where the kernel gave it `id`.
+    pub fn relocate(&mut self, i: usize, ns: Option<String>, id: u64) -> Result<(), HostError> {
+        if let Resource::Link { netns, .. } = &mut self.resources[i].what {
+            *netns = ns;
+        }
+        self.made(i, id)
+    }
+
+    /// Records an object already made (a process just spawned).
+    pub fn add_made(&mut self, r: Resource, id: u64) -> Result<(), HostError> {
+        self.resources.push(Entry {
+            what: r,
+            id: Some(id),
+        });
+        self.save()
+    }
+
+    /// `up` succeeded: the router no longer depends on its builder.
+    pub fn finish(mut self) -> Result<(), HostError> {
+        self.builder = None;
+        self.save()
+    }
+
+    /// Removes what tinyvr made, newest first. Entries that were only
+    /// intended, or whose name now belongs to another object, are left
+    /// alone (and dropped from the record); entries whose removal failed
+    /// stay in the record, which is kept, and the error names them all.
+    pub fn teardown(mut self) -> Result<(), HostError> {
         let mut errors = Vec::new();
-        for r in self.resources.iter().rev() {
-            if let Err(e) = remove(r) {
-                errors.push(format!("{r:?}: {e}"));
+        let mut kept = Vec::new();
+        // Containers are stopped through their monitor first (killing
+        // lxc-start would orphan the container), then processes end: their
+        // cgroups and devices are free only then.
+        for e in &self.resources {
+            if let (Resource::Container { name, lxcpath }, Some(id)) = (&e.what, e.id) {
+                if inode(&lxcpath.join(name)) == Some(id) {
+                    stop_container(name, lxcpath);
+                }
             }
         }
-        let _ = std::fs::remove_file(path(&self.name));
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(HostError::Other(format!(
-                "removing {}: {}",
-                self.name,
-                errors.join("; ")
-            )))
+        let (procs, rest): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut self.resources)
+            .into_iter()
+            .partition(|e| matches!(e.what, Resource::Process { .. }));
+        for e in procs.into_iter().rev().chain(rest.into_iter().rev()) {
+            let Some(id) = e.id else { continue };
+            match remove(&e.what, id) {
+                Ok(Removal::Done) => {}
+                Ok(Removal::NotOurs(why)) => log::warn!("{why}: left alone"),
+                Err(err) => {
+                    errors.push(format!("{}: {err}", describe(&e.what)));
+                    kept.push(e);
+                }
+            }
         }
+        if errors.is_empty() {
+            let _ = std::fs::remove_file(path(&self.name));
+            let _ = std::fs::remove_file(lock_path(&self.name));
+            return Ok(());
+        }
+        kept.reverse();
+        self.resources = kept;
+        self.save()?;
+        Err(HostError::Other(format!(
+            "removing router {}: {} (kept in {}: `down {}` or `tinyvr gc` retries)",
+            self.name,
+            errors.join("; "),
+            path(&self.name).display(),
+            self.name
+        )))
+    }
+
+    /// A state whose builder or owner died: what `gc` removes.
+    pub fn stale(&self) -> bool {
+        self.builder.is_some_and(|b| !b.alive()) || self.owner_pid.is_some_and(|p| !is_alive(p))
     }
 }
 
-fn remove(r: &Resource) -> Result<(), HostError> {
+fn describe(r: &Resource) -> String {
     match r {
-        Resource::Process { pid, starttime: t } => {
-            if starttime(*pid) == Some(*t) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(*pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-                let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
-                while starttime(*pid) == Some(*t) && std::time::Instant::now() < end {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
+        Resource::Netns { name } => format!("network namespace {name}"),
+        Resource::Link { name, netns } => {
+            format!(
+                "link {name} in {}",
+                netns.as_deref().unwrap_or("the host namespace")
+            )
+        }
+        Resource::Moved { name, netns, .. } => format!("device {name} moved into {netns}"),
+        Resource::File { path } => format!("file {}", path.display()),
+        Resource::Container { name, lxcpath } => {
+            format!("container {name} in {}", lxcpath.display())
+        }
+        Resource::Process { pid } => format!("process {pid}"),
+        Resource::Cgroup { path } => format!("cgroup {}", path.display()),
+        Resource::LxcCgroups { dir_names } => format!("LXC cgroups {dir_names:?}"),
+    }
+}
+
+enum Removal {
+    Done,
+    NotOurs(String),
+}
+
+fn inode(p: &Path) -> Option<u64> {
+    std::fs::symlink_metadata(p).ok().map(|m| m.ino())
+}
+
+/// The identity of a file or directory tinyvr just made.
+pub fn file_id(p: &Path) -> Result<u64, HostError> {
+    inode(p).ok_or_else(|| HostError::Other(format!("{} vanished after it was made", p.display())))
+}
+
+/// Ends a process, waits until it is gone (reaping it when it is our
+/// child, as qemu and lxc-start are when `up` ran in this process).
+pub fn end_process(pid: u32, t: u64, wait: Duration) -> Result<(), HostError> {
+    use nix::sys::wait::{waitpid, WaitPidFlag};
+    let p = nix::unistd::Pid::from_raw(pid as i32);
+    let end = Instant::now() + wait;
+    let mut killed = false;
+    loop {
+        let Ok(st) = procfs::process::Process::new(pid as i32).and_then(|pr| pr.stat()) else {
+            return Ok(());
+        };
+        if st.starttime != t {
+            return Ok(()); // the pid was recycled: ours is gone
+        }
+        if st.state == 'Z' {
+            if st.ppid as u32 != std::process::id() {
+                return Ok(()); // no longer runs; its own parent reaps it
+            }
+            let _ = waitpid(p, Some(WaitPidFlag::WNOHANG));
+        } else if !killed {
+            let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
+            killed = true;
+        }
+        if Instant::now() > end {
+            return Err(HostError::Other(format!(
+                "process {pid} still there {wait:?} after SIGKILL"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `lxc-stop -k`: normally the container is stopped already by `down`;
+/// this is the crash path (a no-op when it is not running).
+fn stop_container(name: &str, lxcpath: &Path) {
+    let _ = std::process::Command::new("lxc-stop")
+        .args(["-k", "-n", name, "-P"])
+        .arg(lxcpath)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
+fn remove(r: &Resource, id: u64) -> Result<Removal, HostError> {
+    match r {
+        Resource::Process { pid } => {
+            end_process(*pid, id, Duration::from_secs(10))?;
+            Ok(Removal::Done)
+        }
+        Resource::Cgroup { path } => {
+            match inode(path) {
+                None => return Ok(Removal::Done),
+                Some(i) if i != id => {
+                    return Ok(Removal::NotOurs(format!(
+                        "cgroup {} is not the one tinyvr made",
+                        path.display()
+                    )))
+                }
+                _ => {}
+            }
+            // Removable once its last process is gone; that may take a
+            // moment after a kill.
+            let end = Instant::now() + Duration::from_secs(5);
+            loop {
+                match std::fs::remove_dir(path) {
+                    Ok(()) => return Ok(Removal::Done),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Removal::Done),
+                    Err(e) if Instant::now() > end => {
+                        return Err(HostError::io(
+                            format!("removing cgroup {}", path.display()),
+                            e,
+                        ))
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
                 }
             }
-            Ok(())
         }
-        Resource::Cgroups { dir_names } => {
-            // A cgroup can be removed once its last process is gone; that
-            // may take a moment after a kill.
-            let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        Resource::LxcCgroups { dir_names } => {
+            let end = Instant::now() + Duration::from_secs(5);
             loop {
                 let left: Vec<PathBuf> = cgroup_dirs(dir_names)
                     .into_iter()
                     .filter(|d| std::fs::remove_dir(d).is_err())
                     .collect();
                 if left.is_empty() {
-                    return Ok(());
+                    return Ok(Removal::Done);
                 }
-                if std::time::Instant::now() > end {
+                if Instant::now() > end {
                     return Err(HostError::Other(format!("cgroups still busy: {left:?}")));
                 }
-                std::thread::sleep(std::time::Duration::from_millis(50));
+                std::thread::sleep(Duration::from_millis(50));
             }
         }
         Resource::Container { name, lxcpath } => {
             let dir = lxcpath.join(name);
-            if !dir.exists() {
-                return Ok(());
+            match inode(&dir) {
+                None => return Ok(Removal::Done),
+                Some(i) if i != id => {
+                    return Ok(Removal::NotOurs(format!(
+                        "{} is not the container directory tinyvr made",
+                        dir.display()
+                    )))
+                }
+                _ => {}
             }
-            // Normally stopped already by `down`; this is the crash path.
-            let _ = std::process::Command::new("lxc-stop")
-                .args(["-k", "-n", name, "-P"])
-                .arg(lxcpath)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status();
+            stop_container(name, lxcpath);
             std::fs::remove_dir_all(&dir)
-                .map_err(|e| HostError::io(format!("removing {}", dir.display()), e))
+                .map_err(|e| HostError::io(format!("removing {}", dir.display()), e))?;
+            Ok(Removal::Done)
         }
-        Resource::File { path } => match std::fs::remove_file(path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(HostError::io(format!("removing {}", path.display()), e))
-            }
-            _ => Ok(()),
+        Resource::File { path } => match inode(path) {
+            None => Ok(Removal::Done),
+            Some(i) if i != id => Ok(Removal::NotOurs(format!(
+                "{} is not the file tinyvr wrote",
+                path.display()
+            ))),
+            _ => match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(HostError::io(format!("removing {}", path.display()), e))
+                }
+                _ => Ok(Removal::Done),
+            },
         },
-        Resource::Netns { name } => netns::delete(name),
+        Resource::Netns { name } => match netns::inode(name) {
+            None => Ok(Removal::Done),
+            // Named but never mounted: the namespace itself went with the
+            // killed `up`; only its empty name file is left.
+            Some(_) if netns::is_unmounted_name(name) => {
+                std::fs::remove_file(netns::path(name))
+                    .map_err(|e| HostError::io(format!("removing {}", netns::path(name).display()), e))?;
+                Ok(Removal::Done)
+            }
+            Some(i) if i != id => Ok(Removal::NotOurs(format!(
+                "network namespace {name} is not the one tinyvr made (inode {i}, made {id})"
+            ))),
+            _ => {
+                netns::delete(name)?;
+                Ok(Removal::Done)
+            }
+        },
         Resource::Link { name, netns: ns } => {
             if ns.as_deref().is_some_and(|n| !netns::exists(n)) {
-                return Ok(()); // went with its namespace
+                return Ok(Removal::Done); // went with its namespace
             }
             let mut nl = netns::socket(ns.as_deref())?;
-            links::delete(&mut nl, name)
+            match links::name_of(&mut nl, id as u32)? {
+                None => Ok(Removal::Done),
+                Some(n) if n != *name => Ok(Removal::NotOurs(format!(
+                    "link {id} is now {n}, not the {name} tinyvr made"
+                ))),
+                Some(_) => {
+                    links::delete_index(&mut nl, id as u32, name)?;
+                    Ok(Removal::Done)
+                }
+            }
         }
         Resource::Moved {
             name,
@@ -227,34 +581,145 @@ fn remove(r: &Resource) -> Result<(), HostError> {
             back_as,
         } => {
             if !netns::exists(ns) {
-                return Ok(());
+                return Ok(Removal::Done);
             }
             let mut nl = netns::socket(Some(ns))?;
-            if links::index(&mut nl, name)?.is_none() {
-                return Ok(());
+            match links::name_of(&mut nl, id as u32)? {
+                Some(n) if n == *name => {}
+                _ => return Ok(Removal::Done),
             }
             // The tool itself runs in the host namespace (only helper threads enter others).
-            let host = std::fs::File::open("/proc/self/ns/net")
+            let host = File::open("/proc/self/ns/net")
                 .map_err(|e| HostError::io("opening the host namespace", e))?;
-            links::move_to(&mut nl, name, host.as_raw_fd(), Some(back_as))
+            links::move_to(&mut nl, name, host.as_raw_fd(), Some(back_as))?;
+            Ok(Removal::Done)
         }
     }
 }
 
-/// Routers whose state file exists, with their owner's liveness.
-pub fn list() -> Vec<(State, bool)> {
+/// Reads a state file: a regular file (not a symlink) of this schema.
+fn read(p: &Path) -> Result<State, HostError> {
+    let m = std::fs::symlink_metadata(p).map_err(|e| HostError::io(p.display().to_string(), e))?;
+    if !m.is_file() || m.uid() != 0 {
+        return Err(HostError::Other(format!(
+            "{} is not a regular file owned by root: not a tinyvr state file",
+            p.display()
+        )));
+    }
+    let mut f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(p)
+        .map_err(|e| HostError::io(format!("opening {}", p.display()), e))?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut f, &mut text)
+        .map_err(|e| HostError::io(format!("reading {}", p.display()), e))?;
+    let s: State = serde_json::from_str(&text)
+        .map_err(|e| HostError::Other(format!("{}: not a tinyvr state file ({e})", p.display())))?;
+    if s.schema != SCHEMA {
+        return Err(HostError::Other(format!(
+            "{}: schema {:?}, expected {SCHEMA}",
+            p.display(),
+            s.schema
+        )));
+    }
+    Ok(s)
+}
+
+/// Removes what a `tinyvr` killed between taking a router's lock and
+/// writing its record leaves: a lock file with no record, a temporary
+/// record. Only files whose lock it can take (nobody works on them).
+pub fn sweep() {
     let Ok(rd) = std::fs::read_dir(DIR) else {
-        return vec![];
+        return;
     };
-    let mut out = Vec::new();
     for e in rd.flatten() {
         let n = e.file_name().to_string_lossy().into_owned();
-        if let Some(name) = n.strip_suffix(".json") {
-            if let Ok(s) = State::load(name) {
-                let alive = s.owner_pid.is_none_or(is_alive);
-                out.push((s, alive));
+        let Some(name) = n
+            .strip_suffix(".lock")
+            .or_else(|| n.strip_suffix(".json.tmp"))
+        else {
+            continue;
+        };
+        if check_name("", name).is_err() || !e.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        if let Ok(_held) = lock(name) {
+            let _ = std::fs::remove_file(path(name).with_extension("json.tmp"));
+            if std::fs::symlink_metadata(path(name)).is_err() {
+                let _ = std::fs::remove_file(lock_path(name));
             }
         }
     }
-    out
+}
+
+/// Routers whose state file exists, without taking their locks.
+pub fn list() -> Vec<Result<State, HostError>> {
+    if std::fs::symlink_metadata(DIR).is_err() {
+        return vec![];
+    }
+    if let Err(e) = ensure_dir() {
+        return vec![Err(e)];
+    }
+    let Ok(rd) = std::fs::read_dir(DIR) else {
+        return vec![];
+    };
+    let mut names: Vec<String> = rd
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".json"))
+                .map(String::from)
+        })
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| {
+            check_name("state file", &n)?;
+            let s = read(&path(&n))?;
+            if s.name != n {
+                return Err(HostError::Other(format!(
+                    "{}: holds router {:?}",
+                    path(&n).display(),
+                    s.name
+                )));
+            }
+            Ok(s)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_with_their_identity() {
+        let e = Entry {
+            what: Resource::Link {
+                name: "vr1-in0".into(),
+                netns: Some("vr1-src".into()),
+            },
+            id: Some(7),
+        };
+        let j = serde_json::to_string(&e).unwrap();
+        assert_eq!(
+            j,
+            r#"{"kind":"link","name":"vr1-in0","netns":"vr1-src","id":7}"#
+        );
+        assert_eq!(serde_json::from_str::<Entry>(&j).unwrap(), e);
+    }
+
+    #[test]
+    fn instance_names_cannot_escape_paths() {
+        for bad in ["", "../x", "a/b", "a.b", "toolongname", "1abc", "a b"] {
+            let e = check_name("--name", bad).unwrap_err().to_string();
+            assert!(e.contains("--name"), "{e}");
+        }
+        for good in ["a", "vr1", "edge-b_2"] {
+            check_name("--name", good).unwrap();
+        }
+    }
 }

@@ -11,12 +11,15 @@ const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
 const IFF_VNET_HDR: libc::c_short = 0x4000;
 const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
+/// Fail instead of attaching when a tap of this name exists (someone
+/// else's persistent tap would otherwise be silently taken over).
+const IFF_TUN_EXCL: libc::c_short = 0x8000u16 as libc::c_short;
 
 /// Opens `queues` file descriptors of tap `name` (creating it), with
 /// virtio-net headers as qemu's virtio NIC expects.
 pub fn open(name: &str, queues: u32) -> Result<Vec<File>, HostError> {
     let mut out = Vec::new();
-    for _ in 0..queues.max(1) {
+    for q in 0..queues.max(1) {
         let f = OpenOptions::new()
             .read(true)
             .write(true)
@@ -30,6 +33,9 @@ pub fn open(name: &str, queues: u32) -> Result<Vec<File>, HostError> {
         let mut flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
         if queues > 1 {
             flags |= IFF_MULTI_QUEUE;
+        }
+        if q == 0 {
+            flags |= IFF_TUN_EXCL;
         }
         req.ifr_ifru.ifru_flags = flags;
         // SAFETY: TUNSETIFF reads and writes an ifreq we own.

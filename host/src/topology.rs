@@ -191,17 +191,34 @@ pub fn attach(cfg: &mut RouterConfig, t: &Topology, for_vm: bool) {
     }
 }
 
-/// Loads and validates a router config file, checks that its
+/// Reads and validates a router config file: what the CLI hands to a
+/// platform (the bench hands over the config it built, validated once).
+pub fn read(path: &std::path::Path) -> Result<RouterConfig, HostError> {
+    tinyvr_init::check::check_file(path).map_err(|l| HostError::Other(l.join("\n")))
+}
+
+/// Resolves a validated router config for one platform: names the router
+/// after the instance (`--name`: every host-side name derives from it, so
+/// one config can run as several routers), checks that its
 /// `[interface.host]` kinds belong to the platform (`for_vm`), and with
 /// `topology` plans the source/sink ends and attaches them to the config.
-/// Nothing is created: every platform calls this before touching the system.
-pub fn load(
-    path: &std::path::Path,
+/// Pure: every platform calls this before touching the system.
+pub fn resolve(
+    cfg: &RouterConfig,
+    instance: Option<&str>,
     topology: bool,
     for_vm: bool,
 ) -> Result<(RouterConfig, Option<Topology>), HostError> {
-    let mut cfg =
-        tinyvr_init::check::check_file(path).map_err(|l| HostError::Other(l.join("\n")))?;
+    if !for_vm {
+        // The baseline and a container share the host's kernel.
+        tinyvr_config::sysctl_scope::check_per_netns(cfg)
+            .map_err(|e| HostError::Other(e.to_string()))?;
+    }
+    let mut cfg = cfg.clone();
+    if let Some(n) = instance {
+        crate::state::check_name("--name", n)?;
+        cfg.name = n.to_string();
+    }
     for (i, ifc) in cfg.interfaces.iter().enumerate() {
         if ifc.host.as_ref().is_some_and(|h| h.is_vm() != for_vm) {
             let want = if for_vm {
@@ -225,11 +242,10 @@ pub fn load(
     Ok((cfg, topo))
 }
 
-/// Creates the source and sink namespaces (recorded first), quiet.
+/// Creates the source and sink namespaces (tinyvr's once made), quiet.
 pub fn create_namespaces(t: &Topology, state: &mut crate::state::State) -> Result<(), HostError> {
     for ns in [&t.src.netns, &t.sink.netns] {
-        state.add(crate::state::Resource::Netns { name: ns.clone() })?;
-        netns::create(ns)?;
+        crate::platform_netns::create_netns(state, ns)?;
         quiet(ns)?;
     }
     if let Some(b) = &t.src_bridge {

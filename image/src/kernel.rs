@@ -148,6 +148,32 @@ fn run(cmd: &mut Command, log: &Path, what: &str) -> Result<(), ImageError> {
     )))
 }
 
+/// Takes the cache's build lock, waiting (and saying so) while another
+/// build holds it.
+fn lock_cache(cache: &Path) -> Result<std::fs::File, ImageError> {
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(cache).map_err(|e| ImageError::io(cache, e))?;
+    let p = cache.join("build.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(|e| ImageError::io(&p, e))?;
+    // SAFETY: flock on an fd we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        log::info!(
+            "waiting for another kernel build ({} is locked)",
+            p.display()
+        );
+        // SAFETY: as above.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(ImageError::io(&p, std::io::Error::last_os_error()));
+        }
+    }
+    Ok(f)
+}
+
 /// Builds (or takes from the cache) the kernel for these inputs.
 pub fn build(source: &Path, frag_dir: &Path, cache: &Path) -> Result<Kernel, ImageError> {
     if !source.exists() {
@@ -160,6 +186,10 @@ pub fn build(source: &Path, frag_dir: &Path, cache: &Path) -> Result<Kernel, Ima
     let key = input_hash(source, &frags)?;
     let done = cache.join(&key);
     let bz = done.join("bzImage");
+    // One build at a time per cache: they share the fixed build directory.
+    // Held until this function returns; a second builder waits, then finds
+    // the kernel in the cache.
+    let _lock = lock_cache(cache)?;
     if bz.exists() {
         let version = std::fs::read_to_string(done.join("version"))
             .unwrap_or_default()

@@ -16,7 +16,11 @@ use tinyvr_host::{links, netns, topology, HostError};
 pub const DEFAULT_LXCPATH: &str = "/var/lib/tinyvr/lxc";
 
 pub struct Up<'a> {
-    pub config: &'a Path,
+    /// The router config, validated (read by the CLI, built by the bench).
+    pub config: &'a tinyvr_config::RouterConfig,
+    /// Instance name (default: the router's name); every host-side name
+    /// (container, topology namespaces, host link ends) derives from it.
+    pub name: Option<String>,
     pub rootfs: PathBuf,
     pub topology: bool,
     pub resources: Resources,
@@ -38,8 +42,24 @@ pub fn render(o: &Up) -> Result<String, HostError> {
     ))
 }
 
+/// `--lxcpath` becomes part of every container path: absolute and plain.
+pub fn check_lxcpath(p: &Path) -> Result<(), HostError> {
+    use std::path::Component;
+    if !p.is_absolute()
+        || p.components()
+            .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        return Err(HostError::Other(format!(
+            "--lxcpath {}: expected an absolute path without '.' or '..' components",
+            p.display()
+        )));
+    }
+    Ok(())
+}
+
 fn load(o: &Up) -> Result<(tinyvr_config::RouterConfig, Option<topology::Topology>), HostError> {
-    let loaded = topology::load(o.config, o.topology, false)?;
+    check_lxcpath(&o.lxcpath)?;
+    let loaded = topology::resolve(o.config, o.name.as_deref(), o.topology, false)?;
     tinyvr_host::cgroup::check(&o.resources, &online_cpus()).map_err(HostError::Other)?;
     Ok(loaded)
 }
@@ -92,13 +112,39 @@ pub fn up(o: &Up) -> Result<serde_json::Value, HostError> {
             )?;
         }
     }
-    let name = cfg.name.clone();
-    let mut state = State::create(&name, "lxc")?;
-    let result = start(o, &cfg, topo.as_ref(), &mut state);
-    if result.is_err() {
-        let _ = state.teardown();
+    tinyvr_host::lifecycle::up(&cfg.name.clone(), "lxc", |state| {
+        start(o, &cfg, topo.as_ref(), state)
+    })
+}
+
+/// What LXC itself will make for the container must not exist yet: its
+/// cgroups and the host ends of its veths (LXC removes those itself, so
+/// tinyvr must know they are the container's).
+fn check_free(cfg: &tinyvr_config::RouterConfig) -> Result<Vec<String>, HostError> {
+    let name = &cfg.name;
+    let cgroups = vec![format!("lxc.payload.{name}"), format!("lxc.monitor.{name}")];
+    for c in &cgroups {
+        for root in [
+            "/sys/fs/cgroup",
+            "/sys/fs/cgroup/cpu",
+            "/sys/fs/cgroup/cpuset",
+        ] {
+            let p = Path::new(root).join(c);
+            if p.exists() {
+                return Err(HostError::Other(format!(
+                    "cgroup {} exists: another container named {name} runs (perhaps in another lxcpath); left alone, pick another --name",
+                    p.display()
+                )));
+            }
+        }
     }
-    result
+    let mut nl = netns::socket(None)?;
+    for ifc in &cfg.interfaces {
+        if matches!(ifc.host, None | Some(tinyvr_config::HostLink::Veth { .. })) {
+            links::must_be_free(&mut nl, &ifc.host_name(name), None)?;
+        }
+    }
+    Ok(cgroups)
 }
 
 fn start(
@@ -108,20 +154,30 @@ fn start(
     state: &mut State,
 ) -> Result<serde_json::Value, HostError> {
     let name = &cfg.name;
+    let lxc_cgroups = check_free(cfg)?;
     if let Some(t) = topo {
         topology::create_namespaces(t, state)?;
     }
     let dir = o.lxcpath.join(name);
-    state.add(Resource::Container {
-        name: name.clone(),
-        lxcpath: o.lxcpath.clone(),
-    })?;
+    std::fs::create_dir_all(&o.lxcpath)
+        .map_err(|e| HostError::io(format!("creating {}", o.lxcpath.display()), e))?;
     if dir.exists() {
         return Err(HostError::Other(format!(
-            "{} exists: a container named {name} is there already",
+            "{} exists: a container named {name} is there already and tinyvr did not make it; left alone, pick another --name or --lxcpath",
             dir.display()
         )));
     }
+    let e = state.intend(Resource::Container {
+        name: name.clone(),
+        lxcpath: o.lxcpath.clone(),
+    })?;
+    std::fs::create_dir(&dir).map_err(|e| {
+        HostError::io(
+            format!("creating {} (a container of that name?)", dir.display()),
+            e,
+        )
+    })?;
+    state.made(e, tinyvr_host::state::file_id(&dir)?)?;
     let rootfs = dir.join("rootfs");
     copy_tree(&o.rootfs, &rootfs).map_err(|e| {
         HostError::io(
@@ -163,16 +219,22 @@ fn start(
         });
     }
     // What LXC normally removes itself, recorded for when it cannot (its
-    // monitor was killed): the container's cgroups.
-    state.add(Resource::Cgroups {
-        dir_names: vec![format!("lxc.payload.{name}"), format!("lxc.monitor.{name}")],
-    })?;
+    // monitor was killed): the container's cgroups, checked absent above.
+    state.add_made(
+        Resource::LxcCgroups {
+            dir_names: lxc_cgroups,
+        },
+        1,
+    )?;
     let t0 = Instant::now();
     let mut child = cmd
         .spawn()
         .map_err(|e| HostError::io("running lxc-start", e))?;
     state.owner_pid = Some(child.id());
-    state.save()?;
+    match tinyvr_host::state::starttime(child.id()) {
+        Some(t) => state.add_made(Resource::Process { pid: child.id() }, t)?,
+        None => state.save()?,
+    }
 
     let lxc_log = dir.join("lxc.log");
     let ready = tinyvr_host::console::wait_ready(
@@ -193,10 +255,7 @@ fn start(
     // LXC monitor is gone.
     let pid = init_pid(name, &o.lxcpath);
     if let Some(t) = pid.and_then(tinyvr_host::state::starttime) {
-        state.add(Resource::Process {
-            pid: pid.unwrap(),
-            starttime: t,
-        })?;
+        state.add_made(Resource::Process { pid: pid.unwrap() }, t)?;
     }
     let mut ready = ready;
     if let Some(t) = topo {
@@ -229,43 +288,63 @@ pub fn init_pid(name: &str, lxcpath: &Path) -> Option<u32> {
 /// Stops the container (SIGPWR; SIGKILL after `timeout`), shows how its
 /// init ended, and removes everything `up` created.
 pub fn down(name: &str, lxcpath: &Path, timeout: Duration) -> Result<Vec<String>, HostError> {
-    let state = State::load(name)?;
+    check_lxcpath(lxcpath)?;
+    tinyvr_host::lifecycle::down(name, "lxc", |state| stop(state, lxcpath, timeout))
+}
+
+/// lxc-stop for the container this router's record says tinyvr made (its
+/// directory, by inode, in the lxcpath `up` used), and how its init ended.
+fn stop(state: &State, lxcpath: &Path, timeout: Duration) -> Vec<String> {
+    let name = &state.name;
+    let Some(lxcpath) = state.resources.iter().find_map(|e| match &e.what {
+        Resource::Container { name: n, lxcpath }
+            if n == name
+                && e.id.is_some()
+                && tinyvr_host::state::file_id(&lxcpath.join(name)).ok() == e.id =>
+        {
+            Some(lxcpath.clone())
+        }
+        _ => None,
+    }) else {
+        return vec![format!(
+            "no container tinyvr made for {name} (looked in the record, not only {})",
+            lxcpath.display()
+        )];
+    };
     let dir = lxcpath.join(name);
     let mut notes = Vec::new();
-    if dir.exists() {
-        let st = Command::new("lxc-stop")
-            .args([
-                "-n",
-                name,
-                "-t",
-                &timeout.as_secs().max(1).to_string(),
-                "-P",
-            ])
-            .arg(lxcpath)
-            .output()
-            .map_err(|e| HostError::io("running lxc-stop", e))?;
-        if !st.status.success() {
-            notes.push(format!(
-                "lxc-stop: {}",
-                String::from_utf8_lossy(&st.stderr).trim()
-            ));
-        }
-        // lxc-start -F returns once the container is down.
-        if let Some(pid) = state.owner_pid {
-            let end = Instant::now() + timeout;
-            while tinyvr_host::state::is_alive(pid) && Instant::now() < end {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        let text = console(&dir.join("console.log"));
-        notes.extend(
-            text.lines()
-                .filter(|l| {
-                    l.contains("received") || l.contains("shutting down") || l.contains("exiting")
-                })
-                .map(String::from),
-        );
+    match Command::new("lxc-stop")
+        .args([
+            "-n",
+            name,
+            "-t",
+            &timeout.as_secs().max(1).to_string(),
+            "-P",
+        ])
+        .arg(&lxcpath)
+        .output()
+    {
+        Ok(st) if !st.status.success() => notes.push(format!(
+            "lxc-stop: {}",
+            String::from_utf8_lossy(&st.stderr).trim()
+        )),
+        Ok(_) => {}
+        Err(e) => notes.push(format!("running lxc-stop: {e}")),
     }
-    state.teardown()?;
-    Ok(notes)
+    // lxc-start -F returns once the container is down.
+    if let Some(pid) = state.owner_pid {
+        let end = Instant::now() + timeout;
+        while tinyvr_host::state::is_alive(pid) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let text = console(&dir.join("console.log"));
+    notes.extend(
+        text.lines()
+            .filter(|l| {
+                l.contains("received") || l.contains("shutting down") || l.contains("exiting")
+            })
+            .map(String::from),
+    );
+    notes
 }

@@ -19,7 +19,11 @@ use tinyvr_host::state::{self, Resource, State};
 use tinyvr_host::{links, netns, tap, topology, HostError};
 
 pub struct Up<'a> {
-    pub config: &'a Path,
+    /// The router config, validated (read by the CLI, built by the bench).
+    pub config: &'a tinyvr_config::RouterConfig,
+    /// Instance name (default: the router's name); every host-side name
+    /// (taps, bridges, namespaces, cgroup, run files) derives from it.
+    pub name: Option<String>,
     /// Directory with bzImage and initramfs.cpio.gz.
     pub image: PathBuf,
     pub topology: bool,
@@ -75,7 +79,7 @@ fn prepare(o: &Up) -> Result<(RouterConfig, Option<topology::Topology>, Accel, S
             )));
         }
     }
-    let (mut cfg, topo) = topology::load(o.config, o.topology, true)?;
+    let (mut cfg, topo) = topology::resolve(o.config, o.name.as_deref(), o.topology, true)?;
     let online = cgroup::online_cpus();
     o.placement.check(&online).map_err(HostError::Other)?;
     cgroup::check(&o.resources, &online).map_err(HostError::Other)?;
@@ -135,27 +139,44 @@ fn plumb(cfg: &RouterConfig, state: &mut State) -> Result<Vec<File>, HostError> 
                         netns, bridge, nic, ..
                     } => (netns.clone(), bridge.as_ref().map(|b| b.to_string()), nic),
                     HostLink::Bridge { bridge, nic } => {
+                        // A bridge the user names is theirs if it exists:
+                        // used, never removed. Otherwise tinyvr makes it.
                         let b = bridge
                             .as_ref()
                             .map(|b| b.to_string())
                             .unwrap_or_else(|| format!("{}-br{i}", cfg.name));
-                        state.add(Resource::Link {
-                            name: b.clone(),
-                            netns: None,
-                        })?;
-                        links::add_bridge(&mut nl, &b)?;
-                        links::quiet_ipv6(&b)?;
-                        links::set_up(&mut nl, &b)?;
+                        let exists = links::index(&mut nl, &b)?.is_some();
+                        if exists && bridge.is_none() {
+                            links::must_be_free(&mut nl, &b, None)?;
+                        }
+                        if !exists {
+                            let e = state.intend(Resource::Link {
+                                name: b.clone(),
+                                netns: None,
+                            })?;
+                            links::add_bridge(&mut nl, &b)?;
+                            state.made(
+                                e,
+                                links::must_index(&mut nl, &b, "the new bridge")? as u64,
+                            )?;
+                            links::quiet_ipv6(&b)?;
+                            links::set_up(&mut nl, &b)?;
+                        }
                         (None, Some(b), nic)
                     }
                     _ => unreachable!(),
                 };
                 let tname = ifc.host_name(&cfg.name);
-                state.add(Resource::Link {
+                links::must_be_free(&mut nl, &tname, None)?;
+                if let Some(ns) = &tns {
+                    links::must_be_free(&mut netns::socket(Some(ns))?, &tname, Some(ns))?;
+                }
+                let e = state.intend(Resource::Link {
                     name: tname.clone(),
-                    netns: tns.clone(),
+                    netns: None,
                 })?;
                 let files = tap::open(&tname, nic.queues.unwrap_or(1))?;
+                state.made(e, links::must_index(&mut nl, &tname, "the new tap")? as u64)?;
                 if let Some(q) = nic.txqueuelen {
                     links::set_txqueuelen(&mut nl, &tname, q)?;
                 }
@@ -166,7 +187,10 @@ fn plumb(cfg: &RouterConfig, state: &mut State) -> Result<Vec<File>, HostError> 
                     Some(ns) => {
                         let fd = netns::open(ns)?;
                         links::move_to(&mut nl, &tname, fd.as_raw_fd(), None)?;
-                        netns::socket(Some(ns))?
+                        let mut tnl = netns::socket(Some(ns))?;
+                        let i = links::must_index(&mut tnl, &tname, "the moved tap")?;
+                        state.relocate(e, Some(ns.clone()), i as u64)?;
+                        tnl
                     }
                     None => netns::socket(None)?,
                 };
@@ -178,11 +202,13 @@ fn plumb(cfg: &RouterConfig, state: &mut State) -> Result<Vec<File>, HostError> 
             }
             HostLink::Macvtap { parent, mode, nic } => {
                 let mname = ifc.host_name(&cfg.name);
-                state.add(Resource::Link {
+                links::must_be_free(&mut nl, &mname, None)?;
+                let e = state.intend(Resource::Link {
                     name: mname.clone(),
                     netns: None,
                 })?;
                 let index = links::add_macvtap(&mut nl, &mname, parent.as_str(), *mode)?;
+                state.made(e, index as u64)?;
                 links::set_mac(&mut nl, &mname, &mac)?;
                 links::quiet_ipv6(&mname)?;
                 if let Some(q) = nic.txqueuelen {
@@ -287,13 +313,9 @@ pub fn dry_run(o: &Up) -> Result<(Vec<String>, String), HostError> {
 
 pub fn up(o: &Up) -> Result<serde_json::Value, HostError> {
     let (cfg, topo, acc, why) = prepare(o)?;
-    let name = cfg.name.clone();
-    let mut state = State::create(&name, "vm")?;
-    let r = start(o, &cfg, topo.as_ref(), acc, &why, &mut state);
-    if r.is_err() {
-        let _ = state.teardown();
-    }
-    r
+    tinyvr_host::lifecycle::up(&cfg.name.clone(), "vm", |state| {
+        start(o, &cfg, topo.as_ref(), acc, &why, state)
+    })
 }
 
 fn start(
@@ -330,14 +352,28 @@ fn start(
         .iter()
         .map(|e| run_file(name, e))
         .collect();
+    // qemu makes the console, QMP and pid files: none may exist before it
+    // does, so whatever is there afterwards is this VM's.
     for f in &files {
-        state.add(Resource::File { path: f.clone() })?;
+        if std::fs::symlink_metadata(f).is_ok() {
+            return Err(HostError::Other(format!(
+                "{} exists and tinyvr did not make it: left alone",
+                f.display()
+            )));
+        }
     }
-    std::fs::write(&files[0], cfg.guest_toml())
-        .map_err(|e| HostError::io("writing the VM's router config", e))?;
+    tinyvr_host::platform_netns::write_new(state, &files[0], &cfg.guest_toml())?;
+    tinyvr_host::platform_netns::write_new(state, &files[4], "")?;
+    let made_by_qemu: Vec<usize> = files[1..4]
+        .iter()
+        .map(|f| state.intend(Resource::File { path: f.clone() }))
+        .collect::<Result<_, _>>()?;
     let spec = spec(o, cfg, acc, nics);
     let args = argv::argv(&spec);
-    let log = File::create(&files[4]).map_err(|e| HostError::io("creating the qemu log", e))?;
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&files[4])
+        .map_err(|e| HostError::io("opening the qemu log", e))?;
     let mut cmd = Command::new(&args[0]);
     cmd.args(&args[1..]).stdin(Stdio::null());
     if !o.console {
@@ -369,11 +405,7 @@ fn start(
             Ok(())
         });
     }
-    // Recorded before qemu exists, so a teardown removes it after qemu is killed.
     let cg_name = format!("tinyvr-{name}");
-    state.add(Resource::Cgroups {
-        dir_names: vec![cg_name.clone()],
-    })?;
     let t0 = Instant::now();
     let spawned = cmd.spawn();
     for fd in raw {
@@ -382,16 +414,13 @@ fn start(
     }
     let mut child = spawned.map_err(|e| HostError::io(format!("running {}", o.qemu), e))?;
     state.owner_pid = Some(child.id());
-    if let Some(t) = state::starttime(child.id()) {
-        state.add(Resource::Process {
-            pid: child.id(),
-            starttime: t,
-        })?;
+    match state::starttime(child.id()) {
+        Some(t) => state.add_made(Resource::Process { pid: child.id() }, t)?,
+        None => state.save()?,
     }
-    state.save()?;
 
     let qemu_log = files[4].clone();
-    let mut ready = tinyvr_host::console::wait_ready(
+    let ready = tinyvr_host::console::wait_ready(
         &files[1],
         &mut child,
         o.timeout,
@@ -404,8 +433,16 @@ fn start(
                     .trim()
             )
         },
-    )?;
+    );
     let boot_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    // What qemu made in our private directory (absent before it started),
+    // whether or not READY came.
+    for (k, f) in made_by_qemu.into_iter().zip(&files[1..4]) {
+        if let Ok(id) = state::file_id(f) {
+            state.made(k, id)?;
+        }
+    }
+    let mut ready = ready?;
     let rt = if o.placement.wants_rt() {
         Some(o.rt_runtime_us.unwrap_or(DEFAULT_RT_RUNTIME_US))
     } else {
@@ -413,7 +450,7 @@ fn start(
     };
     let mem = memory::read_back(child.id(), o.memory_mb, o.prealloc, thp)
         .map_err(|e| HostError::Other(format!("VM {name}: memory: {e}")))?;
-    let cg = cgroup::create_for(&cg_name, &o.resources, rt, child.id())?;
+    let cg = cgroup::create_for(state, &cg_name, &o.resources, rt, child.id())?;
     let threads = place(&o.placement, child.id(), &files[2], &cg)?;
     if let Some(t) = topo {
         topology::finish(t, &mut ready)?;
@@ -528,7 +565,13 @@ fn place(
 /// Powers the VM off through QMP (the init handles the ACPI power button),
 /// kills qemu only after `timeout` and says so, then removes everything.
 pub fn down(name: &str, timeout: Duration) -> Result<Vec<String>, HostError> {
-    let st = State::load(name)?;
+    tinyvr_host::lifecycle::down(name, "vm", |st| stop(st, timeout))
+}
+
+/// ACPI power-down through QMP, waiting up to `timeout` for qemu to exit
+/// (the teardown kills it after that and says so).
+fn stop(st: &State, timeout: Duration) -> Vec<String> {
+    let name = &st.name;
     let mut notes = Vec::new();
     if let Some(pid) = st.owner_pid.filter(|&p| state::is_alive(p)) {
         let qmp = run_file(name, "qmp");
@@ -560,6 +603,5 @@ pub fn down(name: &str, timeout: Duration) -> Result<Vec<String>, HostError> {
             );
         }
     }
-    st.teardown()?;
-    Ok(notes)
+    notes
 }

@@ -449,3 +449,31 @@ pub fn built_image(dir: &str) -> PathBuf {
         .arg(&out));
     out
 }
+
+/// Whether this host can run a KVM guest, read independently of tinyvr:
+/// /dev/kvm opens read-write and the CPU flags have vmx or svm. Tests
+/// assert the accelerator tinyvr picks for the host they find.
+pub fn host_has_kvm() -> bool {
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    dev && cpu
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
+}
+
+/// A CPU number this host does not have online (one past the highest
+/// online CPU), for tests of the "not online" error on any host.
+pub fn offline_cpu() -> u32 {
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
+    online
+        .trim()
+        .split(',')
+        .filter_map(|r| r.rsplit('-').next()?.parse::<u32>().ok())
+        .max()
+        .map_or(1, |m| m + 1)
+}

@@ -314,7 +314,7 @@ fn bad_experiments_fail_before_anything_is_made() {
         assert_eq!(leftovers(&n), Vec::<String>::new());
     }
     // A requirement the machine lacks is a skip, before anything is made.
-    if !tinyvr_qemu::accel::HostCaps::probe().cpu_virt {
+    if !host_has_kvm() {
         let (o, out) = bench(
             &dir,
             &good.replacen(

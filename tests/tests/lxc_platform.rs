@@ -226,7 +226,8 @@ fn failures_leave_nothing_behind() {
     let out = up(&f, &["--topology"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success() && err.contains("setting sysctl net.core.netdev_max_backlog = 5000"),
+        !out.status.success()
+            && err.contains("sysctl.\"net.core.netdev_max_backlog\": not per network namespace"),
         "{err}"
     );
     assert_eq!(all_leftovers(&name), Vec::<String>::new());
@@ -292,10 +293,11 @@ fn failures_leave_nothing_behind() {
 
     // A CPU that is not online.
     let _down = Down::new("lxc", &name);
-    let out = up(&f, &["--cpuset", "63"]);
+    let off = offline_cpu().to_string();
+    let out = up(&f, &["--cpuset", &off]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success() && err.contains("CPU 63 is not online"),
+        !out.status.success() && err.contains(&format!("CPU {off} is not online")),
         "{err}"
     );
     assert_eq!(all_leftovers(&name), Vec::<String>::new());
@@ -331,4 +333,106 @@ fn gc_cleans_up_after_the_monitor_was_killed() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("removing {name}")));
     assert_eq!(all_leftovers(&name), Vec::<String>::new());
+}
+
+#[test]
+fn a_users_container_is_left_alone_and_two_instances_run_side_by_side() {
+    require!(can_run().is_none(), can_run().unwrap_or(""));
+    let dir = Scratch::new("lxc-own");
+    let (name, cfg) = router('h', "");
+    let f = dir.file("router.toml", &cfg);
+    // A container directory of the same name that tinyvr did not make.
+    let theirs = Path::new("/var/lib/tinyvr/lxc").join(&name);
+    std::fs::create_dir_all(&theirs).unwrap();
+    std::fs::write(theirs.join("config"), "# the user's\n").unwrap();
+    let _down = Down::new("lxc", &name);
+    let out = up(&f, &["--topology"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let kept = std::fs::read_to_string(theirs.join("config"));
+    std::fs::remove_dir_all(&theirs).unwrap();
+    assert!(
+        !out.status.success() && err.contains("tinyvr did not make it"),
+        "{err}"
+    );
+    assert_eq!(
+        kept.unwrap(),
+        "# the user's\n",
+        "the user's container was touched"
+    );
+    assert_eq!(all_leftovers(&name), Vec::<String>::new());
+
+    // The same config as two routers at once, each with its own topology.
+    let (a, b) = (format!("{name}a"), format!("{name}b"));
+    let _da = Down::new("lxc", &a);
+    let _db = Down::new("lxc", &b);
+    for n in [&a, &b] {
+        let out = up(&f, &["--topology", "--name", n]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for n in [&a, &b] {
+        let (src, snk, dev) = (format!("{n}-src"), format!("{n}-snk"), format!("{n}-out0"));
+        let before = link_stat(&snk, &dev, "rx", "packets");
+        udp_send(&src, "10.2.0.2:9".parse().unwrap(), 1_000, 18);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_eq!(
+            link_stat(&snk, &dev, "rx", "packets") - before,
+            1_000,
+            "{n}"
+        );
+    }
+    for n in [&a, &b] {
+        let out = tinyvr(&["lxc", "down", n]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(all_leftovers(n), Vec::<String>::new());
+    }
+}
+
+#[test]
+fn kill_9_of_up_then_gc_leaves_nothing() {
+    require!(can_run().is_none(), can_run().unwrap_or(""));
+    let dir = Scratch::new("lxc-kill");
+    let (name, cfg) = router('k', "");
+    let f = dir.file("router.toml", &cfg);
+    let _down = Down::new("lxc", &name);
+    // Early (copying the rootfs), while lxc-start boots, after READY.
+    for delay_ms in [20u64, 300, 15_000] {
+        let mut child = Command::new(bin("tinyvr"))
+            .args(["lxc", "up", f.to_str().unwrap(), "--rootfs"])
+            .arg(rootfs())
+            .arg("--topology")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let end = std::time::Instant::now() + std::time::Duration::from_millis(delay_ms);
+        while std::time::Instant::now() < end && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let done = child.try_wait().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        let out = if done.is_some_and(|s| s.success()) {
+            tinyvr(&["lxc", "down", &name])
+        } else {
+            tinyvr(&["gc"])
+        };
+        assert!(
+            out.status.success(),
+            "after {delay_ms} ms: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            all_leftovers(&name),
+            Vec::<String>::new(),
+            "after {delay_ms} ms"
+        );
+    }
 }

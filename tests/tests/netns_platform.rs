@@ -200,7 +200,7 @@ fn failures_leave_nothing_behind() {
         "{err}"
     );
     assert_eq!(leftovers(&name), Vec::<String>::new());
-    // The kernel refusing the config (a host-wide sysctl in a namespace):
+    // A host-wide sysctl, refused for a namespace on the host's kernel:
     // READY never comes, everything is removed.
     let (name, cfg) = router('e');
     let f = dir.file(
