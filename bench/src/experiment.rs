@@ -15,6 +15,18 @@ pub const IMIX: [(u32, u32); 3] = [(64, 7), (594, 4), (1518, 1)];
 pub const FCS: u32 = 4;
 /// The smallest frame: 60 bytes from the socket plus the FCS.
 pub const MIN_FRAME: u32 = 64;
+/// Highest offered rate anywhere in a file (sweep, isolation, search), pps:
+/// 100 Mpps is above line rate of 64-byte frames at 40 Gb/s, and keeps the
+/// generator's pacing (batch / rate) and every rate sum far from overflow.
+pub const MAX_RATE_PPS: u64 = 100_000_000;
+/// Longest drain after a trial: a minute is far more than any queue needs.
+pub const MAX_DRAIN_MS: u64 = 60_000;
+/// Most vCPUs of a VM: what qemu's `pc` machine takes.
+pub const MAX_VM_CPUS: u32 = 255;
+/// The RT budget is µs per 1 s period (the kernel's sched_rt_period_us).
+pub const MAX_RT_RUNTIME_US: u64 = 1_000_000;
+/// As for a config's interface `txqueuelen`.
+pub const MAX_TXQUEUELEN: u32 = 1_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -334,6 +346,12 @@ fn check(
             exp.trial_secs
         ));
     }
+    if exp.drain_ms > MAX_DRAIN_MS {
+        return Err(format!(
+            "drain_ms: {}: expected 0 to {MAX_DRAIN_MS}",
+            exp.drain_ms
+        ));
+    }
     let t = &exp.traffic;
     if t.flows == 0 || t.flows > 1_000_000 {
         return Err(format!("traffic.flows: {}: expected 1 to 1000000", t.flows));
@@ -364,9 +382,9 @@ fn check(
         }
     }
     for (i, r) in t.rates_pps.iter().enumerate() {
-        if *r == 0 || *r > 100_000_000 {
+        if *r == 0 || *r > MAX_RATE_PPS {
             return Err(format!(
-                "traffic.rates_pps[{i}]: {r}: expected 1 to 100000000 packets per second"
+                "traffic.rates_pps[{i}]: {r}: expected 1 to {MAX_RATE_PPS} packets per second"
             ));
         }
     }
@@ -391,8 +409,17 @@ fn check(
                     s.min_pps, s.max_pps
                 ));
             }
-            if s.resolution_pps == 0 {
-                return Err("search.resolution_pps: 0: expected at least 1".into());
+            if s.max_pps > MAX_RATE_PPS {
+                return Err(format!(
+                    "search.max_pps: {}: expected at most {MAX_RATE_PPS} packets per second",
+                    s.max_pps
+                ));
+            }
+            if s.resolution_pps == 0 || s.resolution_pps > s.max_pps {
+                return Err(format!(
+                    "search.resolution_pps: {}: expected 1 to max_pps ({})",
+                    s.resolution_pps, s.max_pps
+                ));
             }
         }
         Mode::Isolation => {
@@ -406,9 +433,10 @@ fn check(
                         "router[{i}].rates_pps: isolation needs the same number of steps for every router ({steps} in router[0])"
                     ));
                 }
-                if let Some(j) = r.rates_pps.iter().position(|&x| x == 0) {
+                if let Some(j) = r.rates_pps.iter().position(|&x| x == 0 || x > MAX_RATE_PPS) {
                     return Err(format!(
-                        "router[{i}].rates_pps[{j}]: 0: expected at least 1 packet per second"
+                        "router[{i}].rates_pps[{j}]: {}: expected 1 to {MAX_RATE_PPS} packets per second",
+                        r.rates_pps[j]
                     ));
                 }
             }
@@ -485,8 +513,17 @@ fn check(
             }
         }
         if let Some(q) = r.txqueuelen {
-            if q == 0 {
-                return Err(format!("{at}.txqueuelen: 0: expected at least 1"));
+            if q == 0 || q > MAX_TXQUEUELEN {
+                return Err(format!(
+                    "{at}.txqueuelen: {q}: expected 1 to {MAX_TXQUEUELEN}"
+                ));
+            }
+        }
+        if let Some(rt) = r.rt_runtime_us {
+            if rt > MAX_RT_RUNTIME_US {
+                return Err(format!(
+                    "{at}.rt_runtime_us: {rt}: expected 0 to {MAX_RT_RUNTIME_US} (µs per 1 s period)"
+                ));
             }
         }
         if let Some(t) = &r.thp {
@@ -498,10 +535,15 @@ fn check(
                 return Err(format!("{at}.accel: {a:?}: expected auto, kvm or tcg"));
             }
         }
-        if r.cpus == Some(0) || r.memory_mb.is_some_and(|m| m < 64) {
-            return Err(format!(
-                "{at}.cpus/memory_mb: expected at least 1 CPU and 64 MB"
-            ));
+        if let Some(c) = r.cpus {
+            if c == 0 || c > MAX_VM_CPUS {
+                return Err(format!("{at}.cpus: {c}: expected 1 to {MAX_VM_CPUS}"));
+            }
+        }
+        if let Some(m) = r.memory_mb {
+            if m < 64 {
+                return Err(format!("{at}.memory_mb: {m}: expected at least 64 MB"));
+            }
         }
     }
     Ok(fr)
@@ -706,6 +748,160 @@ platform = "netns"
                 "platform = \"netns\"\nbogus = 1",
                 "bogus",
             ),
+            // Every number that feeds arithmetic: out of range, NaN, at
+            // the integer limits.
+            ("name = \"t\"", "name = \"t\"\ndrain_ms = 60001", "drain_ms"),
+            ("name = \"t\"", "name = \"t\"\ndrain_ms = -1", "drain_ms"),
+            (
+                "name = \"t\"",
+                "name = \"t\"\ntrial_secs = nan",
+                "trial_secs",
+            ),
+            (
+                "name = \"t\"",
+                "name = \"t\"\ntrial_secs = inf",
+                "trial_secs",
+            ),
+            (
+                "name = \"t\"",
+                "name = \"t\"\ntrial_secs = 601",
+                "trial_secs",
+            ),
+            (
+                "name = \"t\"",
+                "name = \"t\"\nrepetitions = 1001",
+                "repetitions",
+            ),
+            (
+                "name = \"t\"",
+                "name = \"t\"\nconfidence = nan",
+                "confidence",
+            ),
+            (
+                "rates_pps = [1000]",
+                "rates_pps = [100000001]",
+                "traffic.rates_pps[0]",
+            ),
+            (
+                "rates_pps = [1000]",
+                "rates_pps = [1000, 9223372036854775807]",
+                "traffic.rates_pps[1]",
+            ),
+            (
+                "rates_pps = [1000]",
+                "rates_pps = [1000]\nflows = 0",
+                "traffic.flows",
+            ),
+            (
+                "rates_pps = [1000]",
+                "rates_pps = [1000]\nflows = 4294967295",
+                "traffic.flows",
+            ),
+            (
+                "rates_pps = [1000]",
+                "rates_pps = [1000]\nframes = [4294967295]",
+                "traffic.frames",
+            ),
+            (
+                "rates_pps = [1000]",
+                "rates_pps = [1000]\nframes = []",
+                "traffic.frames",
+            ),
+            (
+                "rates_pps = [1000]",
+                "rates_pps = [1000]\n[latency]\nsample_every = 0",
+                "latency.sample_every",
+            ),
+            (
+                "rates_pps = [1000]",
+                "rates_pps = [1000]\n[latency]\nat_pdr = [nan]",
+                "latency.at_pdr",
+            ),
+            (
+                "rates_pps = [1000]",
+                "rates_pps = [1000]\n[latency]\nat_pdr = [1.5]",
+                "latency.at_pdr",
+            ),
+            (
+                "mode = \"sweep\"",
+                "mode = \"ndr-pdr\"\n[search]\nmax_pps = 100000001",
+                "search.max_pps",
+            ),
+            (
+                "mode = \"sweep\"",
+                "mode = \"ndr-pdr\"\n[search]\nmax_pps = 9223372036854775807",
+                "search.max_pps",
+            ),
+            (
+                "mode = \"sweep\"",
+                "mode = \"ndr-pdr\"\n[search]\nmax_pps = 1000",
+                "search.min_pps",
+            ),
+            (
+                "mode = \"sweep\"",
+                "mode = \"ndr-pdr\"\n[search]\nmax_pps = 100000\nmin_pps = 0",
+                "search.min_pps",
+            ),
+            (
+                "mode = \"sweep\"",
+                "mode = \"ndr-pdr\"\n[search]\nmax_pps = 100000\nresolution_pps = 0",
+                "search.resolution_pps",
+            ),
+            (
+                "mode = \"sweep\"",
+                "mode = \"ndr-pdr\"\n[search]\nmax_pps = 100000\nresolution_pps = 100001",
+                "search.resolution_pps",
+            ),
+            (
+                "mode = \"sweep\"",
+                "mode = \"ndr-pdr\"\n[search]\nmax_pps = 100000\npdr_loss = nan",
+                "search.pdr_loss",
+            ),
+            (
+                "mode = \"sweep\"",
+                "mode = \"ndr-pdr\"\n[search]\nmax_pps = 100000\npdr_loss = 1.0",
+                "search.pdr_loss",
+            ),
+            (
+                "platform = \"netns\"",
+                "platform = \"vm\"\ncpus = 0",
+                "router[0].cpus",
+            ),
+            (
+                "platform = \"netns\"",
+                "platform = \"vm\"\ncpus = 256",
+                "router[0].cpus",
+            ),
+            (
+                "platform = \"netns\"",
+                "platform = \"vm\"\nmemory_mb = 63",
+                "router[0].memory_mb",
+            ),
+            (
+                "platform = \"netns\"",
+                "platform = \"vm\"\nrt_runtime_us = 1000001",
+                "router[0].rt_runtime_us",
+            ),
+            (
+                "platform = \"netns\"",
+                "platform = \"vm\"\ntxqueuelen = 1000001",
+                "router[0].txqueuelen",
+            ),
+            (
+                "platform = \"netns\"",
+                "platform = \"vm\"\nsched = { vcpu = \"deadline:2/2/18446744073709552\" }",
+                "router[0].sched.vcpu",
+            ),
+            (
+                "platform = \"netns\"",
+                "platform = \"lxc\"\ncpu_weight = 0",
+                "router[0]",
+            ),
+            (
+                "platform = \"netns\"",
+                "platform = \"lxc\"\ncpu_max = \"99999999999999999999 100000\"",
+                "router[0]",
+            ),
         ];
         for (from, to, field) in cases {
             assert!(GOOD.contains(from), "{from}");
@@ -718,5 +914,22 @@ platform = "netns"
         let twice = format!("{GOOD}[[router]]\nconfig = \"router.toml\"\nplatform = \"lxc\"\n");
         let e = try_load(&twice).unwrap_err();
         assert!(e.contains("router[1].name"), "{e}");
+        // Isolation: every router's rates, in range.
+        let isolation = |rates: &str| {
+            GOOD.replace("mode = \"sweep\"", "mode = \"isolation\"")
+                .replace(
+                    "platform = \"netns\"",
+                    &format!("platform = \"netns\"\nname = \"a\"\nrates_pps = [1000]\n[[router]]\nconfig = \"router.toml\"\nplatform = \"netns\"\nname = \"b\"\nrates_pps = {rates}"),
+                )
+        };
+        try_load(&isolation("[2000]")).unwrap();
+        for (rates, want) in [
+            ("[0]", "router[1].rates_pps[0]: 0"),
+            ("[100000001]", "router[1].rates_pps[0]: 100000001"),
+            ("[1000, 2000]", "router[1].rates_pps"),
+        ] {
+            let e = try_load(&isolation(rates)).unwrap_err();
+            assert!(e.contains(want), "{rates}: {e}");
+        }
     }
 }

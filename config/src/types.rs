@@ -326,15 +326,58 @@ impl RouteRange {
         self.table.unwrap_or(TABLE_MAIN)
     }
 
-    /// Distance between two successive prefixes, as an address integer.
-    fn step(&self) -> u128 {
-        1u128 << (self.first.max_len() - self.first.len)
+    /// log2 of the distance between two successive prefixes: 0 (/32, /128)
+    /// up to the address width (/0), where the distance, 2^32 or 2^128, is
+    /// itself past the end of the space.
+    fn step_bits(&self) -> u32 {
+        u32::from(self.first.max_len().saturating_sub(self.first.len))
     }
 
-    /// The i-th generated prefix. Only meaningful for `i < count` of a
-    /// validated range (validation rejects ranges that run out of space).
+    /// The last address of `first`'s family, as an integer.
+    fn top(&self) -> u128 {
+        if self.first.is_ipv4() {
+            u128::from(u32::MAX)
+        } else {
+            u128::MAX
+        }
+    }
+
+    /// How many prefixes of `first`'s length fit from `first` to the end of
+    /// the address space, less one: the whole IPv6 space at /128 is 2^128
+    /// prefixes, one more than a u128 holds. A /0 has room for itself only.
+    fn room_after_first(&self) -> u128 {
+        let left = self.top().saturating_sub(to_bits(self.first.addr));
+        left.checked_shr(self.step_bits()).unwrap_or(0)
+    }
+
+    /// The address integer of the i-th prefix, or None past the end of the
+    /// address space. `i << step_bits` in checked steps: a plain shift by
+    /// 128 (the IPv6 /0) overflows, and a shifted-out index would wrap.
+    fn bits_of(&self, i: u32) -> Option<u128> {
+        let offset = if i == 0 {
+            0
+        } else {
+            1u128
+                .checked_shl(self.step_bits())?
+                .checked_mul(u128::from(i))?
+        };
+        to_bits(self.first.addr)
+            .checked_add(offset)
+            .filter(|b| *b <= self.top())
+    }
+
+    /// The i-th generated prefix.
+    ///
+    /// # Panics
+    /// When the prefix lies past the end of the address space, which only
+    /// an `i >= count` or a range [`RouterConfig::validate`] rejects can do.
     pub fn prefix(&self, i: u32) -> Prefix {
-        let bits = to_bits(self.first.addr) + self.step() * i as u128;
+        let bits = self.bits_of(i).unwrap_or_else(|| {
+            panic!(
+                "route_range prefix {i} of {} x /{} is past the end of the address space",
+                self.first, self.first.len
+            )
+        });
         Prefix {
             addr: from_bits(self.first.addr, bits),
             len: self.first.len,
@@ -343,25 +386,18 @@ impl RouteRange {
 
     /// Checks that the last prefix still lies inside the address space.
     pub(crate) fn check_fits(&self) -> Result<(), String> {
-        let top: u128 = if self.first.is_ipv4() {
-            u32::MAX as u128
-        } else {
-            u128::MAX
-        };
-        let span = self
-            .step()
-            .checked_mul(self.count.saturating_sub(1) as u128);
-        let last = span.and_then(|s| to_bits(self.first.addr).checked_add(s));
-        match last {
-            Some(l) if l <= top => Ok(()),
-            _ => {
-                let room = (top - to_bits(self.first.addr)) / self.step() + 1;
-                Err(format!(
-                    "{} prefixes of length /{} starting at {} run past the end of the address space (room for {room})",
-                    self.count, self.first.len, self.first
-                ))
-            }
+        let room_after = self.room_after_first();
+        if u128::from(self.count.saturating_sub(1)) <= room_after {
+            return Ok(());
         }
+        // Less room than `count - 1 < 2^32`, so adding one cannot overflow.
+        Err(format!(
+            "{} prefixes of length /{} starting at {} run past the end of the address space (room for {})",
+            self.count,
+            self.first.len,
+            self.first,
+            room_after + 1
+        ))
     }
 }
 

@@ -12,6 +12,10 @@ use std::net::IpAddr;
 /// must still fit in IFNAMSIZ.
 pub const NAME_MAX: usize = 8;
 const TIMEOUT_MAX_MS: u64 = 600_000;
+/// Most `[[route_range]]` tables in one config: the init numbers each
+/// range's nexthop object `0x74760000 + index`, and this keeps every id
+/// inside the 0x7476xxxx block (no overflow, no id outside it).
+pub const ROUTE_RANGES_MAX: usize = 1 << 16;
 
 struct Check {
     errors: Vec<ConfigError>,
@@ -356,6 +360,15 @@ impl RouterConfig {
     }
 
     fn check_route_ranges(&self, c: &mut Check, ifaces: &Subnets) {
+        if self.route_ranges.len() > ROUTE_RANGES_MAX {
+            c.err(
+                "route_range",
+                format!(
+                    "{} ranges: expected at most {ROUTE_RANGES_MAX} (each gets its own nexthop id)",
+                    self.route_ranges.len()
+                ),
+            );
+        }
         for (i, r) in self.route_ranges.iter().enumerate() {
             let p = format!("route_range[{i}]");
             if r.first.has_host_bits() {

@@ -195,14 +195,17 @@ pub fn from_bits(like: IpAddr, bits: u128) -> IpAddr {
     }
 }
 
+/// The netmask of a /`len` in the family of `like`, as an integer. Every
+/// shift stays below 128: /0 is no shift at all, /32 and /128 shift by 96
+/// and 0, and a length past the family's width (only a `Prefix` built in
+/// code can have one) counts as the full width.
 fn mask(like: IpAddr, len: u8) -> u128 {
-    let width = if like.is_ipv4() { 32 } else { 128 };
+    let width: u32 = if like.is_ipv4() { 32 } else { 128 };
+    let len = u32::from(len).min(width);
     if len == 0 {
-        0
-    } else {
-        let ones = u128::MAX << (128 - len as u32);
-        ones >> (128 - width)
+        return 0;
     }
+    (u128::MAX << (128 - len)) >> (128 - width)
 }
 
 impl FromStr for Prefix {
@@ -298,6 +301,30 @@ mod tests {
         let v6: Prefix = "fd00:1::1/64".parse().unwrap();
         assert_eq!(v6.network().to_string(), "fd00:1::");
         assert!(v6.contains("fd00:1::99".parse().unwrap()));
+    }
+
+    #[test]
+    fn masks_at_both_ends_of_each_family() {
+        let v4: IpAddr = "10.0.0.0".parse().unwrap();
+        let v6: IpAddr = "fd00::".parse().unwrap();
+        assert_eq!(mask(v4, 0), 0);
+        assert_eq!(mask(v4, 1), 0x8000_0000);
+        assert_eq!(mask(v4, 32), u32::MAX as u128);
+        assert_eq!(mask(v6, 0), 0);
+        assert_eq!(mask(v6, 1), 1 << 127);
+        assert_eq!(mask(v6, 127), u128::MAX - 1);
+        assert_eq!(mask(v6, 128), u128::MAX);
+        // Longer than the family (only a Prefix built in code): the full width.
+        assert_eq!(mask(v4, 200), u32::MAX as u128);
+        assert_eq!(mask(v6, 255), u128::MAX);
+        let p = Prefix { addr: v4, len: 40 };
+        assert!(!p.has_host_bits());
+        assert!(p.contains(v4));
+        for s in ["::/0", "::/128", "0.0.0.0/0", "255.255.255.255/32"] {
+            let p: Prefix = s.parse().unwrap();
+            assert!(!p.has_host_bits(), "{s}");
+            assert!(p.contains(p.addr), "{s}");
+        }
     }
 
     #[test]

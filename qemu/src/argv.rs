@@ -49,15 +49,39 @@ pub struct VmSpec {
     pub nics: Vec<Nic>,
 }
 
+/// A value placed inside one of qemu's `key=value,...` option strings
+/// (QemuOpts and keyval alike): a comma in it is written twice, qemu's one
+/// escape ("-fw_cfg name=z,string=a,,b" gives the string "a,b"). Every
+/// name and path formatted into such a string goes through here; values
+/// qemu takes as a whole argument (`-kernel`, `-initrd`, `-append`,
+/// `-pidfile`) must not, or the doubled comma would reach the file name.
+/// Values are always given with their key (`path=`, `guest=`): an implied
+/// first key (`-qmp unix:PATH`, `-name NAME`) is cut at the first '=' too,
+/// which has no escape.
+pub fn opt_value(v: &str) -> String {
+    v.replace(',', ",,")
+}
+
+/// A path as an option value; see [`opt_value`].
+fn opt_path(p: &std::path::Path) -> String {
+    opt_value(&p.display().to_string())
+}
+
 pub fn argv(s: &VmSpec) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |xs: &[&str]| a.extend(xs.iter().map(|x| x.to_string()));
-    push(&[&s.qemu, "-name", &format!("{},debug-threads=on", s.name)]);
+    push(&[
+        &s.qemu,
+        "-name",
+        &format!("guest={},debug-threads=on", opt_value(&s.name)),
+    ]);
     let accel = match s.accel {
         Accel::Kvm => "kvm",
         Accel::Tcg => "tcg",
     };
-    let mut machine = format!("{},accel={accel}", s.machine);
+    // The machine type is the implied first key: kept so (the tests and
+    // users read `-machine pc,accel=...`), a fixed name without '='.
+    let mut machine = format!("{},accel={accel}", opt_value(&s.machine));
     if s.prealloc {
         machine += &format!(",memory-backend={RAM_BACKEND}");
     }
@@ -78,10 +102,10 @@ pub fn argv(s: &VmSpec) -> Vec<String> {
     let con = if s.console_stdio {
         format!(
             "stdio,id=con,signal=off,logfile={}",
-            s.console_log.display()
+            opt_path(&s.console_log)
         )
     } else {
-        format!("file,id=con,path={}", s.console_log.display())
+        format!("file,id=con,path={}", opt_path(&s.console_log))
     };
     push(&["-chardev", &con, "-serial", "chardev:con"]);
     push(&[
@@ -93,21 +117,29 @@ pub fn argv(s: &VmSpec) -> Vec<String> {
     push(&["-append", &s.append]);
     push(&[
         "-fw_cfg",
-        &format!("name=opt/tinyvr/config,file={}", s.config.display()),
+        &format!("name=opt/tinyvr/config,file={}", opt_path(&s.config)),
     ]);
+    // QMP on a socket chardev, not `-qmp unix:PATH`: there the path is an
+    // implied key, and a path with '=' in it cannot be written at all.
     push(&[
-        "-qmp",
-        &format!("unix:{},server=on,wait=off", s.qmp.display()),
+        "-chardev",
+        &format!("socket,id=qmp,path={},server=on,wait=off", opt_path(&s.qmp)),
+        "-mon",
+        "chardev=qmp,mode=control",
     ]);
+    // A whole argument: qemu writes the file named by it as it is.
     push(&["-pidfile", &s.pidfile.display().to_string()]);
     for (i, n) in s.nics.iter().enumerate() {
         let id = format!("n{i}");
         let mut netdev = match &n.backend {
             Backend::Vfio { pci } => {
-                push(&["-device", &format!("vfio-pci,host={pci},id={id}")]);
+                let host = opt_value(pci.as_str());
+                push(&["-device", &format!("vfio-pci,host={host},id={id}")]);
                 continue;
             }
             Backend::Tap { ifname } => {
+                // A kernel interface name may hold a comma.
+                let ifname = opt_value(ifname);
                 format!("tap,id={id},ifname={ifname},script=no,downscript=no")
             }
             Backend::Fds { fds } if fds.len() == 1 => format!("tap,id={id},fd={}", fds[0]),
@@ -223,18 +255,64 @@ mod tests {
         }
         assert_eq!(
             values(&a, "-chardev"),
-            ["file,id=con,path=/run/tinyvr/vr1.console"]
+            [
+                "file,id=con,path=/run/tinyvr/vr1.console",
+                "socket,id=qmp,path=/run/tinyvr/vr1.qmp,server=on,wait=off"
+            ]
         );
         assert_eq!(values(&a, "-serial"), ["chardev:con"]);
+        assert_eq!(values(&a, "-mon"), ["chardev=qmp,mode=control"]);
+        assert!(values(&a, "-qmp").is_empty());
         assert_eq!(
             values(&a, "-fw_cfg"),
             ["name=opt/tinyvr/config,file=/run/tinyvr/vr1.toml"]
         );
+        assert_eq!(values(&a, "-pidfile"), ["/run/tinyvr/vr1.pid"]);
+        assert_eq!(values(&a, "-name"), ["guest=vr1,debug-threads=on"]);
+    }
+
+    #[test]
+    fn commas_in_option_values_are_doubled() {
+        assert_eq!(opt_value("a,b,,c"), "a,,b,,,,c");
+        assert_eq!(opt_value("plain=path"), "plain=path");
+        let mut n = nic(Backend::Tap {
+            ifname: "t,1".into(),
+        });
+        n.vhost = true;
+        let mut s = spec(vec![n]);
+        s.name = "v,r".into();
+        s.config = "/tmp/a,b/config.toml".into();
+        s.console_log = "/tmp/a,b/vr1.console".into();
+        s.qmp = "/tmp/a,b/vr1.qmp".into();
+        s.pidfile = "/tmp/a,b/vr1.pid".into();
+        s.kernel = "/tmp/a,b/bzImage".into();
+        s.initrd = "/tmp/a,b/initramfs.cpio.gz".into();
+        let a = argv(&s);
         assert_eq!(
-            values(&a, "-qmp"),
-            ["unix:/run/tinyvr/vr1.qmp,server=on,wait=off"]
+            values(&a, "-fw_cfg"),
+            ["name=opt/tinyvr/config,file=/tmp/a,,b/config.toml"]
         );
-        assert_eq!(values(&a, "-name"), ["vr1,debug-threads=on"]);
+        assert_eq!(
+            values(&a, "-chardev"),
+            [
+                "file,id=con,path=/tmp/a,,b/vr1.console",
+                "socket,id=qmp,path=/tmp/a,,b/vr1.qmp,server=on,wait=off"
+            ]
+        );
+        assert_eq!(values(&a, "-name"), ["guest=v,,r,debug-threads=on"]);
+        assert_eq!(
+            values(&a, "-netdev"),
+            ["tap,id=n0,ifname=t,,1,script=no,downscript=no,vhost=on"]
+        );
+        // Whole arguments, not option strings: as they are.
+        assert_eq!(values(&a, "-pidfile"), ["/tmp/a,b/vr1.pid"]);
+        assert_eq!(values(&a, "-kernel"), ["/tmp/a,b/bzImage"]);
+        assert_eq!(values(&a, "-initrd"), ["/tmp/a,b/initramfs.cpio.gz"]);
+        s.console_stdio = true;
+        assert_eq!(
+            values(&argv(&s), "-chardev")[0],
+            "stdio,id=con,signal=off,logfile=/tmp/a,,b/vr1.console"
+        );
     }
 
     #[test]
@@ -260,8 +338,8 @@ mod tests {
         assert_eq!(values(&a, "-machine"), ["pc,accel=kvm"]);
         assert_eq!(values(&a, "-cpu"), ["host"]);
         assert_eq!(
-            values(&a, "-chardev"),
-            ["stdio,id=con,signal=off,logfile=/run/tinyvr/vr1.console"]
+            values(&a, "-chardev")[0],
+            "stdio,id=con,signal=off,logfile=/run/tinyvr/vr1.console"
         );
     }
 

@@ -63,8 +63,51 @@ pub fn parse_affinity(s: &str) -> Result<(Class, CpuList), String> {
     ))
 }
 
+/// Shortest SCHED_DEADLINE runtime, µs: the kernel refuses a runtime
+/// under 2^DL_SCALE = 1024 ns (`__checkparam_dl`), and whole microseconds
+/// reach that at 2.
+pub const DEADLINE_MIN_RUNTIME_US: u64 = 2;
+
+/// Longest SCHED_DEADLINE period (and so deadline and runtime), µs: 10 s.
+/// The kernel's own hard limits are far away (values in ns must fit a u64
+/// and stay under 2^63 ns, ~292 years), but its tunable
+/// `kernel.sched_deadline_period_max_us` defaults to 2^22 µs (~4.2 s) and
+/// refuses longer periods with EINVAL. 10 s leaves room for a host that
+/// raised it, keeps every value * 1000 far inside a u64, and nothing a
+/// router VM does needs its CPU share settled over a longer window. The
+/// kernel's period minimum (`sched_deadline_period_min_us`, default 100 µs)
+/// is tunable down to 0, so it is left to the kernel.
+pub const DEADLINE_MAX_PERIOD_US: u64 = 10_000_000;
+
+/// A SCHED_DEADLINE value in µs as the kernel's ns; None when it overflows.
+fn us_to_ns(us: u64) -> Option<u64> {
+    us.checked_mul(1000)
+}
+
+/// Checks `deadline:RUNTIME/DEADLINE/PERIOD` (µs) against the kernel's
+/// rules and [`DEADLINE_MAX_PERIOD_US`]; the error says which rule.
+fn check_deadline(runtime_us: u64, deadline_us: u64, period_us: u64) -> Result<(), String> {
+    if period_us > DEADLINE_MAX_PERIOD_US {
+        return Err(format!(
+            "period {period_us} µs is out of range: expected at most {DEADLINE_MAX_PERIOD_US} µs (10 s)"
+        ));
+    }
+    if runtime_us < DEADLINE_MIN_RUNTIME_US {
+        return Err(format!(
+            "runtime {runtime_us} µs is out of range: expected at least {DEADLINE_MIN_RUNTIME_US} µs (the kernel's minimum is 1024 ns)"
+        ));
+    }
+    if runtime_us > deadline_us || deadline_us > period_us {
+        return Err(format!(
+            "need {DEADLINE_MIN_RUNTIME_US} <= runtime ({runtime_us}) <= deadline ({deadline_us}) <= period ({period_us}) <= {DEADLINE_MAX_PERIOD_US} µs"
+        ));
+    }
+    Ok(())
+}
+
 /// `CLASS=other`, `CLASS=fifo:PRIO`, `CLASS=rr:PRIO`,
-/// `CLASS=deadline:RUNTIME/DEADLINE/PERIOD` (µs).
+/// `CLASS=deadline:RUNTIME/DEADLINE/PERIOD` (µs; 2 <= runtime <= deadline
+/// <= period <= 10 s).
 pub fn parse_sched(s: &str) -> Result<(Class, Policy), String> {
     let bad = |why: &str| format!("--sched {s:?}: {why}");
     let (c, p) = s
@@ -96,9 +139,7 @@ pub fn parse_sched(s: &str) -> Result<(Class, Policy), String> {
             let [runtime_us, deadline_us, period_us] = v[..] else {
                 return Err(bad("expected RUNTIME/DEADLINE/PERIOD in µs"));
             };
-            if runtime_us == 0 || runtime_us > deadline_us || deadline_us > period_us {
-                return Err(bad(&format!("need 0 < runtime ({runtime_us}) <= deadline ({deadline_us}) <= period ({period_us})")));
-            }
+            check_deadline(runtime_us, deadline_us, period_us).map_err(|e| bad(&e))?;
             Policy::Deadline {
                 runtime_us,
                 deadline_us,
@@ -189,7 +230,9 @@ const SCHED_FIFO: u32 = 1;
 const SCHED_RR: u32 = 2;
 const SCHED_DEADLINE: u32 = 6;
 
-fn to_attr(p: Policy) -> SchedAttr {
+/// The kernel's form of a policy; None when a deadline value in ns does
+/// not fit a u64 (only a `Policy` built without [`parse_sched`] can).
+fn to_attr(p: Policy) -> Option<SchedAttr> {
     let mut a = SchedAttr {
         size: std::mem::size_of::<SchedAttr>() as u32,
         ..Default::default()
@@ -204,11 +247,14 @@ fn to_attr(p: Policy) -> SchedAttr {
             period_us,
         } => {
             a.policy = SCHED_DEADLINE;
-            (a.runtime, a.deadline, a.period) =
-                (runtime_us * 1000, deadline_us * 1000, period_us * 1000);
+            (a.runtime, a.deadline, a.period) = (
+                us_to_ns(runtime_us)?,
+                us_to_ns(deadline_us)?,
+                us_to_ns(period_us)?,
+            );
         }
     }
-    a
+    Some(a)
 }
 
 fn from_attr(a: &SchedAttr) -> Policy {
@@ -229,7 +275,12 @@ fn from_attr(a: &SchedAttr) -> Policy {
 }
 
 pub fn set_policy(tid: u32, p: Policy) -> std::io::Result<()> {
-    let a = to_attr(p);
+    let a = to_attr(p).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{p:?}: a value in ns overflows 64 bits"),
+        )
+    })?;
     // SAFETY: sched_setattr reads a sched_attr of the size it is told.
     let r = unsafe {
         libc::syscall(
@@ -359,6 +410,41 @@ mod tests {
     }
 
     #[test]
+    fn deadline_values_are_range_checked() {
+        let err = |v: &str| parse_sched(&format!("vcpu=deadline:{v}")).unwrap_err();
+        // u64 µs that overflow u64 ns once multiplied by 1000.
+        let huge = u64::MAX / 1000 + 1;
+        let e = err(&format!("{huge}/{huge}/{huge}"));
+        assert!(e.starts_with("--sched \"vcpu=deadline:"), "{e}");
+        assert!(e.contains("expected at most 10000000 µs"), "{e}");
+        assert!(err("2/2/10000001").contains("period 10000001 µs is out of range"));
+        assert!(err("1/1000/1000").contains("at least 2 µs"));
+        assert!(err("0/1000/1000").contains("at least 2 µs"));
+        assert!(err("1000/10/1000").contains("runtime (1000) <= deadline (10)"));
+        assert!(err("10/1000/100").contains("deadline (1000) <= period (100)"));
+        assert!(err("1/2").contains("RUNTIME/DEADLINE/PERIOD"));
+        assert!(err(&format!("1/2/{}0", u64::MAX)).contains("RUNTIME/DEADLINE/PERIOD"));
+        // The extremes that pass convert to ns without overflow.
+        for v in ["2/2/2", "10000000/10000000/10000000"] {
+            let p = parse_sched(&format!("vcpu=deadline:{v}")).unwrap().1;
+            let a = to_attr(p).unwrap();
+            assert!(a.runtime >= 1024 && a.period <= 10_000_000_000, "{v}");
+            assert_eq!(from_attr(&a), p);
+        }
+        // A policy built by hand that overflows is refused, not wrapped.
+        let p = Policy::Deadline {
+            runtime_us: 2,
+            deadline_us: 2,
+            period_us: huge,
+        };
+        assert!(to_attr(p).is_none());
+        assert_eq!(
+            set_policy(0, p).unwrap_err().kind(),
+            std::io::ErrorKind::InvalidInput
+        );
+    }
+
+    #[test]
     fn checks_cpus_and_deadline_with_affinity() {
         let p = Placement {
             affinity: vec![parse_affinity("vcpu=5").unwrap()],
@@ -386,7 +472,7 @@ mod tests {
                 period_us: 3,
             },
         ] {
-            assert_eq!(from_attr(&to_attr(p)), p);
+            assert_eq!(from_attr(&to_attr(p).unwrap()), p);
         }
         assert_eq!(std::mem::size_of::<SchedAttr>(), 48, "SCHED_ATTR_SIZE_VER0");
     }
