@@ -83,7 +83,10 @@ pub fn create(
 /// on it: what a `create` killed between naming and mounting leaves.
 pub fn is_unmounted_name(name: &str) -> bool {
     use std::os::unix::fs::MetadataExt;
-    match (std::fs::symlink_metadata(path(name)), std::fs::metadata(RUN_DIR)) {
+    match (
+        std::fs::symlink_metadata(path(name)),
+        std::fs::metadata(RUN_DIR),
+    ) {
         (Ok(f), Ok(d)) => f.is_file() && f.len() == 0 && f.dev() == d.dev(),
         _ => false,
     }

@@ -352,7 +352,20 @@ impl State {
             .into_iter()
             .partition(|e| matches!(e.what, Resource::Process { .. }));
         for e in procs.into_iter().rev().chain(rest.into_iter().rev()) {
-            let Some(id) = e.id else { continue };
+            let id = match e.id {
+                Some(id) => id,
+                // Files qemu makes in tinyvr's own directory (console, QMP
+                // socket, pid file) before it could be recorded: nobody
+                // else writes there, and the name is this router's.
+                None if self.own_run_file(&e.what) => match &e.what {
+                    Resource::File { path } => match inode(path) {
+                        Some(i) => i,
+                        None => continue,
+                    },
+                    _ => continue,
+                },
+                None => continue,
+            };
             match remove(&e.what, id) {
                 Ok(Removal::Done) => {}
                 Ok(Removal::NotOurs(why)) => log::warn!("{why}: left alone"),
@@ -377,6 +390,15 @@ impl State {
             path(&self.name).display(),
             self.name
         )))
+    }
+
+    /// A file of this router's in /run/tinyvr (0700, tinyvr's alone, and
+    /// the router's name is held by this record's lock).
+    fn own_run_file(&self, r: &Resource) -> bool {
+        matches!(r, Resource::File { path }
+            if path.parent() == Some(Path::new(DIR))
+                && path.file_name().and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&format!("{}.", self.name))))
     }
 
     /// A state whose builder or owner died: what `gc` removes.
@@ -547,8 +569,9 @@ fn remove(r: &Resource, id: u64) -> Result<Removal, HostError> {
             // Named but never mounted: the namespace itself went with the
             // killed `up`; only its empty name file is left.
             Some(_) if netns::is_unmounted_name(name) => {
-                std::fs::remove_file(netns::path(name))
-                    .map_err(|e| HostError::io(format!("removing {}", netns::path(name).display()), e))?;
+                std::fs::remove_file(netns::path(name)).map_err(|e| {
+                    HostError::io(format!("removing {}", netns::path(name).display()), e)
+                })?;
                 Ok(Removal::Done)
             }
             Some(i) if i != id => Ok(Removal::NotOurs(format!(

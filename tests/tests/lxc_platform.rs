@@ -396,7 +396,7 @@ fn a_users_container_is_left_alone_and_two_instances_run_side_by_side() {
 }
 
 #[test]
-fn kill_9_of_up_then_gc_leaves_nothing() {
+fn kill_9_of_up_then_down_leaves_nothing() {
     require!(can_run().is_none(), can_run().unwrap_or(""));
     let dir = Scratch::new("lxc-kill");
     let (name, cfg) = router('k', "");
@@ -416,18 +416,17 @@ fn kill_9_of_up_then_gc_leaves_nothing() {
         while std::time::Instant::now() < end && child.try_wait().unwrap().is_none() {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        let done = child.try_wait().unwrap();
         let _ = child.kill();
         let _ = child.wait();
-        let out = if done.is_some_and(|s| s.success()) {
-            tinyvr(&["lxc", "down", &name])
-        } else {
-            tinyvr(&["gc"])
-        };
+        // `down` of a router whose up was killed: the record's lock died
+        // with it. (gc does the same; it is not used here because it would
+        // also collect the stale router another test of this file makes.)
+        let out = tinyvr(&["lxc", "down", &name]);
+        let err = String::from_utf8_lossy(&out.stderr);
         assert!(
-            out.status.success(),
+            out.status.success() || err.contains(&format!("no router named {name} is up")),
             "after {delay_ms} ms: {}",
-            String::from_utf8_lossy(&out.stderr)
+            err
         );
         assert_eq!(
             all_leftovers(&name),
