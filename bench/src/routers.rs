@@ -279,6 +279,27 @@ fn down_named(platform: Platform, name: &str) -> Result<(), String> {
     }
 }
 
+/// What the router's kernel holds now, read in its namespace (netns and
+/// LXC; a VM's kernel is the guest's: None).
+pub fn held(r: &Running) -> Result<Option<tinyvr_host::verify::Held>, String> {
+    let ns = match r.platform {
+        Platform::Vm => return Ok(None),
+        Platform::Netns => tinyvr_host::netns::open(&r.name).map_err(|e| e.to_string())?,
+        Platform::Lxc => {
+            let pid = r.ready["init_pid"]
+                .as_u64()
+                .ok_or("the container's init pid is unknown")?;
+            std::fs::File::open(format!("/proc/{pid}/ns/net"))
+                .map_err(|e| format!("router {}: its namespace: {e}", r.name))?
+        }
+    };
+    tinyvr_host::netns::run_in_file(Some(ns), || {
+        tinyvr_host::verify::held(&mut tinyvr_init::netlink::Socket::open()?)
+    })
+    .map(Some)
+    .map_err(|e| format!("router {}: {e}", r.name))
+}
+
 /// Routers that are up, torn down when dropped (errors, Ctrl-C).
 #[derive(Default)]
 pub struct Fleet(pub Vec<Running>);

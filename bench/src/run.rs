@@ -18,25 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Set by SIGINT/SIGTERM: generators stop, the run winds down, results
-/// so far are written and every router is torn down.
-pub static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
-}
-
-pub fn catch_signals() {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let a = SigAction::new(
-        SigHandler::Handler(on_signal),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
-    for s in [Signal::SIGINT, Signal::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic.
-        let _ = unsafe { sigaction(s, &a) };
-    }
-}
+/// so far are written and every router is torn down (one flag with the
+/// platforms' own waits, so a router still booting is abandoned too).
+pub use tinyvr_host::interrupt::{catch_signals, STOP};
 
 fn stopped() -> bool {
     STOP.load(Ordering::Relaxed)
@@ -67,6 +51,12 @@ pub struct Trial {
     /// Percent of one core per thread class, softirq and cgroup.
     pub cpu: BTreeMap<String, f64>,
     pub latency: Option<stats::Latency>,
+    /// What the router's kernel held after the trial (routes, addresses,
+    /// neighbours, rules), read back in its namespace; None for a VM (its
+    /// kernel is the guest's). A trial whose router had lost part of its
+    /// table shows it here and in `held_as_ready`.
+    pub held: Option<tinyvr_host::verify::Held>,
+    pub held_as_ready: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -294,7 +284,12 @@ fn trial(
             "generator".into(),
             (s.cpu_secs / secs * 1000.0).round() / 10.0,
         );
+        let held = crate::routers::held(r)?;
         out.push(Trial {
+            held_as_ready: held
+                .as_ref()
+                .map(|h| tinyvr_host::verify::compare(&r.ready, h).is_ok()),
+            held,
             router: r.name.clone(),
             label: r.label.clone(),
             platform: r.platform,

@@ -46,6 +46,18 @@ pub enum LxcCmd {
     },
     /// Print the LXC config `up` would write.
     Config(UpArgs),
+    /// LXC's network up hook (run by LXC, not by hand): puts a veth's host
+    /// end into its namespace with its MAC.
+    #[command(hide = true)]
+    NetUp {
+        #[arg(long)]
+        netns: Option<String>,
+        #[arg(long)]
+        mac: Option<tinyvr_config::MacAddr>,
+        /// What LXC appends: container name, "net", "up", type, host device.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        lxc_args: Vec<String>,
+    },
 }
 
 fn up_opts<'a>(a: &'a UpArgs, cfg: &'a tinyvr_config::RouterConfig) -> Up<'a> {
@@ -70,6 +82,15 @@ pub fn run(cmd: LxcCmd) -> Result<()> {
             let cfg = tinyvr_host::topology::read(&a.config)?;
             print!("{}", platform::render(&up_opts(&a, &cfg))?)
         }
+        LxcCmd::NetUp {
+            netns,
+            mac,
+            lxc_args,
+        } => platform::net_up(
+            netns.as_deref(),
+            mac.as_ref(),
+            lxc_args.last().map(String::as_str),
+        )?,
         LxcCmd::Down {
             name,
             lxcpath,

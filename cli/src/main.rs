@@ -70,6 +70,10 @@ fn main() -> ExitCode {
         simplelog::TerminalMode::Stderr,
         simplelog::ColorChoice::Never,
     );
+    if matches!(cli.cmd, Cmd::Netns(_) | Cmd::Lxc(_) | Cmd::Vm(_)) {
+        // Ctrl-C ends an `up` through its error path: what it made is removed.
+        tinyvr_host::interrupt::catch_signals();
+    }
     let result = match cli.cmd {
         Cmd::Check { files } => return check::run(&files),
         Cmd::Image(ImageCmd::Build(a)) => image::build(a),

@@ -12,9 +12,8 @@ use std::net::IpAddr;
 /// must still fit in IFNAMSIZ.
 pub const NAME_MAX: usize = 8;
 const TIMEOUT_MAX_MS: u64 = 600_000;
-/// Most `[[route_range]]` tables in one config: the init numbers each
-/// range's nexthop object `0x74760000 + index`, and this keeps every id
-/// inside the 0x7476xxxx block (no overflow, no id outside it).
+/// Most `[[route_range]]` tables in one config: a bound on the work one
+/// config can ask for (each range may hold up to 2^32 - 1 routes).
 pub const ROUTE_RANGES_MAX: usize = 1 << 16;
 
 struct Check {
@@ -219,8 +218,12 @@ impl RouterConfig {
             _ => (None, None, None),
         };
         if let Some(ns) = netns {
-            if ns.is_empty() || ns.len() > 64 || ns.contains('/') || ns.starts_with('.') {
-                c.err(format!("{p}.host.netns"), format!("{ns:?} is not a namespace name: 1 to 64 characters, no '/', not starting with '.'"));
+            // It becomes a path under /run/netns and a word of LXC's hook command.
+            let ok_chars = ns
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch));
+            if ns.is_empty() || ns.len() > 64 || !ok_chars || ns.starts_with('.') {
+                c.err(format!("{p}.host.netns"), format!("{ns:?} is not a namespace name: 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'"));
             }
             if bridge.is_some() {
                 c.err(format!("{p}.host.bridge"), "a host end moved into a namespace cannot also be on a host bridge: give netns or bridge");
@@ -235,18 +238,21 @@ impl RouterConfig {
                     );
                 }
             }
-            for (field, v) in [
-                ("rx_queue_size", n.rx_queue_size),
-                ("tx_queue_size", n.tx_queue_size),
-            ] {
-                if let Some(v) = v {
-                    if ![256, 512, 1024].contains(&v) {
-                        c.err(
-                            format!("{p}.host.{field}"),
-                            format!("{v}: expected 256, 512 or 1024 (what virtio-net-pci accepts)"),
-                        );
-                    }
+            if let Some(v) = n.rx_queue_size {
+                if ![256, 512, 1024].contains(&v) {
+                    c.err(
+                        format!("{p}.host.rx_queue_size"),
+                        format!("{v}: expected 256, 512 or 1024 (what virtio-net-pci accepts)"),
+                    );
                 }
+            }
+            // qemu honours a larger tx virtqueue only for vhost-user and
+            // vDPA backends; for tap and macvtap it silently caps it at 256.
+            if let Some(v) = n.tx_queue_size.filter(|&v| v != 256) {
+                c.err(
+                    format!("{p}.host.tx_queue_size"),
+                    format!("{v}: expected 256 — qemu caps the tx virtqueue at 256 for tap and macvtap backends (larger sizes only take with vhost-user or vDPA), so a larger value would be reported but not applied"),
+                );
             }
             if n.txqueuelen.is_some_and(|q| q > 1_000_000) {
                 c.err(

@@ -145,7 +145,7 @@ fn expanding_past_a_validated_range_panics_instead_of_wrapping() {
 
 #[test]
 fn nexthop_ids_of_every_range_stay_in_their_block() {
-    // Ranges are numbered into nexthop ids 0x74760000 + index: 65536 fit.
+    // A bounded number of ranges: 65536 fit.
     let mut cfg = load(&with_range("16.0.0.0/24", 1, "10.2.0.2")).unwrap();
     let r = cfg.route_ranges[0].clone();
     cfg.route_ranges = vec![r; 1 << 16];

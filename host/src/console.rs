@@ -59,6 +59,11 @@ pub fn wait_ready(
                 tail(&text, 15)
             )));
         }
+        if crate::interrupt::interrupted() {
+            return Err(HostError::Other(format!(
+                "{what}: interrupted before READY"
+            )));
+        }
         if t0.elapsed() > timeout {
             return Err(HostError::Other(format!(
                 "no TINYVR-READY from {what} within {timeout:?}; console:\n{}",

@@ -5,6 +5,7 @@
 
 pub mod cgroup;
 pub mod console;
+pub mod interrupt;
 pub mod lifecycle;
 pub mod links;
 pub mod netns;
@@ -12,6 +13,7 @@ pub mod platform_netns;
 pub mod state;
 pub mod tap;
 pub mod topology;
+pub mod verify;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {

@@ -18,7 +18,15 @@ pub fn up<T>(
     steps: impl FnOnce(&mut State) -> Result<T, HostError>,
 ) -> Result<T, HostError> {
     let mut state = State::create(name, platform)?;
-    match steps(&mut state) {
+    let r = steps(&mut state).and_then(|v| {
+        // Ctrl-C during the last steps: the user no longer wants it up.
+        if crate::interrupt::interrupted() {
+            Err(HostError::Other(format!("router {name}: interrupted")))
+        } else {
+            Ok(v)
+        }
+    });
+    match r {
         Ok(v) => {
             state.finish()?;
             Ok(v)
@@ -40,6 +48,15 @@ pub fn down(
     stop: impl FnOnce(&State) -> Vec<String>,
 ) -> Result<Vec<String>, HostError> {
     let state = State::load(name)?;
+    if let Some(b) = state
+        .builder
+        .filter(|b| b.alive() && b.pid != std::process::id())
+    {
+        return Err(HostError::Other(format!(
+            "router {name} is still being brought up by pid {}: wait for it, or stop it first",
+            b.pid
+        )));
+    }
     if state.platform != platform {
         return Err(HostError::Other(format!(
             "router {name} runs on {}, not {platform}: use tinyvr {} down {name}",

@@ -114,7 +114,15 @@ pub fn run_in<T: Send + 'static>(
     name: Option<&str>,
     f: impl FnOnce() -> Result<T, HostError> + Send + 'static,
 ) -> Result<T, HostError> {
-    let fd = name.map(open).transpose()?;
+    run_in_file(name.map(open).transpose()?, f)
+}
+
+/// As [`run_in`], for a namespace given by an open file (e.g. a
+/// container's /proc/<pid>/ns/net).
+pub fn run_in_file<T: Send + 'static>(
+    fd: Option<File>,
+    f: impl FnOnce() -> Result<T, HostError> + Send + 'static,
+) -> Result<T, HostError> {
     std::thread::spawn(move || {
         if let Some(fd) = fd {
             setns(&fd, CloneFlags::CLONE_NEWNET).map_err(|e| HostError::sys("setns", e))?;

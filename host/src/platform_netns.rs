@@ -151,16 +151,23 @@ fn plumb(cfg: &RouterConfig, ns: &str, state: &mut State) -> Result<(), HostErro
             }
             HostLink::Phys { device } => {
                 let mut nl = netns::socket(None)?;
-                links::must_index(
+                let i = links::must_index(
                     &mut nl,
                     device.as_str(),
                     &format!("interface {} (phys)", ifc.name),
                 )?;
-                let e = state.intend(Resource::Moved {
-                    name: ifc.name.to_string(),
-                    netns: ns.into(),
-                    back_as: device.to_string(),
-                })?;
+                // Recorded with the ifindex it keeps across the move before it
+                // moves: no moment where it is in the router's namespace
+                // unrecorded (it would come back under the router's name).
+                state.add_made(
+                    Resource::Moved {
+                        name: ifc.name.to_string(),
+                        netns: ns.into(),
+                        back_as: device.to_string(),
+                    },
+                    i as u64,
+                )?;
+                let e = state.resources.len() - 1;
                 links::move_to(
                     &mut nl,
                     device.as_str(),
@@ -168,8 +175,10 @@ fn plumb(cfg: &RouterConfig, ns: &str, state: &mut State) -> Result<(), HostErro
                     Some(ifc.name.as_str()),
                 )?;
                 let mut rnl = netns::socket(Some(ns))?;
-                let i = links::must_index(&mut rnl, ifc.name.as_str(), "the moved device")?;
-                state.made(e, i as u64)?;
+                let moved = links::must_index(&mut rnl, ifc.name.as_str(), "the moved device")?;
+                if moved != i {
+                    state.made(e, moved as u64)?;
+                }
             }
             // topology::load refuses VM backends before anything is made.
             vm => {
@@ -231,6 +240,9 @@ pub fn up(o: &Up) -> Result<serde_json::Value, HostError> {
         if let Some(t) = &topo {
             topology::finish(t, &mut ready)?;
         }
+        // With everything in place: the kernel holds what READY says.
+        let held = crate::verify::check(netns::open(&name)?, &ready)?;
+        ready["held"] = serde_json::to_value(held).expect("counts serialize");
         ready["netns"] = name.clone().into();
         Ok(ready)
     })

@@ -98,27 +98,25 @@ pub fn starttime(pid: u32) -> Option<u64> {
         .map(|s| s.starttime)
 }
 
-/// Every directory named one of `names` below /sys/fs/cgroup, deepest first.
-fn cgroup_dirs(names: &[String]) -> Vec<PathBuf> {
-    fn walk(dir: &Path, names: &[String], depth: u32, out: &mut Vec<PathBuf>) {
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                if depth < 4 {
-                    walk(&p, names, depth + 1, out);
-                }
-                if names.iter().any(|n| e.file_name().to_string_lossy() == *n) {
-                    out.push(p);
-                }
-            }
-        }
+/// Where LXC makes a container's cgroups: directly below the root of each
+/// hierarchy (/sys/fs/cgroup on v2, /sys/fs/cgroup/<controller> and
+/// .../unified on a hybrid). Only there: a container of the same name
+/// deeper in the tree (a user's, under user.slice) is not ours.
+pub fn lxc_cgroup_paths(names: &[String]) -> Vec<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    let mut roots = vec![root.to_path_buf()];
+    if let Ok(rd) = std::fs::read_dir(root) {
+        // A hierarchy root is a mount point: another device than its parent.
+        let dev = std::fs::metadata(root).map(|m| m.dev()).ok();
+        roots.extend(rd.flatten().map(|e| e.path()).filter(|p| {
+            std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir() && Some(m.dev()) != dev)
+        }));
     }
-    let mut out = Vec::new();
-    walk(Path::new("/sys/fs/cgroup"), names, 0, &mut out);
-    out
+    roots
+        .iter()
+        .flat_map(|r| names.iter().map(move |n| r.join(n)))
+        .filter(|p| p.is_dir())
+        .collect()
 }
 
 /// Checks a router instance name before it becomes part of paths and
@@ -149,6 +147,10 @@ pub struct State {
     pub builder: Option<Proc>,
     /// A process whose death means the router is gone (qemu, lxc-start).
     pub owner_pid: Option<u32>,
+    /// Set when a teardown starts: a router whose removal did not finish
+    /// is stale whatever its owner (`gc` retries it).
+    #[serde(default)]
+    pub tearing_down: bool,
     pub resources: Vec<Entry>,
     /// The lock on <name>.lock, held while this value lives.
     #[serde(skip)]
@@ -201,16 +203,28 @@ fn open_private(p: &Path, create_new: bool) -> std::io::Result<File> {
 /// Takes the per-router lock without waiting.
 fn lock(name: &str) -> Result<File, HostError> {
     let p = lock_path(name);
-    let f = open_private(&p, false)
-        .map_err(|e| HostError::io(format!("opening {}", p.display()), e))?;
-    // SAFETY: flock on an fd we own.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(HostError::Other(format!(
-            "router {name} is being brought up or taken down by another tinyvr right now ({} is locked)",
-            p.display()
-        )));
+    // A lock file is removed (under its lock) when its router is gone: a
+    // file opened just before that is no longer the one at the path, so
+    // the lock taken on it is checked against the path and taken anew.
+    for _ in 0..3 {
+        let f = open_private(&p, false)
+            .map_err(|e| HostError::io(format!("opening {}", p.display()), e))?;
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(HostError::Other(format!(
+                "router {name} is being brought up or taken down by another tinyvr right now ({} is locked)",
+                p.display()
+            )));
+        }
+        let held = f.metadata().map(|m| m.ino()).ok();
+        if held.is_some() && held == inode(&p) {
+            return Ok(f);
+        }
     }
-    Ok(f)
+    Err(HostError::Other(format!(
+        "router {name}: its lock file {} keeps being replaced",
+        p.display()
+    )))
 }
 
 impl State {
@@ -226,6 +240,7 @@ impl State {
             platform: platform.into(),
             builder: Proc::me(),
             owner_pid: None,
+            tearing_down: false,
             resources: vec![],
             lock: Some(lock),
         };
@@ -336,8 +351,14 @@ impl State {
     /// alone (and dropped from the record); entries whose removal failed
     /// stay in the record, which is kept, and the error names them all.
     pub fn teardown(mut self) -> Result<(), HostError> {
+        self.tearing_down = true;
+        self.save()?;
         let mut errors = Vec::new();
         let mut kept = Vec::new();
+        // Namespaces that still hold something that could not be removed
+        // or moved back (a phys device returns to the host under the name
+        // it has in there if its namespace goes first): kept too.
+        let mut busy: Vec<String> = Vec::new();
         // Containers are stopped through their monitor first (killing
         // lxc-start would orphan the container), then processes end: their
         // cgroups and devices are free only then.
@@ -366,11 +387,26 @@ impl State {
                 },
                 None => continue,
             };
+            if let Resource::Netns { name } = &e.what {
+                if busy.contains(name) {
+                    errors.push(format!(
+                        "{}: kept, it still holds what could not be removed",
+                        describe(&e.what)
+                    ));
+                    kept.push(e);
+                    continue;
+                }
+            }
             match remove(&e.what, id) {
                 Ok(Removal::Done) => {}
                 Ok(Removal::NotOurs(why)) => log::warn!("{why}: left alone"),
                 Err(err) => {
                     errors.push(format!("{}: {err}", describe(&e.what)));
+                    match &e.what {
+                        Resource::Moved { netns, .. } => busy.push(netns.clone()),
+                        Resource::Link { netns: Some(n), .. } => busy.push(n.clone()),
+                        _ => {}
+                    }
                     kept.push(e);
                 }
             }
@@ -403,7 +439,9 @@ impl State {
 
     /// A state whose builder or owner died: what `gc` removes.
     pub fn stale(&self) -> bool {
-        self.builder.is_some_and(|b| !b.alive()) || self.owner_pid.is_some_and(|p| !is_alive(p))
+        self.tearing_down
+            || self.builder.is_some_and(|b| !b.alive())
+            || self.owner_pid.is_some_and(|p| !is_alive(p))
     }
 }
 
@@ -521,7 +559,7 @@ fn remove(r: &Resource, id: u64) -> Result<Removal, HostError> {
         Resource::LxcCgroups { dir_names } => {
             let end = Instant::now() + Duration::from_secs(5);
             loop {
-                let left: Vec<PathBuf> = cgroup_dirs(dir_names)
+                let left: Vec<PathBuf> = lxc_cgroup_paths(dir_names)
                     .into_iter()
                     .filter(|d| std::fs::remove_dir(d).is_err())
                     .collect();

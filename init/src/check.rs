@@ -106,6 +106,7 @@ mod tests {
                 name: "in0".into(),
                 mac: "52:54:00:00:01:01".into(),
                 ifindex: 2,
+                rings: Some(crate::rings::Rings { rx: 1024, tx: 256 }),
             }],
             routes: 3,
             ..Default::default()
@@ -122,6 +123,7 @@ mod tests {
         assert_eq!(v["name"], "r1");
         assert_eq!(v["platform"], "vm");
         assert_eq!(v["interfaces"][0]["mac"], "52:54:00:00:01:01");
+        assert_eq!(v["interfaces"][0]["rings"]["rx"], 1024);
         assert_eq!(v["routes"], 3);
         assert_eq!(v["init_ms"], 42.0);
         // What a mode does not measure is left out, not null.

@@ -5,4 +5,5 @@ pub mod apply;
 pub mod check;
 pub mod netlink;
 pub mod pid1;
+pub mod rings;
 pub mod sysfs;

@@ -14,8 +14,10 @@ fn mode(m: MacvlanMode) -> &'static str {
 }
 
 /// The container's config file; `dir` is the container's directory
-/// (rootfs/ and console.log live in it).
-pub fn generate(cfg: &RouterConfig, dir: &str, res: &Resources, cg: Cgroup) -> String {
+/// (rootfs/ and console.log live in it); `hook` is the tinyvr binary, which
+/// LXC runs as each veth's `script.up` to put its host end where the config
+/// says (`netns`, `peer_mac`) before the container's init starts.
+pub fn generate(cfg: &RouterConfig, dir: &str, res: &Resources, cg: Cgroup, hook: &str) -> String {
     let mut c = Vec::new();
     let mut kv = |k: &str, v: &str| c.push(format!("{k} = {v}"));
     kv("lxc.uts.name", &cfg.name);
@@ -36,6 +38,9 @@ pub fn generate(cfg: &RouterConfig, dir: &str, res: &Resources, cg: Cgroup) -> S
     // No AppArmor profile: the image has nothing to confine, and hosts
     // without AppArmor would refuse to start the container.
     kv("lxc.apparmor.profile", "unconfined");
+    // Hooks get their facts (LXC_NET_PEER: a veth's host end) in the
+    // environment, not as arguments.
+    kv("lxc.hook.version", "1");
     for (i, ifc) in cfg.interfaces.iter().enumerate() {
         let n = format!("lxc.net.{i}");
         let host = ifc.host_name(&cfg.name);
@@ -44,10 +49,28 @@ pub fn generate(cfg: &RouterConfig, dir: &str, res: &Resources, cg: Cgroup) -> S
                 kv(&format!("{n}.type"), "veth");
                 kv(&format!("{n}.veth.pair"), &host);
                 if let Some(HostLink::Veth {
-                    bridge: Some(b), ..
+                    bridge,
+                    netns,
+                    peer_mac,
+                    ..
                 }) = &ifc.host
                 {
-                    kv(&format!("{n}.link"), b.as_str());
+                    if let Some(b) = bridge {
+                        kv(&format!("{n}.link"), b.as_str());
+                    }
+                    if netns.is_some() || peer_mac.is_some() {
+                        // The host end is moved (and given its MAC) as soon
+                        // as LXC makes it: the router's carrier never drops
+                        // after its init has configured it.
+                        let mut cmd = format!("{hook} lxc net-up");
+                        if let Some(ns) = netns {
+                            cmd += &format!(" --netns {ns}");
+                        }
+                        if let Some(m) = peer_mac {
+                            cmd += &format!(" --mac {m}");
+                        }
+                        kv(&format!("{n}.script.up"), &cmd);
+                    }
                 }
             }
             Some(HostLink::Macvlan { parent, mode: m }) => {
@@ -111,6 +134,27 @@ pub fn generate(cfg: &RouterConfig, dir: &str, res: &Resources, cg: Cgroup) -> S
 mod tests {
     use super::*;
 
+    const HOOK: &str = "/usr/bin/tinyvr";
+
+    #[test]
+    fn a_veth_end_in_a_namespace_is_moved_by_lxc_s_up_hook() {
+        let mut r = cfg("");
+        r.interfaces[1].host = Some(HostLink::Veth {
+            peer: None,
+            peer_mac: Some("02:74:00:00:00:0b".parse().unwrap()),
+            netns: Some("c1-snk".into()),
+            bridge: None,
+        });
+        let text = generate(&r, "/r", &Resources::default(), Cgroup::V2, HOOK);
+        for line in [
+            "lxc.net.1.script.up = /usr/bin/tinyvr lxc net-up --netns c1-snk --mac 02:74:00:00:00:0b",
+            "lxc.hook.version = 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        assert!(!text.contains("lxc.net.0.script.up"), "{text}");
+    }
+
     fn cfg(extra: &str) -> RouterConfig {
         tinyvr_config::load(&format!(
             "name = \"c1\"\n[[interface]]\nname = \"in0\"\nmac = \"02:00:00:00:01:01\"\naddresses = [\"10.1.0.1/24\"]\n[[interface]]\nname = \"out0\"\naddresses = [\"10.2.0.1/24\"]\n{extra}"
@@ -125,7 +169,7 @@ mod tests {
             cpu_max: Some("50000 100000".into()),
             cpuset: Some("1".into()),
         };
-        let text = generate(&cfg(""), "/var/lib/tinyvr/lxc/c1", &res, Cgroup::V2);
+        let text = generate(&cfg(""), "/var/lib/tinyvr/lxc/c1", &res, Cgroup::V2, HOOK);
         for line in [
             "lxc.rootfs.path = dir:/var/lib/tinyvr/lxc/c1/rootfs",
             "lxc.console.logfile = /var/lib/tinyvr/lxc/c1/console.log",
@@ -164,7 +208,7 @@ mod tests {
             cpu_max: Some("max 100000".into()),
             cpuset: None,
         };
-        let text = generate(&r, "/r", &res, Cgroup::V1);
+        let text = generate(&r, "/r", &res, Cgroup::V1, HOOK);
         for line in [
             "lxc.net.0.type = macvlan",
             "lxc.net.0.link = eth1",
@@ -187,8 +231,7 @@ mod tests {
             netns: None,
             bridge: Some("br0".parse().unwrap()),
         });
-        assert!(
-            generate(&b, "/r", &Resources::default(), Cgroup::V2).contains("lxc.net.0.link = br0")
-        );
+        assert!(generate(&b, "/r", &Resources::default(), Cgroup::V2, HOOK)
+            .contains("lxc.net.0.link = br0"));
     }
 }

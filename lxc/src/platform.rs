@@ -39,7 +39,54 @@ pub fn render(o: &Up) -> Result<String, HostError> {
         &dir.display().to_string(),
         &o.resources,
         cg::version(),
+        &hook()?,
     ))
+}
+
+/// The tinyvr binary LXC runs as the veths' up hook (through a shell: the
+/// path must be one plain word).
+fn hook() -> Result<String, HostError> {
+    let me = std::env::current_exe().map_err(|e| HostError::io("finding the tinyvr binary", e))?;
+    let s = me.display().to_string();
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/-_.+".contains(c))
+    {
+        Ok(s)
+    } else {
+        Err(HostError::Other(format!(
+            "the tinyvr binary's path {s:?} has characters LXC's hook command cannot carry: run it from a plain path"
+        )))
+    }
+}
+
+/// LXC's `script.up` for a veth (`tinyvr lxc net-up`): moves the host end
+/// LXC just made (LXC_NET_PEER) into `netns`, gives it `mac`, and brings it
+/// up there, before the container's init runs.
+pub fn net_up(
+    netns: Option<&str>,
+    mac: Option<&tinyvr_config::MacAddr>,
+    last_arg: Option<&str>,
+) -> Result<(), HostError> {
+    // LXC gives the host end as LXC_NET_PEER (hook version 1) and as the
+    // last argument.
+    let dev = std::env::var("LXC_NET_PEER")
+        .ok()
+        .or(last_arg.map(String::from))
+        .ok_or_else(|| {
+            HostError::Other(
+                "no LXC_NET_PEER and no device argument: this runs as LXC's network up hook".into(),
+            )
+        })?;
+    let mut nl = netns::socket(None)?;
+    if let Some(ns) = netns {
+        let fd = netns::open(ns)?;
+        links::move_to(&mut nl, &dev, fd.as_raw_fd(), None)?;
+        nl = netns::socket(Some(ns))?;
+    }
+    if let Some(m) = mac {
+        links::set_mac(&mut nl, &dev, m)?;
+    }
+    links::set_up(&mut nl, &dev)
 }
 
 /// `--lxcpath` becomes part of every container path: absolute and plain.
@@ -123,25 +170,26 @@ pub fn up(o: &Up) -> Result<serde_json::Value, HostError> {
 fn check_free(cfg: &tinyvr_config::RouterConfig) -> Result<Vec<String>, HostError> {
     let name = &cfg.name;
     let cgroups = vec![format!("lxc.payload.{name}"), format!("lxc.monitor.{name}")];
-    for c in &cgroups {
-        for root in [
-            "/sys/fs/cgroup",
-            "/sys/fs/cgroup/cpu",
-            "/sys/fs/cgroup/cpuset",
-        ] {
-            let p = Path::new(root).join(c);
-            if p.exists() {
-                return Err(HostError::Other(format!(
-                    "cgroup {} exists: another container named {name} runs (perhaps in another lxcpath); left alone, pick another --name",
-                    p.display()
-                )));
-            }
-        }
+    if let Some(p) = tinyvr_host::state::lxc_cgroup_paths(&cgroups).first() {
+        return Err(HostError::Other(format!(
+            "cgroup {} exists: another container named {name} runs (perhaps in another lxcpath); left alone, pick another --name",
+            p.display()
+        )));
     }
     let mut nl = netns::socket(None)?;
     for ifc in &cfg.interfaces {
         if matches!(ifc.host, None | Some(tinyvr_config::HostLink::Veth { .. })) {
             links::must_be_free(&mut nl, &ifc.host_name(name), None)?;
+        }
+        // A namespace of the user's that the up hook will move the end into.
+        if let Some(tinyvr_config::HostLink::Veth {
+            netns: Some(ns), ..
+        }) = &ifc.host
+        {
+            if netns::exists(ns) {
+                let mut tnl = netns::socket(Some(ns))?;
+                links::must_be_free(&mut tnl, &ifc.host_name(name), Some(ns))?;
+            }
         }
     }
     Ok(cgroups)
@@ -190,7 +238,13 @@ fn start(
         .map_err(|e| HostError::io(format!("creating {}", etc.display()), e))?;
     std::fs::write(etc.join("router.toml"), cfg.guest_toml())
         .map_err(|e| HostError::io("writing router.toml", e))?;
-    let text = config::generate(cfg, &dir.display().to_string(), &o.resources, cg::version());
+    let text = config::generate(
+        cfg,
+        &dir.display().to_string(),
+        &o.resources,
+        cg::version(),
+        &hook()?,
+    );
     std::fs::write(dir.join("config"), text)
         .map_err(|e| HostError::io("writing the LXC config", e))?;
 
@@ -259,14 +313,18 @@ fn start(
     }
     let mut ready = ready;
     if let Some(t) = topo {
-        // LXC made the host ends in the host namespace: move them to the
-        // source and sink namespaces (finish gives them the planned MACs).
-        let mut nl = netns::socket(None)?;
-        for e in [&t.src, &t.sink] {
-            let fd = netns::open(&e.netns)?;
-            links::move_to(&mut nl, &e.dev, fd.as_raw_fd(), None)?;
-        }
+        // The host ends are in the source and sink namespaces already (LXC's
+        // up hook put them there before the init ran): only the ends'
+        // addresses, routes and neighbours are left, none of which touches
+        // the router's carrier.
         topology::finish(t, &mut ready)?;
+    }
+    // With everything in place: the container's kernel state is what READY says.
+    if let Some(p) = pid {
+        let ns = std::fs::File::open(format!("/proc/{p}/ns/net"))
+            .map_err(|e| HostError::io(format!("opening the network namespace of {p}"), e))?;
+        let held = tinyvr_host::verify::check(ns, &ready)?;
+        ready["held"] = serde_json::to_value(held).expect("counts serialize");
     }
     ready["container"] = name.clone().into();
     ready["lxcpath"] = o.lxcpath.display().to_string().into();

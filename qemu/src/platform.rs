@@ -139,13 +139,20 @@ fn plumb(cfg: &RouterConfig, state: &mut State) -> Result<Vec<File>, HostError> 
                         netns, bridge, nic, ..
                     } => (netns.clone(), bridge.as_ref().map(|b| b.to_string()), nic),
                     HostLink::Bridge { bridge, nic } => {
-                        // A bridge the user names is theirs if it exists:
-                        // used, never removed. Otherwise tinyvr makes it.
+                        // A bridge the user names is theirs: it must exist,
+                        // and is used, never removed. Without a name tinyvr
+                        // makes <router>-br<n> (which must not exist yet).
                         let b = bridge
                             .as_ref()
                             .map(|b| b.to_string())
                             .unwrap_or_else(|| format!("{}-br{i}", cfg.name));
                         let exists = links::index(&mut nl, &b)?.is_some();
+                        if bridge.is_some() && !exists {
+                            return Err(HostError::Other(format!(
+                                "interface[{i}].host.bridge: bridge {b} does not exist: create it (ip link add {b} type bridge), or leave bridge out and tinyvr makes {}-br{i}",
+                                cfg.name
+                            )));
+                        }
                         if exists && bridge.is_none() {
                             links::must_be_free(&mut nl, &b, None)?;
                         }
@@ -452,10 +459,13 @@ fn start(
         .map_err(|e| HostError::Other(format!("VM {name}: memory: {e}")))?;
     let cg = cgroup::create_for(state, &cg_name, &o.resources, rt, child.id())?;
     let threads = place(&o.placement, child.id(), &files[2], &cg)?;
+    let virtqueues =
+        virtqueues(cfg, &ready).map_err(|e| HostError::Other(format!("VM {name}: {e}")))?;
     if let Some(t) = topo {
         topology::finish(t, &mut ready)?;
     }
     ready["vm"] = serde_json::json!({
+        "virtqueues": virtqueues,
         "accel": acc,
         "accel_reason": why,
         "qemu_pid": child.id(),
@@ -466,6 +476,61 @@ fn start(
         "argv": args,
     });
     Ok(ready)
+}
+
+/// Each virtio NIC's virtqueue sizes as asked (qemu's default is 256) and
+/// as the guest's driver reports them in READY; a size that did not take is
+/// an error naming the interface. Pure.
+pub fn virtqueues(
+    cfg: &RouterConfig,
+    ready: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let mut out = Vec::new();
+    for ifc in &cfg.interfaces {
+        let nic = match &ifc.host {
+            Some(HostLink::Vfio { .. }) => continue, // a VF's rings are its own
+            Some(
+                HostLink::Tap { nic, .. }
+                | HostLink::Bridge { nic, .. }
+                | HostLink::Macvtap { nic, .. },
+            ) => nic.clone(),
+            _ => VirtioNic::default(),
+        };
+        let asked = (
+            nic.rx_queue_size.unwrap_or(256),
+            nic.tx_queue_size.unwrap_or(256),
+        );
+        let rings = ready["interfaces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|i| i["name"] == ifc.name.as_str())
+            .map(|i| &i["rings"])
+            .ok_or_else(|| format!("interface {} is not in the guest's READY", ifc.name))?;
+        let (rx, tx) = (rings["rx"].as_u64(), rings["tx"].as_u64());
+        let (Some(rx), Some(tx)) = (rx, tx) else {
+            return Err(format!(
+                "interface {}: the guest reported no ring sizes",
+                ifc.name
+            ));
+        };
+        for (what, want, got) in [
+            ("rx_queue_size", asked.0, rx),
+            ("tx_queue_size", asked.1, tx),
+        ] {
+            if want as u64 != got {
+                return Err(format!(
+                    "interface {}: {what} {want} was asked, the guest's virtio-net reports {got}",
+                    ifc.name
+                ));
+            }
+        }
+        out.push(serde_json::json!({
+            "interface": ifc.name.as_str(),
+            "rx_asked": asked.0, "rx": rx, "tx_asked": asked.1, "tx": tx,
+        }));
+    }
+    Ok(serde_json::Value::Array(out))
 }
 
 /// The threads of qemu `pid` by class: vCPUs from QMP, vhost workers,
@@ -604,4 +669,49 @@ fn stop(st: &State, timeout: Duration) -> Vec<String> {
         }
     }
     notes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(rx: Option<u32>) -> RouterConfig {
+        let mut c = tinyvr_config::load(
+            "name = \"v\"\n[[interface]]\nname = \"in0\"\n[[interface]]\nname = \"out0\"\n",
+        )
+        .unwrap();
+        c.interfaces[0].host = Some(HostLink::Tap {
+            name: None,
+            netns: None,
+            bridge: None,
+            nic: VirtioNic {
+                rx_queue_size: rx,
+                ..Default::default()
+            },
+        });
+        c
+    }
+
+    fn ready(rx: u64) -> serde_json::Value {
+        serde_json::json!({"interfaces": [
+            {"name": "in0", "rings": {"rx": rx, "tx": 256}},
+            {"name": "out0", "rings": {"rx": 256, "tx": 256}},
+        ]})
+    }
+
+    #[test]
+    fn virtqueue_sizes_are_compared_with_the_guests_view() {
+        let v = virtqueues(&cfg(Some(1024)), &ready(1024)).unwrap();
+        assert_eq!(v[0]["rx"], 1024);
+        assert_eq!(v[1]["rx_asked"], 256, "qemu's default when none is asked");
+        let e = virtqueues(&cfg(Some(1024)), &ready(256)).unwrap_err();
+        assert_eq!(
+            e,
+            "interface in0: rx_queue_size 1024 was asked, the guest's virtio-net reports 256"
+        );
+        let none = serde_json::json!({"interfaces": [{"name": "in0"}, {"name": "out0"}]});
+        assert!(virtqueues(&cfg(None), &none)
+            .unwrap_err()
+            .contains("reported no ring sizes"));
+    }
 }

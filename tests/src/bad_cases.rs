@@ -48,6 +48,8 @@ pub const CASES: &[(&str, &str, &str)] = &[
     ("[[interface]]\nname = \"x\"\nhost = { kind = \"macvlan\" }", "interface[2].host.parent", "missing field `parent`"),
     ("[[interface]]\nname = \"x\"\nhost = { kind = \"tap\", queues = 32 }", "interface[2].host.queues", "1 to 16"),
     ("[[interface]]\nname = \"x\"\nhost = { kind = \"bridge\", rx_queue_size = 300 }", "interface[2].host.rx_queue_size", "256, 512 or 1024"),
+    ("[[interface]]\nname = \"x\"\nhost = { kind = \"tap\", tx_queue_size = 1024 }", "interface[2].host.tx_queue_size", "caps the tx virtqueue at 256"),
+    ("[[interface]]\nname = \"x\"\nhost = { kind = \"veth\", netns = \"a b\" }", "interface[2].host.netns", "not a namespace name"),
     ("[[interface]]\nname = \"x\"\nhost = { kind = \"macvtap\", parent = \"eth1\", vhost = \"maybe\" }", "interface[2].host", "unknown variant `maybe`"),
     ("[[interface]]\nname = \"x\"\nhost = { kind = \"vfio\", pci = \"01:10\" }", "interface[2].host", "expected a PCI address like 0000:00:04.0, got \"01:10\""),
     // routes

@@ -125,6 +125,13 @@ name = "{n}"
         for (stage, count) in t["path"].as_array().unwrap().iter().map(|p| (&p[0], &p[1])) {
             assert_eq!(count.as_u64(), Some(sent), "{stage}");
         }
+        // The router's kernel held its whole table through every trial.
+        assert_eq!(t["held_as_ready"], true, "{}", t["held"]);
+        assert_eq!(
+            t["held"]["routes"], r["routers"][0]["routes"],
+            "{}",
+            t["held"]
+        );
     }
     let points = r["points"].as_array().unwrap();
     assert_eq!(points.len(), 4);

@@ -403,6 +403,7 @@ fn kill_9_of_up_then_down_leaves_nothing() {
     let f = dir.file("router.toml", &cfg);
     let _down = Down::new("lxc", &name);
     // Early (copying the rootfs), while lxc-start boots, after READY.
+    let mut midway = 0;
     for delay_ms in [20u64, 300, 15_000] {
         let mut child = Command::new(bin("tinyvr"))
             .args(["lxc", "up", f.to_str().unwrap(), "--rootfs"])
@@ -416,6 +417,7 @@ fn kill_9_of_up_then_down_leaves_nothing() {
         while std::time::Instant::now() < end && child.try_wait().unwrap().is_none() {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
+        midway += usize::from(child.try_wait().unwrap().is_none());
         let _ = child.kill();
         let _ = child.wait();
         // `down` of a router whose up was killed: the record's lock died
@@ -434,4 +436,5 @@ fn kill_9_of_up_then_down_leaves_nothing() {
             "after {delay_ms} ms"
         );
     }
+    assert!(midway >= 1, "no kill landed before up finished");
 }

@@ -45,6 +45,9 @@ pub struct IfaceReport {
     pub name: String,
     pub mac: String,
     pub ifindex: u32,
+    /// Ring sizes as the driver reports them (in a VM: the virtqueues).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rings: Option<crate::rings::Rings>,
 }
 
 struct Steps<'a> {
@@ -202,6 +205,7 @@ pub fn apply(cfg: &RouterConfig, nl: &mut dyn Netlink) -> Result<Report, ApplyEr
             name: l.name.clone(),
             mac: l.mac(),
             ifindex: l.index,
+            rings: crate::rings::read(&l.name),
         })
         .collect();
     report.addresses = addresses;

@@ -3,28 +3,25 @@
 //! sendmsg, no per-route ACK. Errors still come back, each tagged with the
 //! sequence number of the route it refused.
 //!
-//! A unicast range first gets one nexthop object (id [`NH_ID_BASE`] + range
-//! index) that all its routes share: the kernel checks the gateway once,
-//! and removing the object removes the whole range at once.
+//! Each route carries its own gateway and device rather than pointing at a
+//! shared nexthop object: the kernel flushes a nexthop object and all its
+//! routes when the device loses carrier, and a router's table must survive
+//! a flap of its links.
 
 use super::msg;
 use super::{flags, Netlink, NlError};
 use netlink_packet_core::NLM_F_REQUEST;
 use netlink_packet_route::RouteNetlinkMessage;
-use tinyvr_config::{values::to_bits, RouteKind, RouteRange};
+use tinyvr_config::{values::to_bits, RouteRange};
 
 /// Offsets in an encoded route message (nlmsghdr 16 + rtmsg 12 + rtattr 4):
 /// the destination attribute is always first (see `msg::route_base`).
 const SEQ_OFFSET: usize = 8;
 const DST_OFFSET: usize = 16 + 12 + 4;
 
-/// Nexthop object ids tinyvr uses for route ranges ("tv" in the high bits),
-/// far from the small ids people and routing daemons pick.
-pub const NH_ID_BASE: u32 = 0x7476_0000;
-
 /// The encoded form of route 0 of a range, with the flags of the request.
-pub fn template(r: &RouteRange, nh: Option<u32>, delete: bool) -> Vec<u8> {
-    let m = msg::range_route(r, 0, nh);
+pub fn template(r: &RouteRange, oif: Option<u32>, delete: bool) -> Vec<u8> {
+    let m = msg::range_route(r, 0, oif);
     let (inner, fl) = if delete {
         (RouteNetlinkMessage::DelRoute(m), flags::NONE)
     } else {
@@ -48,9 +45,8 @@ pub fn encode(r: &RouteRange, tpl: &[u8], i: u32, seq: u32, out: &mut Vec<u8>) {
 }
 
 /// Installs every route of range number `n` of the config; `oif` is the
-/// device of its gateway (a nexthop object needs one). On any refusal the
-/// whole range is removed again, so a range is either fully there or not
-/// at all.
+/// device of its gateway. On any refusal the whole range is removed again,
+/// so a range is either fully there or not at all.
 pub fn install(
     nl: &mut dyn Netlink,
     n: usize,
@@ -58,38 +54,16 @@ pub fn install(
     oif: Option<u32>,
 ) -> Result<u32, NlError> {
     let what = || format!("adding route_range[{n}] {} x {}", r.first, r.count);
-    let nh = (r.kind == RouteKind::Unicast).then_some(NH_ID_BASE + n as u32);
-    if let Some(id) = nh {
-        let req = msg::nexthop(id, r, oif, false);
-        if let Some((_, errno, detail)) = nl
-            .bulk(1, &mut |_, seq, out| push_with_seq(out, &req, seq))?
-            .pop()
-        {
-            return Err(NlError {
-                what: format!("{} (its nexthop object {id})", what()),
-                errno,
-                detail,
-            });
-        }
-    }
-    let tpl = template(r, nh, false);
+    let tpl = template(r, oif, false);
     let failed = nl.bulk(r.count as usize, &mut |i, seq, out| {
         encode(r, &tpl, i as u32, seq, out)
     })?;
     if let Some((i, errno, detail)) = failed.first().cloned() {
         // Best effort: routes that were refused are not there to delete.
-        match nh {
-            Some(id) => {
-                let del = msg::nexthop(id, r, None, true);
-                let _ = nl.bulk(1, &mut |_, seq, out| push_with_seq(out, &del, seq));
-            }
-            None => {
-                let del = template(r, None, true);
-                let _ = nl.bulk(r.count as usize, &mut |i, seq, out| {
-                    encode(r, &del, i as u32, seq, out)
-                });
-            }
-        }
+        let del = template(r, oif, true);
+        let _ = nl.bulk(r.count as usize, &mut |i, seq, out| {
+            encode(r, &del, i as u32, seq, out)
+        });
         return Err(NlError {
             what: format!(
                 "{} (route {i}: {}; {} refused in all, range removed)",
@@ -102,12 +76,6 @@ pub fn install(
         });
     }
     Ok(r.count)
-}
-
-fn push_with_seq(out: &mut Vec<u8>, msg: &[u8], seq: u32) {
-    let start = out.len();
-    out.extend_from_slice(msg);
-    out[start + SEQ_OFFSET..start + SEQ_OFFSET + 4].copy_from_slice(&seq.to_ne_bytes());
 }
 
 #[cfg(test)]
@@ -124,12 +92,11 @@ mod tests {
     #[test]
     fn patched_template_equals_a_fresh_message() {
         for r in ranges() {
-            let tpl = template(&r, Some(NH_ID_BASE), false);
+            let tpl = template(&r, Some(3), false);
             for i in [0, 1, 57, r.count - 1] {
                 let mut got = Vec::new();
                 encode(&r, &tpl, i, 1000 + i, &mut got);
-                let inner =
-                    RouteNetlinkMessage::NewRoute(msg::range_route(&r, i, Some(NH_ID_BASE)));
+                let inner = RouteNetlinkMessage::NewRoute(msg::range_route(&r, i, Some(3)));
                 let want =
                     crate::netlink::encode(NLM_F_REQUEST | flags::CREATE_REPLACE, 1000 + i, inner);
                 assert_eq!(got, want, "route {i} of {}", r.first);
@@ -162,8 +129,8 @@ mod tests {
                 encode(i, i as u32, &mut buf);
             }
             self.sent.push(buf);
-            // Call 1 creates the nexthop object, call 2 sends the routes.
-            Ok(if self.sent.len() == 2 {
+            // Call 1 sends the routes, call 2 removes them again.
+            Ok(if self.sent.len() == 1 {
                 vec![(self.refuse, libc::ENETUNREACH, None)]
             } else {
                 vec![]
@@ -186,12 +153,8 @@ mod tests {
             "{}",
             e.what
         );
-        assert_eq!(
-            nl.sent.len(),
-            3,
-            "nexthop, routes, then the nexthop's removal"
-        );
-        // RTM_DELNEXTHOP is 105, at bytes 4..6 of the message.
-        assert_eq!(u16::from_ne_bytes([nl.sent[2][4], nl.sent[2][5]]), 105);
+        assert_eq!(nl.sent.len(), 2, "the routes, then their removal");
+        // RTM_DELROUTE is 25, at bytes 4..6 of each message.
+        assert_eq!(u16::from_ne_bytes([nl.sent[1][4], nl.sent[1][5]]), 25);
     }
 }

@@ -200,86 +200,17 @@ pub fn route(r: &Route, ifindex: Ifindex) -> RouteMessage {
     m
 }
 
-/// The i-th route of a generated range. A unicast range points at its
-/// shared nexthop object `nh` (see [`nexthop`]) instead of carrying its own
-/// gateway: the kernel then validates the gateway once, not once per route.
-pub fn range_route(r: &RouteRange, i: u32, nh: Option<u32>) -> RouteMessage {
+/// The i-th route of a generated range, with its own gateway and device
+/// (`oif`). Not a shared nexthop object: the kernel flushes a nexthop
+/// object, and every route using it, when its device loses carrier, while a
+/// route with its own gateway stays (marked linkdown) and forwards again
+/// when carrier returns.
+pub fn range_route(r: &RouteRange, i: u32, oif: Option<u32>) -> RouteMessage {
     let mut m = route_base(r.prefix(i), r.table(), r.kind, r.metric);
-    if let Some(id) = nh {
-        m.attributes.push(RouteAttribute::NhId(id));
+    if r.kind == RouteKind::Unicast {
+        route_target(&mut m, r.via, oif, r.onlink);
     }
     m
-}
-
-/// RTM_NEWNEXTHOP / RTM_DELNEXTHOP and the NHA_* attributes
-/// (include/uapi/linux/nexthop.h); netlink-packet-route has no nexthop
-/// messages, so this one is encoded here.
-pub mod nh {
-    pub const RTM_NEWNEXTHOP: u16 = 104;
-    pub const RTM_DELNEXTHOP: u16 = 105;
-    pub const NHA_ID: u16 = 1;
-    pub const NHA_OIF: u16 = 5;
-    pub const NHA_GATEWAY: u16 = 6;
-    pub const RTNH_F_ONLINK: u32 = 4;
-}
-
-fn push_attr(buf: &mut Vec<u8>, kind: u16, data: &[u8]) {
-    buf.extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
-    buf.extend_from_slice(&kind.to_ne_bytes());
-    buf.extend_from_slice(data);
-    buf.resize(buf.len().next_multiple_of(4), 0);
-}
-
-/// A complete netlink request (header included, sequence number 0, no ACK
-/// flag: it goes through [`super::Netlink::bulk`]) that
-/// creates or replaces nexthop object `id` for a unicast range, or deletes it.
-/// Deleting a nexthop object also removes every route that uses it.
-pub fn nexthop(id: u32, r: &RouteRange, oif: Option<u32>, delete: bool) -> Vec<u8> {
-    use netlink_packet_core::NLM_F_REQUEST;
-    let v4 = r.via.map_or(r.first.is_ipv4(), |g| g.is_ipv4());
-    let mut b = vec![0u8; 16];
-    // struct nhmsg: family, scope, protocol, reserved, flags.
-    let fam = if v4 { libc::AF_INET } else { libc::AF_INET6 } as u8;
-    b.extend_from_slice(&[
-        fam,
-        0,
-        if delete {
-            0
-        } else {
-            4 /* RTPROT_STATIC */
-        },
-        0,
-    ]);
-    let nh_flags = if r.onlink && !delete {
-        nh::RTNH_F_ONLINK
-    } else {
-        0
-    };
-    b.extend_from_slice(&nh_flags.to_ne_bytes());
-    push_attr(&mut b, nh::NHA_ID, &id.to_ne_bytes());
-    if !delete {
-        if let Some(i) = oif {
-            push_attr(&mut b, nh::NHA_OIF, &i.to_ne_bytes());
-        }
-        match r.via {
-            Some(IpAddr::V4(a)) => push_attr(&mut b, nh::NHA_GATEWAY, &a.octets()),
-            Some(IpAddr::V6(a)) => push_attr(&mut b, nh::NHA_GATEWAY, &a.octets()),
-            None => {}
-        }
-    }
-    let len = b.len() as u32;
-    let (kind, fl) = if delete {
-        (nh::RTM_DELNEXTHOP, NLM_F_REQUEST)
-    } else {
-        (
-            nh::RTM_NEWNEXTHOP,
-            NLM_F_REQUEST | super::flags::CREATE_REPLACE,
-        )
-    };
-    let mut hdr = netlink_packet_core::NetlinkHeader::default();
-    (hdr.length, hdr.message_type, hdr.flags) = (len, kind, fl);
-    netlink_packet_core::Emitable::emit(&hdr, &mut b[..16]);
-    b
 }
 
 /// One rule for one family.
@@ -393,29 +324,6 @@ mod tests {
         assert!(v4
             .attributes
             .contains(&AddressAttribute::Broadcast("10.1.0.255".parse().unwrap())));
-    }
-
-    #[test]
-    fn nexthop_object_bytes() {
-        let r = &cfg().route_ranges[0];
-        let b = nexthop(7, r, Some(3), false);
-        // nlmsghdr: length, RTM_NEWNEXTHOP, REQUEST|CREATE|REPLACE (no ACK: sent in bulk).
-        assert_eq!(
-            u32::from_ne_bytes(b[0..4].try_into().unwrap()) as usize,
-            b.len()
-        );
-        assert_eq!(u16::from_ne_bytes([b[4], b[5]]), 104);
-        assert_eq!(u16::from_ne_bytes([b[6], b[7]]), 1 | 0x400 | 0x100);
-        // nhmsg: AF_INET, scope 0, RTPROT_STATIC, no flags.
-        assert_eq!(&b[16..24], &[2, 0, 4, 0, 0, 0, 0, 0]);
-        // NHA_ID 7, NHA_OIF 3, NHA_GATEWAY 10.2.0.2.
-        assert_eq!(&b[24..32], &[8, 0, 1, 0, 7, 0, 0, 0]);
-        assert_eq!(&b[32..40], &[8, 0, 5, 0, 3, 0, 0, 0]);
-        assert_eq!(&b[40..48], &[8, 0, 6, 0, 10, 2, 0, 2]);
-        assert_eq!(b.len(), 48);
-        let d = nexthop(7, r, Some(3), true);
-        assert_eq!(u16::from_ne_bytes([d[4], d[5]]), 105);
-        assert_eq!(d.len(), 32, "a delete names only the id");
     }
 
     #[test]

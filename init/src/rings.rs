@@ -1,0 +1,58 @@
+//! A NIC's ring sizes as its driver reports them (what `ethtool -g` shows),
+//! read with the SIOCETHTOOL ioctl. In a VM these are virtio-net's
+//! virtqueue sizes: READY carries them so the host can compare them with
+//! the `rx_queue_size`/`tx_queue_size` it asked qemu for.
+
+use serde::Serialize;
+use std::os::fd::AsRawFd;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Rings {
+    pub rx: u32,
+    pub tx: u32,
+}
+
+const ETHTOOL_GRINGPARAM: u32 = 0x10;
+
+/// struct ethtool_ringparam (include/uapi/linux/ethtool.h).
+#[repr(C)]
+#[derive(Default)]
+struct RingParam {
+    cmd: u32,
+    rx_max_pending: u32,
+    rx_mini_max_pending: u32,
+    rx_jumbo_max_pending: u32,
+    tx_max_pending: u32,
+    rx_pending: u32,
+    rx_mini_pending: u32,
+    rx_jumbo_pending: u32,
+    tx_pending: u32,
+}
+
+/// The current rx/tx ring sizes of `ifname`, or None when the driver has
+/// no rings to report (loopback, a tun device).
+pub fn read(ifname: &str) -> Option<Rings> {
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0")
+        .or_else(|_| std::net::UdpSocket::bind("[::]:0"))
+        .ok()?;
+    let mut rp = RingParam {
+        cmd: ETHTOOL_GRINGPARAM,
+        ..Default::default()
+    };
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    if ifname.len() >= req.ifr_name.len() {
+        return None;
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(ifname.bytes()) {
+        *d = s as libc::c_char;
+    }
+    req.ifr_ifru.ifru_data = (&mut rp as *mut RingParam).cast();
+    // SAFETY: SIOCETHTOOL reads the ifreq and fills the ringparam it points
+    // to, both ours and alive for the call.
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut req) };
+    (r == 0).then_some(Rings {
+        rx: rp.rx_pending,
+        tx: rp.tx_pending,
+    })
+}

@@ -1,0 +1,154 @@
+//! What a router reports is what its kernel holds, and it stays so: a
+//! router with a 20,000-route range, topology up, keeps every route through
+//! carrier flaps of its links (the host-side peer down, then up), counted
+//! with `ip` inside the router's namespace; `up` itself never flaps a
+//! configured router (LXC moves the host ends before the init runs).
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use tinyvr_tests::*;
+
+const ROUTES: u64 = 20_000;
+
+fn config(name: &str) -> String {
+    format!(
+        r#"name = "{name}"
+[[interface]]
+name = "in0"
+addresses = ["10.1.0.1/24"]
+[[interface]]
+name = "out0"
+addresses = ["10.2.0.1/24"]
+[[route_range]]
+first = "16.0.0.0/24"
+count = {ROUTES}
+via = "10.2.0.2"
+[sysctl]
+"net.ipv6.conf.in0.disable_ipv6" = 1
+"net.ipv6.conf.out0.disable_ipv6" = 1
+"#
+    )
+}
+
+fn tinyvr(args: &[&str]) -> Output {
+    bin("tinyvr-init");
+    Command::new(bin("tinyvr")).args(args).output().unwrap()
+}
+
+/// Static routes in the namespace `enter` selects (`-n NS` or a pid's).
+fn routes(enter: &[&str]) -> u64 {
+    let mut c = Command::new("nsenter");
+    c.args(enter).args([
+        "ip", "-4", "route", "show", "table", "all", "proto", "static",
+    ]);
+    let out = run(&mut c);
+    String::from_utf8_lossy(&out.stdout).lines().count() as u64
+}
+
+/// Flaps the host-side peer of each router link and checks that every
+/// route is there while carrier is gone and again within a second of its
+/// return, and that the router forwards again.
+fn flap_each_link(name: &str, enter: &[&str]) {
+    let want = ROUTES;
+    assert_eq!(routes(enter), want, "before any flap");
+    for (ns, dev) in [
+        (format!("{name}-snk"), format!("{name}-out0")),
+        (format!("{name}-src"), format!("{name}-in0")),
+    ] {
+        run(Command::new("ip").args(["-n", &ns, "link", "set", &dev, "down"]));
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(routes(enter), want, "{dev} down: routes flushed");
+        run(Command::new("ip").args(["-n", &ns, "link", "set", &dev, "up"]));
+        let t = Instant::now();
+        while routes(enter) != want && t.elapsed() < Duration::from_secs(1) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(
+            routes(enter),
+            want,
+            "{dev} up again: routes missing after 1 s"
+        );
+    }
+    let (src, snk, dev) = (
+        format!("{name}-src"),
+        format!("{name}-snk"),
+        format!("{name}-out0"),
+    );
+    // Taking the source's own end down flushed the source's default route
+    // (the ends are the test's instruments, not the router): put it back.
+    run(Command::new("ip").args(["-n", &src, "route", "replace", "default", "via", "10.1.0.1"]));
+    std::thread::sleep(Duration::from_millis(200));
+    let before = link_stat(&snk, &dev, "rx", "packets");
+    // Through a generated route: 16.0.5.1 is in 16.0.5.0/24 via the sink.
+    udp_send(&src, "16.0.5.1:9".parse().unwrap(), 1000, 18);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(link_stat(&snk, &dev, "rx", "packets") - before, 1000);
+}
+
+#[test]
+fn a_namespace_router_keeps_its_routes_through_link_flaps() {
+    require!(is_root(), "needs root for network namespaces");
+    let name = format!("f{}n", std::process::id() % 100_000);
+    let dir = Scratch::new("flap-netns");
+    let f = dir.file("r.toml", &config(&name));
+    let _down = Down::new("netns", &name);
+    let out = tinyvr(&["netns", "up", f.to_str().unwrap(), "--topology"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ready: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ready["routes"], ROUTES);
+    assert_eq!(ready["held"]["routes"], ROUTES, "read back after up");
+    let ns = format!("--net=/run/netns/{name}");
+    flap_each_link(&name, &[ns.as_str()]);
+    assert!(tinyvr(&["netns", "down", &name]).status.success());
+}
+
+fn rootfs() -> &'static Path {
+    static R: OnceLock<PathBuf> = OnceLock::new();
+    R.get_or_init(|| built_image("tinyvr-flap-image").join("rootfs"))
+}
+
+#[test]
+fn a_container_router_keeps_its_routes_from_up_on_and_through_flaps() {
+    require!(is_root(), "needs root");
+    require!(
+        has_cmd("lxc-start"),
+        "needs lxc-start (scripts/setup installs it)"
+    );
+    require!(
+        Path::new(tinyvr_image::kernel::DEFAULT_SOURCE).exists(),
+        "needs linux-source-6.1 to build the image (scripts/setup installs it)"
+    );
+    let name = format!("f{}c", std::process::id() % 100_000);
+    let dir = Scratch::new("flap-lxc");
+    let f = dir.file("r.toml", &config(&name));
+    let _down = Down::new("lxc", &name);
+    let out = tinyvr(&[
+        "lxc",
+        "up",
+        f.to_str().unwrap(),
+        "--rootfs",
+        rootfs().to_str().unwrap(),
+        "--topology",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ready: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pid = ready["init_pid"].as_u64().unwrap().to_string();
+    // Right after up returns, with ip in the container's namespace: the
+    // moves of the host ends did not flush anything.
+    let ns = format!("--net=/proc/{pid}/ns/net");
+    assert_eq!(routes(&[ns.as_str()]), ROUTES, "after lxc up --topology");
+    assert_eq!(ready["held"]["routes"], ROUTES);
+    flap_each_link(&name, &[ns.as_str()]);
+    assert!(tinyvr(&["lxc", "down", &name]).status.success());
+}
