@@ -132,8 +132,11 @@ fn main() {
     println!(
         "RESULT routes={count} tinyvr_s={a:.2} ip_batch_s={b:.2} speedup={:.1}x{}",
         b / a,
+        // The 5x target was met with one shared nexthop object per range
+        // (~6x); routes with their own gateway, which survive carrier
+        // flaps, measure ~4x: kept for correctness, see the README.
         if count >= 1_000_000 {
-            " (target >= 5x)"
+            " (target >= 5x; plain routes measure ~4x, see README)"
         } else {
             " (the 5x target is for 1M routes)"
         }
