@@ -65,7 +65,7 @@ impl fmt::Display for IfName {
 deserialize_from_str!(IfName);
 
 /// An Ethernet MAC address, `52:54:00:00:01:01`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct MacAddr(pub [u8; 6]);
 
 impl MacAddr {

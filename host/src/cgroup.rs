@@ -82,17 +82,16 @@ fn write(dir: &Path, file: &str, value: &str) -> Result<(), HostError> {
         .map_err(|e| HostError::io(format!("writing {value:?} to {}", p.display()), e))
 }
 
-fn read(dir: &Path, file: &str) -> String {
-    std::fs::read_to_string(dir.join(file))
-        .unwrap_or_default()
-        .trim()
-        .to_string()
+fn read(dir: &Path, file: &str) -> Result<String, HostError> {
+    let p = dir.join(file);
+    std::fs::read_to_string(&p)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| HostError::io(format!("reading back {}", p.display()), e))
 }
 
-/// The directories a router cgroup named `dir_name` has (one per v1
-/// hierarchy it uses, or one v2 directory).
-pub fn dirs(dir_name: &str, cg: Cgroup, cpuset: bool) -> Vec<PathBuf> {
-    let root = Path::new("/sys/fs/cgroup");
+/// The directories a router cgroup named `dir_name` has under `root` (one
+/// per v1 hierarchy it uses, or one v2 directory).
+pub fn dirs_in(root: &Path, dir_name: &str, cg: Cgroup, cpuset: bool) -> Vec<PathBuf> {
     match cg {
         Cgroup::V2 => vec![root.join(dir_name)],
         Cgroup::V1 => {
@@ -113,19 +112,138 @@ pub fn dirs(dir_name: &str, cg: Cgroup, cpuset: bool) -> Vec<PathBuf> {
     }
 }
 
-/// Makes the cgroup, applies the settings and `rt_runtime_us` (the RT
-/// budget SCHED_FIFO/RR threads in it need under RT group scheduling),
-/// moves process `pid` (all its threads) in, and returns what the kernel
-/// reports back, file by file. Any refusal is an error naming the file.
-pub fn create_for(
+pub fn dirs(dir_name: &str, cg: Cgroup, cpuset: bool) -> Vec<PathBuf> {
+    dirs_in(Path::new(ROOT), dir_name, cg, cpuset)
+}
+
+const ROOT: &str = "/sys/fs/cgroup";
+
+/// One setting: the file, the value asked, and how the kernel's read-back
+/// is compared with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Setting {
+    pub dir: PathBuf,
+    pub file: &'static str,
+    pub asked: String,
+}
+
+/// What a router's cgroup must hold, file by file, in write order. Pure.
+pub fn settings(
+    ds: &[PathBuf],
+    cg: Cgroup,
+    res: &Resources,
+    rt_runtime_us: Option<u64>,
+    parent_mems: &str,
+) -> Vec<Setting> {
+    let mut v = Vec::new();
+    let mut set = |dir: &PathBuf, file: &'static str, asked: String| {
+        v.push(Setting {
+            dir: dir.clone(),
+            file,
+            asked,
+        })
+    };
+    let cpu = &ds[0];
+    match cg {
+        Cgroup::V2 => {
+            if let Some(w) = res.cpu_weight {
+                set(cpu, "cpu.weight", w.to_string());
+            }
+            if let Some(m) = &res.cpu_max {
+                set(
+                    cpu,
+                    "cpu.max",
+                    m.split_whitespace().collect::<Vec<_>>().join(" "),
+                );
+            }
+            if let Some(c) = &res.cpuset {
+                set(cpu, "cpuset.cpus", c.clone());
+            }
+        }
+        Cgroup::V1 => {
+            if let Some(w) = res.cpu_weight {
+                set(cpu, "cpu.shares", shares_for_weight(w).to_string());
+            }
+            if let Some(m) = &res.cpu_max {
+                let mut it = m.split_whitespace();
+                let (q, per) = (it.next().unwrap_or("max"), it.next().unwrap_or("100000"));
+                set(cpu, "cpu.cfs_period_us", per.to_string());
+                set(
+                    cpu,
+                    "cpu.cfs_quota_us",
+                    if q == "max" {
+                        "-1".into()
+                    } else {
+                        q.to_string()
+                    },
+                );
+            }
+            if let Some(rt) = rt_runtime_us {
+                set(cpu, "cpu.rt_runtime_us", rt.to_string());
+            }
+            if let (Some(c), Some(d)) = (
+                &res.cpuset,
+                ds.iter()
+                    .find(|d| d.parent().is_some_and(|p| p.ends_with("cpuset"))),
+            ) {
+                // A v1 cpuset takes no task before it has cpus and mems.
+                set(d, "cpuset.mems", parent_mems.to_string());
+                set(d, "cpuset.cpus", c.clone());
+            }
+        }
+    }
+    v
+}
+
+/// Does the kernel's `read` value hold what was `asked`? CPU lists are
+/// compared as sets ("0,1" is "0-1"); everything else as text.
+pub fn holds(file: &str, asked: &str, read: &str) -> bool {
+    if file.ends_with(".cpus") || file.ends_with(".mems") {
+        return asked.parse::<tinyvr_config::CpuList>().ok() == read.parse().ok();
+    }
+    asked.split_whitespace().eq(read.split_whitespace())
+}
+
+/// Is the process whose /proc/<pid>/cgroup is `text` exactly in cgroup
+/// `rel` (e.g. "/tinyvr-vr1") of the hierarchy holding `controller` (v1),
+/// or of the unified hierarchy (v2: `controller` None)? Exact: "/tinyvr-vr1"
+/// is not "/tinyvr-vr10".
+pub fn member(text: &str, controller: Option<&str>, rel: &str) -> bool {
+    text.lines().any(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, ctl, path) = (f.next(), f.next().unwrap_or(""), f.next().unwrap_or(""));
+        let right = match controller {
+            None => ctl.is_empty(),
+            Some(c) => ctl.split(',').any(|x| x == c),
+        };
+        right && path == rel
+    })
+}
+
+/// A router's cgroup, made and set, ready to take a process.
+#[derive(Debug)]
+pub struct Prepared {
+    pub name: String,
+    pub version: Cgroup,
+    pub dirs: Vec<PathBuf>,
+    pub settings: Vec<Setting>,
+    /// Controllers tinyvr had to enable in the root's subtree_control (v2).
+    pub enabled: Vec<String>,
+}
+
+/// Makes the cgroup (each directory recorded in `state`), enables the
+/// controllers it needs (v2), writes every setting and its RT budget, and
+/// reads each back: a value the kernel does not hold fails here, naming
+/// the file. No process is in it yet.
+pub fn prepare(
     state: &mut crate::state::State,
     dir_name: &str,
     res: &Resources,
     rt_runtime_us: Option<u64>,
-    pid: u32,
-) -> Result<serde_json::Value, HostError> {
+) -> Result<Prepared, HostError> {
     let cg = version();
-    let ds = dirs(dir_name, cg, res.cpuset.is_some());
+    let root = Path::new(ROOT);
+    let ds = dirs_in(root, dir_name, cg, res.cpuset.is_some());
     // A cgroup that exists is someone else's: refused, never reused.
     if let Some(d) = ds.iter().find(|d| d.exists()) {
         return Err(HostError::Other(format!(
@@ -133,88 +251,223 @@ pub fn create_for(
             d.display()
         )));
     }
+    let mut enabled = Vec::new();
+    if cg == Cgroup::V2 {
+        // A v2 child has the cpu (and cpuset) files only when its parent
+        // delegates them; enabled if missing, never disabled again.
+        let have = read(root, "cgroup.subtree_control").unwrap_or_default();
+        for c in std::iter::once("cpu").chain(res.cpuset.as_ref().map(|_| "cpuset")) {
+            if !have.split_whitespace().any(|x| x == c) {
+                write(root, "cgroup.subtree_control", &format!("+{c}"))?;
+                enabled.push(c.to_string());
+            }
+        }
+    }
     for d in &ds {
         let e = state.intend(crate::state::Resource::Cgroup { path: d.clone() })?;
         std::fs::create_dir(d)
             .map_err(|e| HostError::io(format!("creating cgroup {}", d.display()), e))?;
         state.made(e, crate::state::file_id(d)?)?;
     }
-    let cpu = &ds[0];
-    let mut back = serde_json::Map::new();
-    match cg {
-        Cgroup::V2 => {
-            if let Some(w) = res.cpu_weight {
-                write(cpu, "cpu.weight", &w.to_string())?;
-            }
-            if let Some(m) = &res.cpu_max {
-                write(cpu, "cpu.max", m)?;
-            }
-            if let Some(c) = &res.cpuset {
-                write(cpu, "cpuset.cpus", c)?;
-            }
-            write(cpu, "cgroup.procs", &pid.to_string())?;
-            for f in ["cpu.weight", "cpu.max", "cpuset.cpus"] {
-                back.insert(f.into(), read(cpu, f).into());
-            }
+    let mems = ds
+        .iter()
+        .find(|d| d.parent().is_some_and(|p| p.ends_with("cpuset")))
+        .and_then(|d| d.parent())
+        .map(|p| read(p, "cpuset.mems").unwrap_or_default())
+        .unwrap_or_default();
+    let mut rt = rt_runtime_us;
+    if cg == Cgroup::V1
+        && !ds[0]
+            .parent()
+            .is_some_and(|p| p.join("cpu.rt_runtime_us").exists())
+    {
+        rt = None; // no RT group scheduling on this host: nothing to budget
+    }
+    let settings = settings(&ds, cg, res, rt, &mems);
+    for s in &settings {
+        write(&s.dir, s.file, &s.asked)?;
+        let got = read(&s.dir, s.file)?;
+        if !holds(s.file, &s.asked, &got) {
+            return Err(HostError::Other(format!(
+                "{}: asked {:?}, the kernel holds {got:?}",
+                s.dir.join(s.file).display(),
+                s.asked
+            )));
         }
-        Cgroup::V1 => {
-            if let Some(w) = res.cpu_weight {
-                write(cpu, "cpu.shares", &shares_for_weight(w).to_string())?;
-            }
-            if let Some(m) = &res.cpu_max {
-                let mut it = m.split_whitespace();
-                let (q, per) = (it.next().unwrap_or("max"), it.next().unwrap_or("100000"));
-                write(cpu, "cpu.cfs_period_us", per)?;
-                write(cpu, "cpu.cfs_quota_us", if q == "max" { "-1" } else { q })?;
-            }
-            if let Some(rt) = rt_runtime_us {
-                if cpu
-                    .parent()
-                    .is_some_and(|p| p.join("cpu.rt_runtime_us").exists())
-                {
-                    write(cpu, "cpu.rt_runtime_us", &rt.to_string())?;
-                }
-            }
-            let cpuset_dir = ds.iter().find(|d| d.starts_with("/sys/fs/cgroup/cpuset"));
-            if let (Some(c), Some(set)) = (&res.cpuset, cpuset_dir) {
-                // A v1 cpuset takes no task before it has cpus and mems.
-                let mems = read(set.parent().unwrap(), "cpuset.mems");
-                write(set, "cpuset.mems", &mems)?;
-                write(set, "cpuset.cpus", c)?;
-            }
-            for d in &ds {
-                write(d, "cgroup.procs", &pid.to_string())?;
-            }
-            for f in [
-                "cpu.shares",
-                "cpu.cfs_quota_us",
-                "cpu.cfs_period_us",
-                "cpu.rt_runtime_us",
-            ] {
-                back.insert(f.into(), read(cpu, f).into());
-            }
-            if let Some(set) = cpuset_dir {
-                back.insert("cpuset.cpus".into(), read(set, "cpuset.cpus").into());
+    }
+    Ok(Prepared {
+        name: dir_name.to_string(),
+        version: cg,
+        dirs: ds,
+        settings,
+        enabled,
+    })
+}
+
+/// The cgroup.procs files of a prepared cgroup, opened for the child to
+/// write "0" into between fork and exec: the process (and so every thread
+/// it will start) is inside before it runs a line of its own.
+pub fn procs_files(p: &Prepared) -> Result<Vec<std::fs::File>, HostError> {
+    p.dirs
+        .iter()
+        .map(|d| {
+            let f = d.join("cgroup.procs");
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&f)
+                .map_err(|e| HostError::io(format!("opening {}", f.display()), e))
+        })
+        .collect()
+}
+
+/// In the child, between fork and exec: joins the cgroup through the
+/// files [`procs_files`] opened. Async-signal-safe (write only).
+pub fn join_in_child(fds: &[i32]) -> std::io::Result<()> {
+    for &fd in fds {
+        // SAFETY: writes two bytes from a static buffer to an open fd.
+        if unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) } != 1 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// A cgroup someone else made from `res` (LXC's `lxc.payload.NAME`), as a
+/// [`Prepared`] to [`verify`] against what was asked.
+pub fn made_by_other(dir_name: &str, res: &Resources) -> Prepared {
+    let cg = version();
+    let dirs = dirs_in(Path::new(ROOT), dir_name, cg, res.cpuset.is_some());
+    let settings = settings(&dirs, cg, res, None, "")
+        .into_iter()
+        .filter(|s| s.file != "cpuset.mems")
+        .collect();
+    Prepared {
+        name: dir_name.to_string(),
+        version: cg,
+        dirs,
+        settings,
+        enabled: vec![],
+    }
+}
+
+/// After the process started: it is exactly in every directory, and every
+/// setting still holds. Returns, per file, the value asked and read back.
+pub fn verify(p: &Prepared, pid: u32) -> Result<serde_json::Value, HostError> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .map_err(|e| HostError::io(format!("reading /proc/{pid}/cgroup"), e))?;
+    let rel = format!("/{}", p.name);
+    for d in &p.dirs {
+        let ctl = match p.version {
+            Cgroup::V2 => None,
+            Cgroup::V1 => d
+                .parent()
+                .and_then(|h| h.file_name())
+                .and_then(|n| n.to_str()),
+        };
+        if !member(&text, ctl, &rel) {
+            return Err(HostError::Other(format!(
+                "process {pid} is not in cgroup {} (its /proc/{pid}/cgroup: {})",
+                d.display(),
+                text.trim()
+            )));
+        }
+    }
+    let mut files = serde_json::Map::new();
+    for s in &p.settings {
+        let got = read(&s.dir, s.file)?;
+        if !holds(s.file, &s.asked, &got) {
+            return Err(HostError::Other(format!(
+                "{}: asked {:?}, the kernel holds {got:?}",
+                s.dir.join(s.file).display(),
+                s.asked
+            )));
+        }
+        files.insert(
+            s.file.into(),
+            serde_json::json!({"asked": s.asked, "held": got}),
+        );
+    }
+    // What the VM's threads run with even when nothing was asked.
+    for f in [
+        "cpu.weight",
+        "cpu.max",
+        "cpu.shares",
+        "cpu.rt_runtime_us",
+        "cpuset.cpus",
+    ] {
+        if !files.contains_key(f) {
+            if let Ok(v) = read(&p.dirs[0], f) {
+                files.insert(f.into(), serde_json::json!({"asked": null, "held": v}));
             }
         }
     }
-    back.insert("path".into(), cpu.display().to_string().into());
-    back.insert(
-        "version".into(),
-        (if cg == Cgroup::V2 { "v2" } else { "v1" }).into(),
-    );
-    let ours = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-    if !ours.contains(dir_name) {
-        return Err(HostError::Other(format!(
-            "process {pid} is not in cgroup {dir_name} after moving it: {ours}"
-        )));
-    }
-    Ok(serde_json::Value::Object(back))
+    Ok(serde_json::json!({
+        "path": p.dirs[0].display().to_string(),
+        "dirs": p.dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>(),
+        "version": if p.version == Cgroup::V2 { "v2" } else { "v1" },
+        "member": true,
+        "enabled_controllers": p.enabled,
+        "files": files,
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn membership_is_exact_per_hierarchy() {
+        let v1 = "12:pids:/\n4:cpu,cpuacct:/tinyvr-vr10\n3:cpuset:/tinyvr-vr1\n0::/\n";
+        assert!(
+            !member(v1, Some("cpu"), "/tinyvr-vr1"),
+            "a prefix is not membership"
+        );
+        assert!(member(v1, Some("cpu"), "/tinyvr-vr10"));
+        assert!(member(v1, Some("cpuacct"), "/tinyvr-vr10"));
+        assert!(member(v1, Some("cpuset"), "/tinyvr-vr1"));
+        let v2 = "0::/tinyvr-vr1\n";
+        assert!(member(v2, None, "/tinyvr-vr1"));
+        assert!(!member(v2, None, "/tinyvr-vr"));
+    }
+
+    #[test]
+    fn read_back_comparison() {
+        assert!(holds("cpuset.cpus", "0,1", "0-1"));
+        assert!(!holds("cpuset.cpus", "1", "0-1"));
+        assert!(holds("cpu.max", "50000  100000", "50000 100000"));
+        assert!(
+            !holds("cpu.weight", "200", ""),
+            "an empty read is not a value"
+        );
+    }
+
+    #[test]
+    fn settings_per_layout() {
+        let res = Resources {
+            cpu_weight: Some(200),
+            cpu_max: Some("max 100000".into()),
+            cpuset: Some("1".into()),
+        };
+        let v2 = settings(&[PathBuf::from("/cg/tinyvr-a")], Cgroup::V2, &res, None, "");
+        let files: Vec<&str> = v2.iter().map(|s| s.file).collect();
+        assert_eq!(files, ["cpu.weight", "cpu.max", "cpuset.cpus"]);
+        assert_eq!(v2[1].asked, "max 100000");
+        let ds = dirs_in(Path::new("/cg"), "tinyvr-a", Cgroup::V1, true);
+        let v1 = settings(&ds, Cgroup::V1, &res, Some(100_000), "0");
+        let got: Vec<(&str, &str)> = v1.iter().map(|s| (s.file, s.asked.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                ("cpu.shares", "2048"),
+                ("cpu.cfs_period_us", "100000"),
+                ("cpu.cfs_quota_us", "-1"),
+                ("cpu.rt_runtime_us", "100000"),
+                ("cpuset.mems", "0"),
+                ("cpuset.cpus", "1"),
+            ]
+        );
+        assert!(v1[4].dir.starts_with("/cg/cpuset"));
+    }
 
     #[test]
     fn resource_checks() {

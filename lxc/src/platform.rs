@@ -319,6 +319,12 @@ fn start(
         // the router's carrier.
         topology::finish(t, &mut ready)?;
     }
+    // The cgroup LXC made from the resource settings: the container's init
+    // exactly in it, every value as asked.
+    if let Some(p) = pid {
+        let cg = cg::made_by_other(&format!("lxc.payload.{name}"), &o.resources);
+        ready["cgroup"] = cg::verify(&cg, p)?;
+    }
     // With everything in place: the container's kernel state is what READY says.
     if let Some(p) = pid {
         let ns = std::fs::File::open(format!("/proc/{p}/ns/net"))

@@ -7,3 +7,4 @@ pub mod memory;
 pub mod platform;
 pub mod qmp;
 pub mod sched;
+pub mod vfio;

@@ -7,6 +7,7 @@ use crate::argv::{self, Backend, Nic, VmSpec};
 use crate::memory::{self, Thp};
 use crate::qmp::Qmp;
 use crate::sched::{self, Class, Placement, ThreadState};
+use crate::vfio;
 use std::fs::File;
 use std::os::fd::{AsRawFd, IntoRawFd};
 use std::os::unix::process::CommandExt;
@@ -17,6 +18,7 @@ use tinyvr_config::{HostLink, RouterConfig, Vhost, VirtioNic};
 use tinyvr_host::cgroup::{self, Resources};
 use tinyvr_host::state::{self, Resource, State};
 use tinyvr_host::{links, netns, tap, topology, HostError};
+use tinyvr_init::netlink::Netlink;
 
 pub struct Up<'a> {
     /// The router config, validated (read by the CLI, built by the bench).
@@ -92,7 +94,11 @@ fn prepare(o: &Up) -> Result<(RouterConfig, Option<topology::Topology>, Accel, S
     }
     let mut nl = netns::socket(None)?;
     for (i, ifc) in cfg.interfaces.iter_mut().enumerate() {
-        if ifc.mac.is_none() && ifc.pci.is_none() && ifc.driver.is_none() {
+        // Every virtio NIC needs a MAC of its own (qemu would give them all
+        // the same one); a VF gets one when nothing else finds it in the
+        // guest (it is set on the VF through its PF).
+        let vf = matches!(ifc.host, Some(HostLink::Vfio { .. }));
+        if ifc.mac.is_none() && (!vf || (ifc.pci.is_none() && ifc.driver.is_none())) {
             ifc.mac = Some(argv::derived_mac(&cfg.name, i));
         }
         if let Some(HostLink::Macvtap { parent, .. }) = &ifc.host {
@@ -102,13 +108,20 @@ fn prepare(o: &Up) -> Result<(RouterConfig, Option<topology::Topology>, Accel, S
                 &format!("interface[{i}] ({}) macvtap parent", ifc.name),
             )?;
         }
-        if let Some(HostLink::Vfio { .. }) = &ifc.host {
+        if let Some(HostLink::Vfio { pci }) = &ifc.host {
             if acc != Accel::Kvm {
                 return Err(HostError::Other(format!(
                     "interface[{i}] ({}): vfio passthrough needs KVM; {why}",
                     ifc.name
                 )));
             }
+            // IOMMU group, vfio-pci binding and a PF, before anything is made.
+            vfio::inspect(
+                Path::new("/sys"),
+                &pci.to_string(),
+                &format!("interface[{i}].host.pci"),
+            )
+            .map_err(HostError::Other)?;
         }
     }
     Ok((cfg, topo, acc, why))
@@ -126,11 +139,38 @@ fn plumb(cfg: &RouterConfig, state: &mut State) -> Result<Vec<File>, HostError> 
         nic: VirtioNic::default(),
     };
     for (i, ifc) in cfg.interfaces.iter().enumerate() {
-        let mac = ifc.mac.expect("prepare gives every interface a MAC");
+        let mac = ifc.mac.unwrap_or_default();
         let host = ifc.host.as_ref().unwrap_or(&default);
         match host {
-            // Passed through by PCI address: nothing to make on the host.
-            HostLink::Vfio { .. } => {}
+            // Passed through by PCI address: nothing to make on the host, but
+            // the VF must carry the MAC the guest's init looks for. (It keeps
+            // that MAC after down: the VF is the user's device, given to the VM.)
+            HostLink::Vfio { pci } => {
+                let vf = vfio::inspect(
+                    Path::new("/sys"),
+                    &pci.to_string(),
+                    &format!("interface[{i}].host.pci"),
+                )
+                .map_err(HostError::Other)?;
+                let Some(mac) = ifc.mac else {
+                    continue; // found by pci or driver in the guest
+                };
+                let pf = links::must_index(&mut nl, &vf.pf_netdev, "the VF's PF")?;
+                nl.request(
+                    &|| {
+                        format!(
+                            "setting the MAC of VF {} of {} to {mac}",
+                            vf.vf_index, vf.pf_netdev
+                        )
+                    },
+                    netlink_packet_route::RouteNetlinkMessage::SetLink(vfio::set_mac_message(
+                        pf,
+                        vf.vf_index,
+                        &mac,
+                    )),
+                    tinyvr_init::netlink::flags::NONE,
+                )?;
+            }
             HostLink::Tap { .. } | HostLink::Bridge { .. } => {
                 // A tap, optionally in a namespace, or on a bridge (given,
                 // or made by tinyvr for the `bridge` kind).
@@ -248,7 +288,8 @@ fn planned_nics(cfg: &RouterConfig) -> Vec<Nic> {
     cfg.interfaces
         .iter()
         .map(|ifc| {
-            let mac = ifc.mac.expect("prepare gives every interface a MAC");
+            // A VF found by pci/driver has no MAC here; argv gives it none.
+            let mac = ifc.mac.unwrap_or_default();
             let plain = VirtioNic::default();
             let (backend, nic) = match &ifc.host {
                 Some(HostLink::Vfio { pci }) => (Backend::Vfio { pci: pci.clone() }, &plain),
@@ -387,14 +428,26 @@ fn start(
         cmd.stdout(log.try_clone().map_err(|e| HostError::io("qemu log", e))?)
             .stderr(log);
     }
+    // The VM's cgroup, made and set before qemu exists: qemu joins it
+    // between fork and exec, so every thread and allocation of it is inside.
+    let rt = if o.placement.wants_rt() {
+        Some(o.rt_runtime_us.unwrap_or(DEFAULT_RT_RUNTIME_US))
+    } else {
+        o.rt_runtime_us
+    };
+    let cgroup = cgroup::prepare(state, &format!("tinyvr-{name}"), &o.resources, rt)?;
+    let procs = cgroup::procs_files(&cgroup)?;
+    let procs_fds: Vec<i32> = procs.iter().map(|f| f.as_raw_fd()).collect();
     // qemu gets the tap fds as 3, 4, ... and its own session (Ctrl-C on
     // the caller's terminal must not reach it).
     let raw: Vec<i32> = fds.into_iter().map(|f| f.into_raw_fd()).collect();
     let keep = raw.clone();
     let thp = o.thp.enabled(acc);
-    // SAFETY: only dup2/fcntl/setsid/prctl between fork and exec.
+    // SAFETY: only write/dup2/fcntl/setsid/prctl between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
+            // First, before the fds below are moved over 3, 4, ...
+            cgroup::join_in_child(&procs_fds)?;
             libc::setsid();
             if !thp {
                 memory::disable_thp()?;
@@ -412,9 +465,9 @@ fn start(
             Ok(())
         });
     }
-    let cg_name = format!("tinyvr-{name}");
     let t0 = Instant::now();
     let spawned = cmd.spawn();
+    drop(procs);
     for fd in raw {
         // SAFETY: these fds were ours; qemu holds its own copies now.
         unsafe { libc::close(fd) };
@@ -450,14 +503,9 @@ fn start(
         }
     }
     let mut ready = ready?;
-    let rt = if o.placement.wants_rt() {
-        Some(o.rt_runtime_us.unwrap_or(DEFAULT_RT_RUNTIME_US))
-    } else {
-        o.rt_runtime_us
-    };
     let mem = memory::read_back(child.id(), o.memory_mb, o.prealloc, thp)
         .map_err(|e| HostError::Other(format!("VM {name}: memory: {e}")))?;
-    let cg = cgroup::create_for(state, &cg_name, &o.resources, rt, child.id())?;
+    let cg = cgroup::verify(&cgroup, child.id())?;
     let threads = place(&o.placement, child.id(), &files[2], &cg)?;
     let virtqueues =
         virtqueues(cfg, &ready).map_err(|e| HostError::Other(format!("VM {name}: {e}")))?;
@@ -583,7 +631,9 @@ fn place(
         }
         if let Some(pol) = p.policy_of(c) {
             sched::set_policy(tid, pol).map_err(|e| {
-                let rt = cg["cpu.rt_runtime_us"].as_str().unwrap_or("?");
+                let rt = cg["files"]["cpu.rt_runtime_us"]["held"]
+                    .as_str()
+                    .unwrap_or("?");
                 let hint = if pol.is_rt() && e.raw_os_error() == Some(libc::EPERM) {
                     format!(
                         " (RT group scheduling: the VM's cgroup {} has cpu.rt_runtime_us = {rt})",

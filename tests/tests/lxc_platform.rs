@@ -137,6 +137,13 @@ fn container_router_forwards_and_stops_cleanly() {
         if file == "cpu.weight" { "200" } else { "2048" },
         "{file}"
     );
+    // up reported the same, as asked and as held.
+    let held = &ready["cgroup"]["files"][file.as_str()];
+    assert_eq!(
+        (held["asked"].as_str(), held["held"].as_str()),
+        (Some(val.as_str()), Some(val.as_str())),
+        "{held}"
+    );
 
     let (src, snk, dev) = (
         format!("{name}-src"),

@@ -322,6 +322,24 @@ fn threads_are_pinned_and_scheduled_as_asked() {
     let dir = Scratch::new("vm-sched");
     let f = dir.file("router.toml", &cfg);
     let _down = Down::new("vm", &name);
+    // Where the cpu controller lives, read from the host, and a cgroup of
+    // someone else's whose name starts with the VM's.
+    let v2 = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
+        .is_ok_and(|c| c.split_whitespace().any(|x| x == "cpu"));
+    let cpu_root = if v2 {
+        "/sys/fs/cgroup"
+    } else {
+        "/sys/fs/cgroup/cpu"
+    };
+    let decoy = format!("{cpu_root}/tinyvr-{name}0");
+    std::fs::create_dir(&decoy).unwrap();
+    struct Rmdir(String);
+    impl Drop for Rmdir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _decoy = Rmdir(decoy.clone());
     let out = up(
         &f,
         &[
@@ -378,6 +396,37 @@ fn threads_are_pinned_and_scheduled_as_asked() {
     let procs = std::fs::read_to_string(format!("{cg}/cgroup.procs")).unwrap();
     let qemu = ready["vm"]["qemu_pid"].to_string();
     assert!(procs.lines().any(|l| l == qemu), "qemu not in its cgroup");
+    // Every thread of qemu, read from /proc: exactly in tinyvr-<name> (it
+    // joined before exec, so none started outside), not in the decoy whose
+    // name the VM's is a prefix of.
+    let rel = format!("/tinyvr-{name}");
+    for t in std::fs::read_dir(format!("/proc/{qemu}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(t.path().join("cgroup")).unwrap();
+        let cpu_line = text
+            .lines()
+            .find(|l| {
+                let ctl = l.split(':').nth(1).unwrap_or("");
+                if v2 {
+                    ctl.is_empty()
+                } else {
+                    ctl.split(',').any(|x| x == "cpu")
+                }
+            })
+            .unwrap_or_else(|| panic!("no cpu hierarchy line in {text}"));
+        assert_eq!(
+            cpu_line.rsplit(':').next(),
+            Some(rel.as_str()),
+            "thread {:?}: {text}",
+            t.file_name()
+        );
+    }
+    assert!(Path::new(&decoy).is_dir(), "the decoy cgroup was touched");
+    // Each setting as asked and as the kernel holds it.
+    let held = &ready["vm"]["cgroup"]["files"][file];
+    assert_eq!(held["asked"], held["held"], "{held}");
     let out = tinyvr(&["vm", "down", &name]);
     assert!(
         out.status.success(),
