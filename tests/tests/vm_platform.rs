@@ -723,3 +723,64 @@ fn ctrl_c_during_boot_removes_everything() {
         "the VM was READY within 800 ms: nothing was interrupted"
     );
 }
+
+#[test]
+fn a_vm_router_forwards_through_its_generated_routes_after_link_flaps() {
+    require!(can_run().is_none(), can_run().unwrap_or(""));
+    // 20,000 generated routes via the sink. The guest's table cannot be
+    // read from the host (no channel yet): what is checked is that traffic
+    // to generated prefixes is forwarded after each NIC's carrier went
+    // down and up (QMP set_link: a host tap going down does not drop the
+    // guest's carrier).
+    let (name, cfg) = router('p', "", "");
+    let cfg = format!(
+        "{cfg}\n[[route_range]]\nfirst = \"16.0.0.0/24\"\ncount = 20000\nvia = \"10.2.0.2\"\n"
+    );
+    let dir = Scratch::new("vm-flap");
+    let _down = Down::new("vm", &name);
+    let out = up(&dir.file("router.toml", &cfg), &["--topology"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ready: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ready["routes"], 20_000);
+    let (src, snk, dev) = (
+        format!("{name}-src"),
+        format!("{name}-snk"),
+        format!("{name}-out0"),
+    );
+    let mut qmp = tinyvr_qemu::qmp::Qmp::connect(
+        Path::new(&format!("/run/tinyvr/{name}.qmp")),
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
+    for nic in ["n1", "n0"] {
+        for up in [false, true] {
+            qmp.execute("set_link", Some(serde_json::json!({"name": nic, "up": up})))
+                .unwrap_or_else(|e| panic!("set_link {nic} {up}: {e}"));
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        // Within a second of carrier's return: through generated routes at
+        // both ends of the range.
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        for dst in ["16.0.5.1:9", "16.78.31.1:9"] {
+            let before = link_stat(&snk, &dev, "rx", "packets");
+            udp_send_paced(&src, dst.parse().unwrap(), 500, 18, Some(2_000));
+            std::thread::sleep(std::time::Duration::from_millis(700));
+            let got = link_stat(&snk, &dev, "rx", "packets") - before;
+            assert_eq!(
+                got, 500,
+                "after flapping {nic}: to {dst} the sink counted {got}"
+            );
+        }
+    }
+    drop(qmp);
+    let out = tinyvr(&["vm", "down", &name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
