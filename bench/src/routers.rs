@@ -293,11 +293,9 @@ pub fn held(r: &Running) -> Result<Option<tinyvr_host::verify::Held>, String> {
                 .map_err(|e| format!("router {}: its namespace: {e}", r.name))?
         }
     };
-    tinyvr_host::netns::run_in_file(Some(ns), || {
-        tinyvr_host::verify::held(&mut tinyvr_init::netlink::Socket::open()?)
-    })
-    .map(Some)
-    .map_err(|e| format!("router {}: {e}", r.name))
+    tinyvr_host::netns::run_in_file(Some(ns), || Ok(tinyvr_init::held::count()?))
+        .map(Some)
+        .map_err(|e| format!("router {}: {e}", r.name))
 }
 
 /// Routers that are up, torn down when dropped (errors, Ctrl-C).

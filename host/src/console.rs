@@ -28,6 +28,31 @@ fn tagged<'a>(text: &'a str, tag: &str) -> Option<&'a str> {
         .find_map(|l| l.trim_end_matches('\r').strip_prefix(tag))
 }
 
+/// Every complete line of `log` tagged `tag`, parsed (later lines last).
+pub fn all_tagged(log: &Path, tag: &str) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    complete
+        .lines()
+        .filter_map(|l| l.trim_end_matches('\r').strip_prefix(tag))
+        .filter_map(|j| serde_json::from_str(j.trim()).ok())
+        .collect()
+}
+
+/// Waits up to `timeout` for the first line of `log` tagged `tag`.
+pub fn wait_tagged(log: &Path, tag: &str, timeout: Duration) -> Option<serde_json::Value> {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = all_tagged(log, tag).into_iter().next() {
+            return Some(v);
+        }
+        if t0.elapsed() > timeout || crate::interrupt::interrupted() {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Polls `log` until the router prints TINYVR-READY (its json) or
 /// TINYVR-ERROR (its message, as the error), `owner` exits (`on_exit`
 /// explains it) or `timeout` passes. `what` names the router in errors.

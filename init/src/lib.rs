@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod check;
+pub mod held;
 pub mod netlink;
 pub mod pid1;
 pub mod rings;

@@ -299,9 +299,15 @@ fn serve(
     };
     console::emit(READY, &ready);
     drop(configured.netlink);
+    // The kernel's own count right after READY, and again after every link
+    // change: the host's view into a VM's table (its console).
+    let mut watch = tinyvr_init::held::Watch::open()
+        .map_err(|e| log::warn!("watching link changes: {e}"))
+        .ok();
+    supervise::report_held("ready", 0);
 
     let mut services: Vec<Supervised> = cfg.services.iter().cloned().map(Supervised::new).collect();
-    let stop = supervise::run(sfd, &mut services, buttons);
+    let stop = supervise::run(sfd, &mut services, buttons, watch.as_mut());
     log::info!("shutting down ({stop:?})");
     supervise::stop_everything(&mut services);
 }

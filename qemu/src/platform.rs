@@ -509,6 +509,20 @@ fn start(
     let threads = place(&o.placement, child.id(), &files[2], &cg)?;
     let virtqueues =
         virtqueues(cfg, &ready).map_err(|e| HostError::Other(format!("VM {name}: {e}")))?;
+    // The guest's kernel counted by the init right after READY, on the
+    // console (the host's only view into it): it must hold what READY says.
+    let held =
+        tinyvr_host::console::wait_tagged(&files[1], "TINYVR-HELD ", Duration::from_secs(10))
+            .ok_or_else(|| {
+                HostError::Other(format!(
+                    "VM {name}: no TINYVR-HELD line from the guest within 10 s of READY"
+                ))
+            })?;
+    let counts: tinyvr_host::verify::Held = serde_json::from_value(held.clone())
+        .map_err(|e| HostError::Other(format!("VM {name}: bad TINYVR-HELD line: {e}")))?;
+    tinyvr_host::verify::compare(&ready, &counts)
+        .map_err(|e| HostError::Other(format!("VM {name}: {e}")))?;
+    ready["held"] = serde_json::to_value(counts).expect("counts serialize");
     if let Some(t) = topo {
         topology::finish(t, &mut ready)?;
     }

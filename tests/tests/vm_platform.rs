@@ -727,11 +727,11 @@ fn ctrl_c_during_boot_removes_everything() {
 #[test]
 fn a_vm_router_forwards_through_its_generated_routes_after_link_flaps() {
     require!(can_run().is_none(), can_run().unwrap_or(""));
-    // 20,000 generated routes via the sink. The guest's table cannot be
-    // read from the host (no channel yet): what is checked is that traffic
-    // to generated prefixes is forwarded after each NIC's carrier went
-    // down and up (QMP set_link: a host tap going down does not drop the
-    // guest's carrier).
+    // 20,000 generated routes via the sink. Each NIC's carrier goes down
+    // and up (QMP set_link: a host tap going down does not drop the
+    // guest's carrier); the init counts its kernel's table after every
+    // link change and prints it on the console (TINYVR-HELD), and traffic
+    // to generated prefixes is forwarded again.
     let (name, cfg) = router('p', "", "");
     let cfg = format!(
         "{cfg}\n[[route_range]]\nfirst = \"16.0.0.0/24\"\ncount = 20000\nvia = \"10.2.0.2\"\n"
@@ -746,6 +746,10 @@ fn a_vm_router_forwards_through_its_generated_routes_after_link_flaps() {
     );
     let ready: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(ready["routes"], 20_000);
+    assert_eq!(
+        ready["held"]["routes"], 20_000,
+        "counted by the guest after READY"
+    );
     let (src, snk, dev) = (
         format!("{name}-src"),
         format!("{name}-snk"),
@@ -762,9 +766,18 @@ fn a_vm_router_forwards_through_its_generated_routes_after_link_flaps() {
                 .unwrap_or_else(|e| panic!("set_link {nic} {up}: {e}"));
             std::thread::sleep(std::time::Duration::from_millis(300));
         }
-        // Within a second of carrier's return: through generated routes at
-        // both ends of the range.
+        // Within a second of carrier's return: the guest's own count, and
+        // forwarding through generated routes at both ends of the range.
         std::thread::sleep(std::time::Duration::from_millis(700));
+        let console = std::fs::read_to_string(format!("/run/tinyvr/{name}.console")).unwrap();
+        let last = console
+            .lines()
+            .rev()
+            .find_map(|l| l.trim_end().strip_prefix("TINYVR-HELD "))
+            .map(|j| serde_json::from_str::<Value>(j).unwrap())
+            .expect("no TINYVR-HELD line");
+        assert_eq!(last["when"], "link change", "{last}");
+        assert_eq!(last["routes"], 20_000, "after flapping {nic}: {last}");
         for dst in ["16.0.5.1:9", "16.78.31.1:9"] {
             let before = link_stat(&snk, &dev, "rx", "packets");
             udp_send_paced(&src, dst.parse().unwrap(), 500, 18, Some(2_000));

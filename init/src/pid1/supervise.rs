@@ -107,7 +107,27 @@ pub fn reap() -> Reaped {
     }
 }
 
-pub fn run(sfd: &mut SignalFd, services: &mut [Supervised], buttons: &mut [File]) -> Stop {
+/// Counts the table and prints a TINYVR-HELD line (`when` says why).
+pub fn report_held(when: &'static str, link_events: u64) {
+    match crate::held::count() {
+        Ok(held) => super::console::emit(
+            crate::held::HELD,
+            &crate::held::Report {
+                when,
+                link_events,
+                held,
+            },
+        ),
+        Err(e) => log::warn!("counting what the kernel holds: {e}"),
+    }
+}
+
+pub fn run(
+    sfd: &mut SignalFd,
+    services: &mut [Supervised],
+    buttons: &mut [File],
+    mut watch: Option<&mut crate::held::Watch>,
+) -> Stop {
     loop {
         let now = Instant::now();
         for s in services.iter_mut() {
@@ -115,7 +135,17 @@ pub fn run(sfd: &mut SignalFd, services: &mut [Supervised], buttons: &mut [File]
                 s.start();
             }
         }
-        let next = services.iter().filter_map(|s| s.restart_at).min();
+        if let Some(w) = watch.as_deref_mut() {
+            if w.due.is_some_and(|t| t <= now) {
+                w.due = None;
+                report_held("link change", w.events);
+            }
+        }
+        let next = services
+            .iter()
+            .filter_map(|s| s.restart_at)
+            .chain(watch.as_deref().and_then(|w| w.due))
+            .min();
         let timeout = match next {
             Some(t) => PollTimeout::try_from(
                 t.saturating_duration_since(Instant::now())
@@ -126,13 +156,16 @@ pub fn run(sfd: &mut SignalFd, services: &mut [Supervised], buttons: &mut [File]
             .unwrap_or(PollTimeout::MAX),
             None => PollTimeout::NONE,
         };
-        let (sig_ready, pressed) = {
+        let (sig_ready, pressed, linked) = {
             let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
             fds.extend(
                 buttons
                     .iter()
                     .map(|b| PollFd::new(b.as_fd(), PollFlags::POLLIN)),
             );
+            if let Some(w) = watch.as_deref() {
+                fds.push(PollFd::new(w.fd(), PollFlags::POLLIN));
+            }
             if let Err(e) = poll(&mut fds, timeout) {
                 if e != nix::Error::EINTR {
                     log::error!("poll: {e}");
@@ -142,14 +175,20 @@ pub fn run(sfd: &mut SignalFd, services: &mut [Supervised], buttons: &mut [File]
             }
             let ready = |f: &PollFd| f.revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
             let sig_ready = ready(&fds[0]);
-            let pressed: Vec<usize> = fds[1..]
+            let pressed: Vec<usize> = fds[1..1 + buttons.len()]
                 .iter()
                 .enumerate()
                 .filter(|(_, f)| ready(f))
                 .map(|(i, _)| i)
                 .collect();
-            (sig_ready, pressed)
+            let linked = watch.is_some() && fds.last().is_some_and(ready);
+            (sig_ready, pressed, linked)
         };
+        if linked {
+            if let Some(w) = watch.as_deref_mut() {
+                w.drain();
+            }
+        }
         for i in pressed {
             if super::acpi::pressed(&mut buttons[i]) {
                 log::info!("ACPI power button pressed");
@@ -181,6 +220,7 @@ pub fn run(sfd: &mut SignalFd, services: &mut [Supervised], buttons: &mut [File]
                     for line in super::counters::dump() {
                         log::info!("{line}");
                     }
+                    report_held("SIGHUP", watch.as_deref().map_or(0, |w| w.events));
                 }
                 other => {
                     log::info!("received {other}");
