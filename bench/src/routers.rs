@@ -101,20 +101,23 @@ const DOWN_TIMEOUT: Duration = Duration::from_secs(20);
 pub fn up(spec: &RouterSpec, cfg: &RouterConfig, env: &Env) -> Result<Running, String> {
     let cfg = effective(spec, cfg, env.dst.as_ref())?;
     let name = cfg.name.clone();
-    let vm = spec.platform == Platform::Vm;
     std::fs::create_dir_all(&env.dir).map_err(|e| format!("{}: {e}", env.dir.display()))?;
     // Kept with the results: the exact config this router ran (the
     // platform gets the value itself, validated once).
     let path = env.dir.join(format!("{name}.toml"));
     std::fs::write(&path, cfg.to_toml()).map_err(|e| format!("{}: {e}", path.display()))?;
-    let topo = topology::plan(&cfg, vm)?;
     let ready = start(spec, &cfg, env).map_err(|e| format!("router {name}: {e}"))?;
-    // Up from here on: any early return must take it down again.
-    finish_up(spec, &cfg, topo, ready).inspect_err(|_| {
-        if let Err(e) = down_named(spec.platform, &name) {
-            log::error!("tearing down {name}: {e}");
-        }
-    })
+    // Up from here on: any early return must take it down again. The
+    // topology is the one the platform planned and built (in READY), not
+    // planned again here.
+    serde_json::from_value::<Topology>(ready["topology"].clone())
+        .map_err(|e| format!("router {name}: its topology in READY: {e}"))
+        .and_then(|topo| finish_up(spec, &cfg, topo, ready))
+        .inspect_err(|_| {
+            if let Err(e) = down_named(spec.platform, &name) {
+                log::error!("tearing down {name}: {e}");
+            }
+        })
 }
 
 /// The hops and processes of a router that is up.
@@ -279,11 +282,22 @@ fn down_named(platform: Platform, name: &str) -> Result<(), String> {
     }
 }
 
-/// What the router's kernel holds now, read in its namespace (netns and
-/// LXC; a VM's kernel is the guest's: None).
+/// What the router's kernel holds now: read in its namespace (netns and
+/// LXC), or for a VM the guest init's latest TINYVR-HELD line on its
+/// console (printed after READY and after every link change).
 pub fn held(r: &Running) -> Result<Option<tinyvr_host::verify::Held>, String> {
     let ns = match r.platform {
-        Platform::Vm => return Ok(None),
+        Platform::Vm => {
+            let console = std::path::PathBuf::from(tinyvr_host::state::DIR)
+                .join(format!("{}.console", r.name));
+            return tinyvr_host::console::all_tagged(&console, "TINYVR-HELD ")
+                .pop()
+                .map(|v| {
+                    serde_json::from_value(v)
+                        .map_err(|e| format!("router {}: bad TINYVR-HELD line: {e}", r.name))
+                })
+                .transpose();
+        }
         Platform::Netns => tinyvr_host::netns::open(&r.name).map_err(|e| e.to_string())?,
         Platform::Lxc => {
             let pid = r.ready["init_pid"]

@@ -52,9 +52,9 @@ pub struct Trial {
     pub cpu: BTreeMap<String, f64>,
     pub latency: Option<stats::Latency>,
     /// What the router's kernel held after the trial (routes, addresses,
-    /// neighbours, rules), read back in its namespace; None for a VM (its
-    /// kernel is the guest's). A trial whose router had lost part of its
-    /// table shows it here and in `held_as_ready`.
+    /// neighbours, rules): read back in its namespace, or for a VM the
+    /// guest's own latest count from its console. A trial whose router had
+    /// lost part of its table shows it here and in `held_as_ready`.
     pub held: Option<tinyvr_host::verify::Held>,
     pub held_as_ready: Option<bool>,
 }

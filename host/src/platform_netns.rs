@@ -202,7 +202,12 @@ pub fn create_netns(state: &mut State, name: &str) -> Result<(), HostError> {
         )));
     }
     let e = state.intend(Resource::Netns { name: name.into() })?;
-    netns::create(name, |ino| state.made(e, ino))?;
+    if let Err(err) = netns::create(name, |ino| state.made(e, ino)) {
+        // The name was not made ours (taken meanwhile, or the mount failed
+        // and create removed its file): nothing to remove under it.
+        state.unmark(e)?;
+        return Err(err);
+    }
     Ok(())
 }
 

@@ -322,6 +322,13 @@ impl State {
         self.save()
     }
 
+    /// Entry `i` turned out not to be ours after all (its making failed
+    /// after the identity was recorded): back to a mere intent.
+    pub fn unmark(&mut self, i: usize) -> Result<(), HostError> {
+        self.resources[i].id = None;
+        self.save()
+    }
+
     /// Entry `i` moved to namespace `ns` (a tap moved after it was made),
     /// where the kernel gave it `id`.
     pub fn relocate(&mut self, i: usize, ns: Option<String>, id: u64) -> Result<(), HostError> {

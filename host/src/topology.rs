@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use tinyvr_config::values::{from_bits, to_bits};
 use tinyvr_config::{HostLink, MacAddr, Neighbor, Prefix, RouterConfig};
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct End {
     pub netns: String,
     /// The device in `netns` (the host-side name of the router interface).
@@ -21,7 +21,7 @@ pub struct End {
     pub subnet: Prefix,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Topology {
     pub src: End,
     pub sink: End,
@@ -32,7 +32,7 @@ pub struct Topology {
     pub src_bridge: Option<SrcBridge>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct SrcBridge {
     pub bridge: String,
     /// The veth end on the bridge (its peer is `src.dev`).

@@ -686,6 +686,10 @@ fn place(
             tid,
             cpus,
             policy,
+            asked: sched::Asked {
+                cpus: p.affinity_of(c).map(|l| l.to_string()),
+                policy: p.policy_of(c),
+            },
         });
     }
     Ok(out)

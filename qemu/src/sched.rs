@@ -200,7 +200,7 @@ impl Placement {
     }
 }
 
-/// One thread as the kernel sees it.
+/// One thread as the kernel sees it, beside what was asked for its class.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ThreadState {
     pub class: Class,
@@ -209,6 +209,14 @@ pub struct ThreadState {
     pub cpus: String,
     #[serde(flatten)]
     pub policy: Policy,
+    pub asked: Asked,
+}
+
+/// A thread class's asked affinity and policy (null: left as qemu made it).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Asked {
+    pub cpus: Option<String>,
+    pub policy: Option<Policy>,
 }
 
 /// struct sched_attr (include/uapi/linux/sched/types.h), first version.

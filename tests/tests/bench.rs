@@ -179,6 +179,8 @@ txqueuelen = 50
     ok(&o);
     let r = results(&out);
     let t = &r["trials"][0];
+    // The guest's own count of its table, from its console.
+    assert_eq!(t["held_as_ready"], true, "{}", t["held"]);
     let sent = t["sent"]["packets"].as_u64().unwrap();
     let got = t["received"].as_u64().unwrap();
     let lost = t["lost"].as_i64().unwrap();
@@ -426,6 +428,11 @@ fn the_demo_compares_the_three_platforms() {
             && zero_loss_everywhere("lxc")
             && zero_loss_everywhere("vm")
     );
+    // Every router held its whole table through every trial, as read back
+    // in its namespace (netns, LXC) or counted by the guest (VM).
+    for t in r["trials"].as_array().unwrap() {
+        assert_eq!(t["held_as_ready"], true, "{}: {}", t["label"], t["held"]);
+    }
     for f in [
         "forwarded.png",
         "forwarded.svg",

@@ -55,6 +55,18 @@ fn up(cfg: &Path, more: &[&str]) -> Output {
 
 fn check_ready(ready: &Value) {
     assert_eq!(ready["platform"], "vm");
+    // Virtqueue sizes as the guest's virtio-net reports them (qemu's 256
+    // default), compared by up with what was asked.
+    for i in 0..2 {
+        assert_eq!(
+            ready["interfaces"][i]["rings"]["tx"], 256,
+            "{}",
+            ready["interfaces"][i]
+        );
+        assert_eq!(ready["vm"]["virtqueues"][i]["tx"], 256);
+    }
+    // The guest's own count of its table, matching READY.
+    assert_eq!(ready["held"]["addresses"], ready["addresses"]);
     assert_eq!(ready["interfaces"][0]["mac"], "52:54:00:00:01:01");
     assert_eq!(ready["interfaces"][1]["mac"], "52:54:00:00:02:01");
     // auto picks KVM exactly where the host can run a KVM guest.
