@@ -220,6 +220,21 @@ pub fn member(text: &str, controller: Option<&str>, rel: &str) -> bool {
     })
 }
 
+/// Reads a setting back; a value the kernel does not hold is an error
+/// naming the file.
+fn read_back(s: &Setting) -> Result<String, HostError> {
+    let got = read(&s.dir, s.file)?;
+    if holds(s.file, &s.asked, &got) {
+        Ok(got)
+    } else {
+        Err(HostError::Other(format!(
+            "{}: asked {:?}, the kernel holds {got:?}",
+            s.dir.join(s.file).display(),
+            s.asked
+        )))
+    }
+}
+
 /// A router's cgroup, made and set, ready to take a process.
 #[derive(Debug)]
 pub struct Prepared {
@@ -286,14 +301,7 @@ pub fn prepare(
     let settings = settings(&ds, cg, res, rt, &mems);
     for s in &settings {
         write(&s.dir, s.file, &s.asked)?;
-        let got = read(&s.dir, s.file)?;
-        if !holds(s.file, &s.asked, &got) {
-            return Err(HostError::Other(format!(
-                "{}: asked {:?}, the kernel holds {got:?}",
-                s.dir.join(s.file).display(),
-                s.asked
-            )));
-        }
+        read_back(s)?;
     }
     Ok(Prepared {
         name: dir_name.to_string(),
@@ -374,14 +382,7 @@ pub fn verify(p: &Prepared, pid: u32) -> Result<serde_json::Value, HostError> {
     }
     let mut files = serde_json::Map::new();
     for s in &p.settings {
-        let got = read(&s.dir, s.file)?;
-        if !holds(s.file, &s.asked, &got) {
-            return Err(HostError::Other(format!(
-                "{}: asked {:?}, the kernel holds {got:?}",
-                s.dir.join(s.file).display(),
-                s.asked
-            )));
-        }
+        let got = read_back(s)?;
         files.insert(
             s.file.into(),
             serde_json::json!({"asked": s.asked, "held": got}),
