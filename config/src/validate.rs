@@ -370,7 +370,7 @@ impl RouterConfig {
             c.err(
                 "route_range",
                 format!(
-                    "{} ranges: expected at most {ROUTE_RANGES_MAX} (each gets its own nexthop id)",
+                    "{} ranges: expected at most {ROUTE_RANGES_MAX}",
                     self.route_ranges.len()
                 ),
             );

@@ -242,7 +242,8 @@ pub struct Prepared {
     pub version: Cgroup,
     pub dirs: Vec<PathBuf>,
     pub settings: Vec<Setting>,
-    /// Controllers tinyvr had to enable in the root's subtree_control (v2).
+    /// Controllers enabled on the host's behalf: always none (kept in the
+    /// json so a reader sees the root cgroup was not changed).
     pub enabled: Vec<String>,
 }
 
@@ -266,15 +267,19 @@ pub fn prepare(
             d.display()
         )));
     }
-    let mut enabled = Vec::new();
+    let enabled = Vec::new();
     if cg == Cgroup::V2 {
-        // A v2 child has the cpu (and cpuset) files only when its parent
-        // delegates them; enabled if missing, never disabled again.
+        // A v2 child has the cpu (and cpuset) files only when the root
+        // delegates them. That is a host-wide setting tinyvr did not make:
+        // refused with the command, never changed behind the user's back.
         let have = read(root, "cgroup.subtree_control").unwrap_or_default();
         for c in std::iter::once("cpu").chain(res.cpuset.as_ref().map(|_| "cpuset")) {
             if !have.split_whitespace().any(|x| x == c) {
-                write(root, "cgroup.subtree_control", &format!("+{c}"))?;
-                enabled.push(c.to_string());
+                return Err(HostError::Other(format!(
+                    "cgroup v2: the {c} controller is not enabled for child cgroups ({}/cgroup.subtree_control: {have:?}); tinyvr does not change the host's root cgroup: echo +{c} > {}/cgroup.subtree_control",
+                    root.display(),
+                    root.display()
+                )));
             }
         }
     }

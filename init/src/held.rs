@@ -109,9 +109,14 @@ pub fn held(nl: &mut dyn Netlink) -> Result<Held, NlError> {
 
 pub const HELD: &str = "TINYVR-HELD";
 
-/// After READY: link events (RTNLGRP_LINK, no capability needed) wake the
-/// init, which counts what its kernel holds a moment later and prints it,
-/// so a flap and what it did to the table show on the console.
+/// After READY: the kernel's announcements of link, address, route and
+/// rule changes (rtnetlink multicast, no capability needed) wake the init,
+/// which counts what its kernel holds a moment later and prints it, so a
+/// flap — or anything else that changed the table — shows on the console.
+/// (A flush caused by a link change is not announced route by route; the
+/// link change itself is.) Neighbour events are left out: non-permanent
+/// neighbours churn with traffic, and a recount must not load a router
+/// under test.
 pub struct Watch {
     sock: netlink_sys::Socket,
     /// Link events seen; a report is due this long after the last one.
@@ -129,7 +134,13 @@ impl Watch {
     pub fn open() -> std::io::Result<Watch> {
         use netlink_sys::{protocols::NETLINK_ROUTE, SocketAddr};
         let mut sock = netlink_sys::Socket::new(NETLINK_ROUTE)?;
-        sock.bind(&SocketAddr::new(0, 1 /* RTMGRP_LINK */))?;
+        // RTMGRP_LINK | IPV4_IFADDR | IPV4_ROUTE | IPV4_RULE | IPV6_IFADDR | IPV6_ROUTE
+        sock.bind(&SocketAddr::new(
+            0,
+            0x1 | 0x10 | 0x40 | 0x80 | 0x100 | 0x400,
+        ))?;
+        // No legacy bit for IPv6 rules: RTNLGRP_IPV6_RULE (19) by membership.
+        let _ = sock.add_membership(19);
         sock.set_non_blocking(true)?;
         Ok(Watch {
             sock,
@@ -143,14 +154,17 @@ impl Watch {
         std::os::fd::AsFd::as_fd(&self.sock)
     }
 
-    /// Reads what arrived; any link message schedules a report.
+    /// Reads what arrived; the first event since the last report schedules
+    /// the next one (not pushed back by more: at most one count per SETTLE).
     pub fn drain(&mut self) {
         while let Ok(n) = self.sock.recv(&mut &mut self.buf[..], 0) {
             if n == 0 {
                 break;
             }
             self.events += 1;
-            self.due = Some(std::time::Instant::now() + SETTLE);
+            if self.due.is_none() {
+                self.due = Some(std::time::Instant::now() + SETTLE);
+            }
         }
     }
 }

@@ -186,9 +186,16 @@ fn check_free(cfg: &tinyvr_config::RouterConfig) -> Result<Vec<String>, HostErro
             netns: Some(ns), ..
         }) = &ifc.host
         {
+            // (The topology's own namespaces are made later, by up.)
+            let topology_ns = [format!("{name}-src"), format!("{name}-snk")];
             if netns::exists(ns) {
                 let mut tnl = netns::socket(Some(ns))?;
                 links::must_be_free(&mut tnl, &ifc.host_name(name), Some(ns))?;
+            } else if !topology_ns.contains(ns) {
+                return Err(HostError::Other(format!(
+                    "interface {}: host.netns {ns}: no such network namespace (ip netns add {ns})",
+                    ifc.name
+                )));
             }
         }
     }
@@ -319,14 +326,20 @@ fn start(
         // the router's carrier.
         topology::finish(t, &mut ready)?;
     }
+    // Without the init's pid nothing below can be checked: not up.
+    let p = pid.ok_or_else(|| {
+        HostError::Other(format!(
+            "container {name}: lxc-info gives no pid for its init: its cgroup and kernel state cannot be read back"
+        ))
+    })?;
     // The cgroup LXC made from the resource settings: the container's init
     // exactly in it, every value as asked.
-    if let Some(p) = pid {
+    {
         let cg = cg::made_by_other(&format!("lxc.payload.{name}"), &o.resources);
         ready["cgroup"] = cg::verify(&cg, p)?;
     }
     // With everything in place: the container's kernel state is what READY says.
-    if let Some(p) = pid {
+    {
         let ns = std::fs::File::open(format!("/proc/{p}/ns/net"))
             .map_err(|e| HostError::io(format!("opening the network namespace of {p}"), e))?;
         let held = tinyvr_host::verify::check(ns, &ready)?;

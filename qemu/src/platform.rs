@@ -115,13 +115,15 @@ fn prepare(o: &Up) -> Result<(RouterConfig, Option<topology::Topology>, Accel, S
                     ifc.name
                 )));
             }
-            // IOMMU group, vfio-pci binding and a PF, before anything is made.
-            vfio::inspect(
-                Path::new("/sys"),
-                &pci.to_string(),
-                &format!("interface[{i}].host.pci"),
-            )
-            .map_err(HostError::Other)?;
+            // IOMMU group and vfio-pci binding before anything is made; a PF
+            // too when the VF's MAC must be set (the guest finds it by MAC).
+            let what = format!("interface[{i}].host.pci");
+            let r = if ifc.mac.is_some() || (ifc.pci.is_none() && ifc.driver.is_none()) {
+                vfio::inspect(Path::new("/sys"), &pci.to_string(), &what).map(|_| ())
+            } else {
+                vfio::check(Path::new("/sys"), &pci.to_string(), &what).map(|_| ())
+            };
+            r.map_err(HostError::Other)?;
         }
     }
     Ok((cfg, topo, acc, why))
@@ -146,15 +148,15 @@ fn plumb(cfg: &RouterConfig, state: &mut State) -> Result<Vec<File>, HostError> 
             // the VF must carry the MAC the guest's init looks for. (It keeps
             // that MAC after down: the VF is the user's device, given to the VM.)
             HostLink::Vfio { pci } => {
+                let Some(mac) = ifc.mac else {
+                    continue; // found by pci or driver in the guest
+                };
                 let vf = vfio::inspect(
                     Path::new("/sys"),
                     &pci.to_string(),
                     &format!("interface[{i}].host.pci"),
                 )
                 .map_err(HostError::Other)?;
-                let Some(mac) = ifc.mac else {
-                    continue; // found by pci or driver in the guest
-                };
                 let pf = links::must_index(&mut nl, &vf.pf_netdev, "the VF's PF")?;
                 nl.request(
                     &|| {
@@ -511,13 +513,14 @@ fn start(
         virtqueues(cfg, &ready).map_err(|e| HostError::Other(format!("VM {name}: {e}")))?;
     // The guest's kernel counted by the init right after READY, on the
     // console (the host's only view into it): it must hold what READY says.
-    let held =
-        tinyvr_host::console::wait_tagged(&files[1], "TINYVR-HELD ", Duration::from_secs(10))
-            .ok_or_else(|| {
-                HostError::Other(format!(
-                    "VM {name}: no TINYVR-HELD line from the guest within 10 s of READY"
-                ))
-            })?;
+    let held = tinyvr_host::console::wait_tagged(&files[1], "TINYVR-HELD ", o.timeout).ok_or_else(
+        || {
+            HostError::Other(format!(
+                "VM {name}: no TINYVR-HELD line from the guest within {:?} of READY",
+                o.timeout
+            ))
+        },
+    )?;
     let counts: tinyvr_host::verify::Held = serde_json::from_value(held.clone())
         .map_err(|e| HostError::Other(format!("VM {name}: bad TINYVR-HELD line: {e}")))?;
     tinyvr_host::verify::compare(&ready, &counts)

@@ -23,26 +23,33 @@ fn link_name(p: &Path) -> Option<String> {
         .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()))
 }
 
-/// Reads what passing VF `pci` through needs, from sysfs at `sys` (/sys on
-/// a host; a directory tree in tests). `what` names the interface.
-pub fn inspect(sys: &Path, pci: &str, what: &str) -> Result<Vf, String> {
+/// Checks what passing device `pci` through needs (it exists, has an
+/// IOMMU group, is bound to vfio-pci), from sysfs at `sys` (/sys on a host;
+/// a directory tree in tests); returns the IOMMU group. Any PCI function
+/// qualifies, an SR-IOV VF or a whole NIC. `what` names the interface.
+pub fn check(sys: &Path, pci: &str, what: &str) -> Result<String, String> {
     let dev = sys.join("bus/pci/devices").join(pci);
     if !dev.exists() {
         return Err(format!("{what}: no PCI device {pci} on this host"));
     }
-    let iommu_group = link_name(&dev.join("iommu_group")).ok_or_else(|| {
+    let group = link_name(&dev.join("iommu_group")).ok_or_else(|| {
         format!("{what}: {pci} has no IOMMU group: enable the IOMMU (intel_iommu=on or amd_iommu=on on the host's kernel command line, VT-d/AMD-Vi in the firmware)")
     })?;
     match link_name(&dev.join("driver")) {
-        Some(d) if d == "vfio-pci" => {}
-        other => {
-            return Err(format!(
-                "{what}: {pci} is bound to {}, not vfio-pci: echo vfio-pci > {p}/driver_override; echo {pci} > {p}/driver/unbind; echo {pci} > /sys/bus/pci/drivers_probe",
-                other.map_or("no driver".to_string(), |d| format!("driver {d}")),
-                p = Path::new("/sys/bus/pci/devices").join(pci).display()
-            ))
-        }
+        Some(d) if d == "vfio-pci" => Ok(group),
+        other => Err(format!(
+            "{what}: {pci} is bound to {}, not vfio-pci: echo vfio-pci > {p}/driver_override; echo {pci} > {p}/driver/unbind; echo {pci} > /sys/bus/pci/drivers_probe",
+            other.map_or("no driver".to_string(), |d| format!("driver {d}")),
+            p = Path::new("/sys/bus/pci/devices").join(pci).display()
+        )),
     }
+}
+
+/// As [`check`], and finds the VF's PF and its index there: what setting
+/// the VF's MAC needs.
+pub fn inspect(sys: &Path, pci: &str, what: &str) -> Result<Vf, String> {
+    let iommu_group = check(sys, pci, what)?;
+    let dev = sys.join("bus/pci/devices").join(pci);
     let pf = link_name(&dev.join("physfn"))
         .ok_or_else(|| format!("{what}: {pci} is not an SR-IOV VF (it has no physfn)"))?;
     let pf_dir = sys.join("bus/pci/devices").join(&pf);

@@ -772,24 +772,58 @@ fn a_vm_router_forwards_through_its_generated_routes_after_link_flaps() {
         std::time::Duration::from_secs(5),
     )
     .unwrap();
-    for nic in ["n1", "n0"] {
-        for up in [false, true] {
-            qmp.execute("set_link", Some(serde_json::json!({"name": nic, "up": up})))
-                .unwrap_or_else(|e| panic!("set_link {nic} {up}: {e}"));
-            std::thread::sleep(std::time::Duration::from_millis(300));
-        }
-        // Within a second of carrier's return: the guest's own count, and
-        // forwarding through generated routes at both ends of the range.
-        std::thread::sleep(std::time::Duration::from_millis(700));
-        let console = std::fs::read_to_string(format!("/run/tinyvr/{name}.console")).unwrap();
-        let last = console
+    let console = format!("/run/tinyvr/{name}.console");
+    let held_lines = || -> Vec<Value> {
+        std::fs::read_to_string(&console)
+            .unwrap()
             .lines()
-            .rev()
-            .find_map(|l| l.trim_end().strip_prefix("TINYVR-HELD "))
+            .filter_map(|l| l.trim_end().strip_prefix("TINYVR-HELD "))
             .map(|j| serde_json::from_str::<Value>(j).unwrap())
-            .expect("no TINYVR-HELD line");
-        assert_eq!(last["when"], "link change", "{last}");
-        assert_eq!(last["routes"], 20_000, "after flapping {nic}: {last}");
+            .collect()
+    };
+    // Waits for a TINYVR-HELD line newer than the first `n`, with at least
+    // `events` link events seen (counting 20,000 routes takes the guest a
+    // few hundred ms under TCG, on top of the 200 ms it lets a change settle).
+    let wait_line = |n: usize, events: u64| -> Value {
+        let t = std::time::Instant::now();
+        loop {
+            let lines = held_lines();
+            if let Some(l) = lines
+                .iter()
+                .skip(n)
+                .find(|l| l["link_events"].as_u64().unwrap() >= events)
+            {
+                return l.clone();
+            }
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(5),
+                "no TINYVR-HELD line after {n} with {events} events: {lines:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    for nic in ["n1", "n0"] {
+        let before = held_lines();
+        let events = before
+            .last()
+            .map_or(0, |l| l["link_events"].as_u64().unwrap());
+        qmp.execute(
+            "set_link",
+            Some(serde_json::json!({"name": nic, "up": false})),
+        )
+        .unwrap_or_else(|e| panic!("set_link {nic} off: {e}"));
+        let down = wait_line(before.len(), events + 1);
+        assert_eq!(down["when"], "change", "{down}");
+        let n = held_lines().len();
+        qmp.execute(
+            "set_link",
+            Some(serde_json::json!({"name": nic, "up": true})),
+        )
+        .unwrap_or_else(|e| panic!("set_link {nic} on: {e}"));
+        // A count taken after carrier came back, with the whole table.
+        let up = wait_line(n, events + 2);
+        assert_eq!(up["routes"], 20_000, "after flapping {nic}: {up}");
+        std::thread::sleep(std::time::Duration::from_millis(300));
         for dst in ["16.0.5.1:9", "16.78.31.1:9"] {
             let before = link_stat(&snk, &dev, "rx", "packets");
             udp_send_paced(&src, dst.parse().unwrap(), 500, 18, Some(2_000));

@@ -138,7 +138,7 @@ pub fn run(
         if let Some(w) = watch.as_deref_mut() {
             if w.due.is_some_and(|t| t <= now) {
                 w.due = None;
-                report_held("link change", w.events);
+                report_held("change", w.events);
             }
         }
         let next = services
