@@ -177,6 +177,8 @@ pub fn add_macvtap(
     must_index(nl, name, "the new macvtap")
 }
 
+/// Sets a link's txqueuelen and reads it back: a value the kernel does not
+/// hold fails, naming the link (the queue length is an experiment's knob).
 pub fn set_txqueuelen(nl: &mut dyn Netlink, name: &str, len: u32) -> Result<(), HostError> {
     let i = must_index(nl, name, "setting txqueuelen")?;
     let c = LinkChange {
@@ -188,7 +190,29 @@ pub fn set_txqueuelen(nl: &mut dyn Netlink, name: &str, len: u32) -> Result<(), 
         M::SetLink(msg::set_link(i, &c)),
         flags::NONE,
     )?;
-    Ok(())
+    let mut m = LinkMessage::default();
+    m.header.index = i;
+    let held = nl
+        .request(
+            &|| format!("reading back the txqueuelen of {name}"),
+            M::GetLink(m),
+            flags::NONE,
+        )?
+        .into_iter()
+        .find_map(|r| match r {
+            M::NewLink(l) => l.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::TxQueueLen(q) => Some(q),
+                _ => None,
+            }),
+            _ => None,
+        });
+    match held {
+        Some(q) if q == len => Ok(()),
+        other => Err(HostError::Other(format!(
+            "{name}: txqueuelen {len} was asked, the kernel holds {}",
+            other.map_or("none".to_string(), |q| q.to_string())
+        ))),
+    }
 }
 
 /// Moves device `name` into namespace `ns` (optionally renaming it there).
@@ -388,6 +412,8 @@ mod tests {
     struct Fake {
         links: Vec<(u32, String)>,
         sent: Vec<(M, u16)>,
+        /// What the "kernel" reports as every link's txqueuelen.
+        txqueuelen: u32,
     }
 
     impl Netlink for Fake {
@@ -417,6 +443,8 @@ mod tests {
                     let mut r = LinkMessage::default();
                     r.header.index = *i;
                     r.attributes.push(LinkAttribute::IfName(n.clone()));
+                    r.attributes
+                        .push(LinkAttribute::TxQueueLen(self.txqueuelen));
                     Ok(vec![M::NewLink(r)])
                 }
                 M::DelLink(l) => found(&l).map(|_| vec![]).ok_or_else(nodev),
@@ -463,6 +491,20 @@ mod tests {
         };
         assert_eq!((l.header.index, *f), (7, flags::NONE));
         assert!(l.attributes.is_empty(), "deleted by index, not by name");
+    }
+
+    #[test]
+    fn a_queue_length_that_did_not_take_fails() {
+        let mut nl = Fake {
+            links: vec![(7, "vr1-in0".into())],
+            txqueuelen: 50,
+            ..Default::default()
+        };
+        set_txqueuelen(&mut nl, "vr1-in0", 50).unwrap();
+        let e = set_txqueuelen(&mut nl, "vr1-in0", 35)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "vr1-in0: txqueuelen 35 was asked, the kernel holds 50");
     }
 
     #[test]

@@ -19,8 +19,27 @@ pub fn sysctl_path(key: &str) -> PathBuf {
     Path::new("/proc/sys").join(key.replace('.', "/"))
 }
 
+/// Writes a sysctl and reads it back: a value the kernel does not hold
+/// (it may clamp or ignore some) is an error naming the key. Write-only
+/// keys (a read is refused) are taken as written.
 pub fn write_sysctl(key: &str, value: &str) -> Result<(), SysfsError> {
     let path = sysctl_path(key);
+    write_only(key, value, &path)?;
+    match fs::read_to_string(&path) {
+        Ok(held) if !held.split_whitespace().eq(value.split_whitespace()) => Err(SysfsError {
+            what: format!(
+                "sysctl {key}: {value} was written, the kernel holds {}",
+                held.trim()
+            ),
+            path,
+            source: io::Error::from(io::ErrorKind::InvalidData),
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn write_only(key: &str, value: &str, path: &Path) -> Result<(), SysfsError> {
+    let path = path.to_path_buf();
     fs::write(&path, value).map_err(|source| {
         let hint = if source.kind() == io::ErrorKind::NotFound {
             " (no such sysctl here; host-wide ones such as net.core.netdev_max_backlog exist only in the initial network namespace)"
