@@ -12,7 +12,7 @@ pub mod values;
 
 pub use error::{ConfigError, Errors};
 pub use types::*;
-pub use validate::NAME_MAX;
+pub use validate::{router_name, NAME_MAX};
 pub use values::{CpuList, IfName, MacAddr, PciAddr, Prefix};
 
 /// Parses and validates a router config in one step; what every consumer wants.

@@ -16,6 +16,24 @@ const TIMEOUT_MAX_MS: u64 = 600_000;
 /// config can ask for (each range may hold up to 2^32 - 1 routes).
 pub const ROUTE_RANGES_MAX: usize = 1 << 16;
 
+/// The router-name rule, shared by the config's `name` and the host tools'
+/// instance names (`--name`), which become paths and device-name prefixes:
+/// the rule itself as the error.
+pub fn router_name(n: &str) -> Result<(), String> {
+    let ok_chars = n
+        .chars()
+        .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_');
+    if n.is_empty()
+        || n.len() > NAME_MAX
+        || !ok_chars
+        || !n.starts_with(|ch: char| ch.is_ascii_alphabetic())
+    {
+        Err(format!("expected 1 to {NAME_MAX} characters of letters, digits, '-' or '_', starting with a letter"))
+    } else {
+        Ok(())
+    }
+}
+
 struct Check {
     errors: Vec<ConfigError>,
 }
@@ -93,18 +111,8 @@ impl RouterConfig {
 
     fn check_name(&self, c: &mut Check) {
         let n = &self.name;
-        let ok_chars = n
-            .chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_');
-        if n.is_empty()
-            || n.len() > NAME_MAX
-            || !ok_chars
-            || !n.starts_with(|ch: char| ch.is_ascii_alphabetic())
-        {
-            c.err(
-                "name",
-                format!("{n:?} is not a router name: expected 1 to {NAME_MAX} characters of letters, digits, '-' or '_', starting with a letter"),
-            );
+        if let Err(rule) = router_name(n) {
+            c.err("name", format!("{n:?} is not a router name: {rule}"));
         }
     }
 

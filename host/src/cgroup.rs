@@ -112,10 +112,6 @@ pub fn dirs_in(root: &Path, dir_name: &str, cg: Cgroup, cpuset: bool) -> Vec<Pat
     }
 }
 
-pub fn dirs(dir_name: &str, cg: Cgroup, cpuset: bool) -> Vec<PathBuf> {
-    dirs_in(Path::new(ROOT), dir_name, cg, cpuset)
-}
-
 const ROOT: &str = "/sys/fs/cgroup";
 
 /// One setting: the file, the value asked, and how the kernel's read-back

@@ -103,6 +103,16 @@ pub fn delete(name: &str) -> Result<(), HostError> {
         .map_err(|e| HostError::io(format!("removing network namespace {name}"), e))
 }
 
+/// Namespace `name`, or with None the namespace the tool itself runs in
+/// (the host's: only helper threads enter others).
+pub fn open_or_own(name: Option<&str>) -> Result<File, HostError> {
+    match name {
+        Some(n) => open(n),
+        None => File::open("/proc/self/ns/net")
+            .map_err(|e| HostError::io("opening the host namespace", e)),
+    }
+}
+
 pub fn open(name: &str) -> Result<File, HostError> {
     File::open(path(name))
         .map_err(|e| HostError::io(format!("opening network namespace {name}"), e))

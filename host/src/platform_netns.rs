@@ -114,19 +114,14 @@ fn plumb(cfg: &RouterConfig, ns: &str, state: &mut State) -> Result<(), HostErro
                     None,
                 )?;
                 let i = links::must_index(&mut rnl, &peer, "the new veth")?;
-                state.add_made(
+                let e = state.add_made(
                     Resource::Link {
                         name: peer.clone(),
                         netns: host_ns.clone(),
                     },
                     i as u64,
                 )?;
-                let e = state.resources.len() - 1;
-                let to = match host_ns {
-                    Some(h) => netns::open(h)?,
-                    None => std::fs::File::open("/proc/self/ns/net")
-                        .map_err(|e| HostError::io("opening the host namespace", e))?,
-                };
+                let to = netns::open_or_own(host_ns.as_deref())?;
                 links::move_to(&mut rnl, &peer, to.as_raw_fd(), None)?;
                 let moved = links::must_index(&mut nl, &peer, "the moved veth end")?;
                 if moved != i {
@@ -159,7 +154,7 @@ fn plumb(cfg: &RouterConfig, ns: &str, state: &mut State) -> Result<(), HostErro
                 // Recorded with the ifindex it keeps across the move before it
                 // moves: no moment where it is in the router's namespace
                 // unrecorded (it would come back under the router's name).
-                state.add_made(
+                let e = state.add_made(
                     Resource::Moved {
                         name: ifc.name.to_string(),
                         netns: ns.into(),
@@ -167,7 +162,6 @@ fn plumb(cfg: &RouterConfig, ns: &str, state: &mut State) -> Result<(), HostErro
                     },
                     i as u64,
                 )?;
-                let e = state.resources.len() - 1;
                 links::move_to(
                     &mut nl,
                     device.as_str(),
@@ -211,23 +205,6 @@ pub fn create_netns(state: &mut State, name: &str) -> Result<(), HostError> {
     Ok(())
 }
 
-/// Writes a file that must not exist yet (mode 0600), recorded as made.
-pub fn write_new(state: &mut State, path: &Path, text: &str) -> Result<(), HostError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let e = state.intend(Resource::File { path: path.into() })?;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| HostError::io(format!("creating {}", path.display()), e))?;
-    state.made(e, crate::state::file_id(path)?)?;
-    f.write_all(text.as_bytes())
-        .map_err(|e| HostError::io(format!("writing {}", path.display()), e))
-}
-
 /// Brings a router up; on any failure everything it created so far is
 /// removed, and nothing it did not create is touched.
 pub fn up(o: &Up) -> Result<serde_json::Value, HostError> {
@@ -240,7 +217,7 @@ pub fn up(o: &Up) -> Result<serde_json::Value, HostError> {
         create_netns(state, &name)?;
         plumb(&cfg, &name, state)?;
         let eff = PathBuf::from(crate::state::DIR).join(format!("{name}.toml"));
-        write_new(state, &eff, &cfg.to_toml())?;
+        state.write_new(&eff, &cfg.to_toml())?;
         let mut ready = apply_in(&name, &o.init, &eff)?;
         if let Some(t) = &topo {
             topology::finish(t, &mut ready)?;

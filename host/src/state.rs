@@ -122,19 +122,7 @@ pub fn lxc_cgroup_paths(names: &[String]) -> Vec<PathBuf> {
 /// Checks a router instance name before it becomes part of paths and
 /// device names: the config's router-name rule (no '/', '.', spaces).
 pub fn check_name(flag: &str, n: &str) -> Result<(), HostError> {
-    let max = tinyvr_config::NAME_MAX;
-    let ok = !n.is_empty()
-        && n.len() <= max
-        && n.starts_with(|c: char| c.is_ascii_alphabetic())
-        && n.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(HostError::Other(format!(
-            "{flag} {n:?}: expected 1 to {max} characters of letters, digits, '-' or '_', starting with a letter"
-        )))
-    }
+    tinyvr_config::router_name(n).map_err(|rule| HostError::Other(format!("{flag} {n:?}: {rule}")))
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -338,13 +326,39 @@ impl State {
         self.made(i, id)
     }
 
-    /// Records an object already made (a process just spawned).
-    pub fn add_made(&mut self, r: Resource, id: u64) -> Result<(), HostError> {
+    /// Records an object already made (a process just spawned); returns
+    /// the entry's index.
+    pub fn add_made(&mut self, r: Resource, id: u64) -> Result<usize, HostError> {
         self.resources.push(Entry {
             what: r,
             id: Some(id),
         });
-        self.save()
+        self.save()?;
+        Ok(self.resources.len() - 1)
+    }
+
+    /// Records a process just spawned, by its start time (a process that
+    /// is gone already has nothing to end).
+    pub fn add_process(&mut self, pid: u32) -> Result<(), HostError> {
+        match starttime(pid) {
+            Some(t) => self.add_made(Resource::Process { pid }, t).map(|_| ()),
+            None => self.save(),
+        }
+    }
+
+    /// Writes a file that must not exist yet (mode 0600), recorded as made.
+    pub fn write_new(&mut self, path: &Path, text: &str) -> Result<(), HostError> {
+        let e = self.intend(Resource::File { path: path.into() })?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(|e| HostError::io(format!("creating {}", path.display()), e))?;
+        self.made(e, file_id(path)?)?;
+        f.write_all(text.as_bytes())
+            .map_err(|e| HostError::io(format!("writing {}", path.display()), e))
     }
 
     /// `up` succeeded: the router no longer depends on its builder.
@@ -477,6 +491,19 @@ enum Removal {
     NotOurs(String),
 }
 
+/// For an object identified by its inode: Some(what to do instead of
+/// removing it) when it is gone already or `p` now names something else.
+fn gone_or_foreign(p: &Path, id: u64, what: &str) -> Option<Removal> {
+    match inode(p) {
+        None => Some(Removal::Done),
+        Some(i) if i != id => Some(Removal::NotOurs(format!(
+            "{what} {} is not the one tinyvr made",
+            p.display()
+        ))),
+        Some(_) => None,
+    }
+}
+
 fn inode(p: &Path) -> Option<u64> {
     std::fs::symlink_metadata(p).ok().map(|m| m.ino())
 }
@@ -536,15 +563,8 @@ fn remove(r: &Resource, id: u64) -> Result<Removal, HostError> {
             Ok(Removal::Done)
         }
         Resource::Cgroup { path } => {
-            match inode(path) {
-                None => return Ok(Removal::Done),
-                Some(i) if i != id => {
-                    return Ok(Removal::NotOurs(format!(
-                        "cgroup {} is not the one tinyvr made",
-                        path.display()
-                    )))
-                }
-                _ => {}
+            if let Some(r) = gone_or_foreign(path, id, "cgroup") {
+                return Ok(r);
             }
             // Removable once its last process is gone; that may take a
             // moment after a kill.
@@ -581,34 +601,25 @@ fn remove(r: &Resource, id: u64) -> Result<Removal, HostError> {
         }
         Resource::Container { name, lxcpath } => {
             let dir = lxcpath.join(name);
-            match inode(&dir) {
-                None => return Ok(Removal::Done),
-                Some(i) if i != id => {
-                    return Ok(Removal::NotOurs(format!(
-                        "{} is not the container directory tinyvr made",
-                        dir.display()
-                    )))
-                }
-                _ => {}
+            // Stopped already: teardown stops identified containers first.
+            if let Some(r) = gone_or_foreign(&dir, id, "container directory") {
+                return Ok(r);
             }
-            stop_container(name, lxcpath);
             std::fs::remove_dir_all(&dir)
                 .map_err(|e| HostError::io(format!("removing {}", dir.display()), e))?;
             Ok(Removal::Done)
         }
-        Resource::File { path } => match inode(path) {
-            None => Ok(Removal::Done),
-            Some(i) if i != id => Ok(Removal::NotOurs(format!(
-                "{} is not the file tinyvr wrote",
-                path.display()
-            ))),
-            _ => match std::fs::remove_file(path) {
+        Resource::File { path } => {
+            if let Some(r) = gone_or_foreign(path, id, "file") {
+                return Ok(r);
+            }
+            match std::fs::remove_file(path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     Err(HostError::io(format!("removing {}", path.display()), e))
                 }
                 _ => Ok(Removal::Done),
-            },
-        },
+            }
+        }
         Resource::Netns { name } => match netns::inode(name) {
             None => Ok(Removal::Done),
             // Named but never mounted: the namespace itself went with the
@@ -656,9 +667,7 @@ fn remove(r: &Resource, id: u64) -> Result<Removal, HostError> {
                 Some(n) if n == *name => {}
                 _ => return Ok(Removal::Done),
             }
-            // The tool itself runs in the host namespace (only helper threads enter others).
-            let host = File::open("/proc/self/ns/net")
-                .map_err(|e| HostError::io("opening the host namespace", e))?;
+            let host = netns::open_or_own(None)?;
             links::move_to(&mut nl, name, host.as_raw_fd(), Some(back_as))?;
             Ok(Removal::Done)
         }

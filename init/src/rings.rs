@@ -29,30 +29,43 @@ struct RingParam {
     tx_pending: u32,
 }
 
-/// The current rx/tx ring sizes of `ifname`, or None when the driver has
-/// no rings to report (loopback, a tun device).
-pub fn read(ifname: &str) -> Option<Rings> {
-    let sock = std::net::UdpSocket::bind("0.0.0.0:0")
-        .or_else(|_| std::net::UdpSocket::bind("[::]:0"))
-        .ok()?;
-    let mut rp = RingParam {
-        cmd: ETHTOOL_GRINGPARAM,
-        ..Default::default()
-    };
-    // SAFETY: ifreq is plain data; zeroed is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    if ifname.len() >= req.ifr_name.len() {
-        return None;
+/// Reads ring sizes through one unbound datagram socket (SIOCETHTOOL
+/// needs a socket, not an address): one socket call for all the NICs, on
+/// PID 1's way to READY.
+pub struct Reader(Option<std::os::fd::OwnedFd>);
+
+impl Reader {
+    pub fn open() -> Reader {
+        use std::os::fd::FromRawFd;
+        // SAFETY: socket(2) returns a new fd we then own, or -1.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        // SAFETY: fd is a fresh descriptor nobody else owns.
+        Reader((fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
     }
-    for (d, s) in req.ifr_name.iter_mut().zip(ifname.bytes()) {
-        *d = s as libc::c_char;
+
+    /// The current rx/tx ring sizes of `ifname`, or None when the driver
+    /// has no rings to report (loopback, a tun device).
+    pub fn read(&self, ifname: &str) -> Option<Rings> {
+        let sock = self.0.as_ref()?;
+        let mut rp = RingParam {
+            cmd: ETHTOOL_GRINGPARAM,
+            ..Default::default()
+        };
+        // SAFETY: ifreq is plain data; zeroed is a valid value.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        if ifname.len() >= req.ifr_name.len() {
+            return None;
+        }
+        for (d, s) in req.ifr_name.iter_mut().zip(ifname.bytes()) {
+            *d = s as libc::c_char;
+        }
+        req.ifr_ifru.ifru_data = (&mut rp as *mut RingParam).cast();
+        // SAFETY: SIOCETHTOOL reads the ifreq and fills the ringparam it
+        // points to, both ours and alive for the call.
+        let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut req) };
+        (r == 0).then_some(Rings {
+            rx: rp.rx_pending,
+            tx: rp.tx_pending,
+        })
     }
-    req.ifr_ifru.ifru_data = (&mut rp as *mut RingParam).cast();
-    // SAFETY: SIOCETHTOOL reads the ifreq and fills the ringparam it points
-    // to, both ours and alive for the call.
-    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut req) };
-    (r == 0).then_some(Rings {
-        rx: rp.rx_pending,
-        tx: rp.tx_pending,
-    })
 }

@@ -292,10 +292,7 @@ fn start(
         .spawn()
         .map_err(|e| HostError::io("running lxc-start", e))?;
     state.owner_pid = Some(child.id());
-    match tinyvr_host::state::starttime(child.id()) {
-        Some(t) => state.add_made(Resource::Process { pid: child.id() }, t)?,
-        None => state.save()?,
-    }
+    state.add_process(child.id())?;
 
     let lxc_log = dir.join("lxc.log");
     let ready = tinyvr_host::console::wait_ready(
@@ -315,8 +312,8 @@ fn start(
     // The container's PID 1, so that a teardown can still end it when the
     // LXC monitor is gone.
     let pid = init_pid(name, &o.lxcpath);
-    if let Some(t) = pid.and_then(tinyvr_host::state::starttime) {
-        state.add_made(Resource::Process { pid: pid.unwrap() }, t)?;
+    if let Some(p) = pid {
+        state.add_process(p)?;
     }
     let mut ready = ready;
     if let Some(t) = topo {

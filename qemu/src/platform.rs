@@ -412,8 +412,8 @@ fn start(
             )));
         }
     }
-    tinyvr_host::platform_netns::write_new(state, &files[0], &cfg.guest_toml())?;
-    tinyvr_host::platform_netns::write_new(state, &files[4], "")?;
+    state.write_new(&files[0], &cfg.guest_toml())?;
+    state.write_new(&files[4], "")?;
     let made_by_qemu: Vec<usize> = files[1..4]
         .iter()
         .map(|f| state.intend(Resource::File { path: f.clone() }))
@@ -476,10 +476,7 @@ fn start(
     }
     let mut child = spawned.map_err(|e| HostError::io(format!("running {}", o.qemu), e))?;
     state.owner_pid = Some(child.id());
-    match state::starttime(child.id()) {
-        Some(t) => state.add_made(Resource::Process { pid: child.id() }, t)?,
-        None => state.save()?,
-    }
+    state.add_process(child.id())?;
 
     let qemu_log = files[4].clone();
     let ready = tinyvr_host::console::wait_ready(

@@ -477,3 +477,19 @@ pub fn offline_cpu() -> u32 {
         .max()
         .map_or(1, |m| m + 1)
 }
+
+/// A router named `name` with the two interfaces the topology wires (in0
+/// 10.1.0.1/24 to the source, out0 10.2.0.1/24 to the sink); `extra` is
+/// appended.
+pub fn two_nic_config(name: &str, extra: &str) -> String {
+    format!(
+        r#"name = "{name}"
+[[interface]]
+name = "in0"
+addresses = ["10.1.0.1/24"]
+[[interface]]
+name = "out0"
+addresses = ["10.2.0.1/24"]
+{extra}"#
+    )
+}

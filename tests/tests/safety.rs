@@ -9,18 +9,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 use tinyvr_tests::*;
 
-/// A config named `name` with two interfaces; `extra` is appended.
 fn config(name: &str, extra: &str) -> String {
-    format!(
-        r#"name = "{name}"
-[[interface]]
-name = "in0"
-addresses = ["10.1.0.1/24"]
-[[interface]]
-name = "out0"
-addresses = ["10.2.0.1/24"]
-{extra}"#
-    )
+    two_nic_config(name, extra)
 }
 
 /// A unique name (≤ 8 characters) for this test process and `tag`.

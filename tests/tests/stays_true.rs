@@ -14,15 +14,10 @@ use tinyvr_tests::*;
 const ROUTES: u64 = 20_000;
 
 fn config(name: &str) -> String {
-    format!(
-        r#"name = "{name}"
-[[interface]]
-name = "in0"
-addresses = ["10.1.0.1/24"]
-[[interface]]
-name = "out0"
-addresses = ["10.2.0.1/24"]
-[[route_range]]
+    two_nic_config(
+        name,
+        &format!(
+            r#"[[route_range]]
 first = "16.0.0.0/24"
 count = {ROUTES}
 via = "10.2.0.2"
@@ -30,6 +25,7 @@ via = "10.2.0.2"
 "net.ipv6.conf.in0.disable_ipv6" = 1
 "net.ipv6.conf.out0.disable_ipv6" = 1
 "#
+        ),
     )
 }
 

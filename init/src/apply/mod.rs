@@ -199,13 +199,14 @@ pub fn apply(cfg: &RouterConfig, nl: &mut dyn Netlink) -> Result<Report, ApplyEr
         Ok(())
     })?;
 
+    let rings = crate::rings::Reader::open();
     report.interfaces = links
         .iter()
         .map(|l| IfaceReport {
             name: l.name.clone(),
             mac: l.mac(),
             ifindex: l.index,
-            rings: crate::rings::read(&l.name),
+            rings: rings.read(&l.name),
         })
         .collect();
     report.addresses = addresses;
