@@ -171,6 +171,8 @@ rates_pps = [150000]
 [[router]]
 config = "router.toml"
 platform = "vm"
+# TCG on any host: the overload below is sized for an emulated guest.
+accel = "tcg"
 name = "{n}"
 txqueuelen = 50
 "#
@@ -254,6 +256,8 @@ sample_every = 20
 [[router]]
 config = "router.toml"
 platform = "vm"
+# TCG on any host: the search range is sized for an emulated guest.
+accel = "tcg"
 name = "{n}"
 "#
         ),

@@ -663,10 +663,11 @@ fn a_users_bridge_is_used_and_survives_down() {
 /// then, then taken down): nothing of it is left, no qemu runs. Returns
 /// whether the signal landed before up finished.
 fn stop_up_at(name: &str, f: &Path, delay_ms: u64, signal: &str) -> bool {
+    // TCG on any host: its boot is slow enough to be stopped mid-way.
     let mut child = Command::new(bin("tinyvr"))
         .args(["vm", "up", f.to_str().unwrap(), "--image"])
         .arg(image())
-        .arg("--topology")
+        .args(["--topology", "--accel", "tcg"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
