@@ -244,6 +244,16 @@ pub enum RouteKind {
 
 pub const TABLE_MAIN: u32 = 254;
 
+/// The metric the kernel stores for a route: IPv6 turns "none" and 0 into
+/// 1024 (IP6_RT_PRIO_USER), IPv4 keeps 0.
+pub fn kernel_metric(metric: Option<u32>, v4: bool) -> u32 {
+    match metric {
+        Some(m) if v4 || m != 0 => m,
+        _ if v4 => 0,
+        _ => 1024,
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
@@ -382,6 +392,41 @@ impl RouteRange {
             addr: from_bits(self.first.addr, bits),
             len: self.first.len,
         }
+    }
+
+    /// The metric the kernel stores for this range's routes.
+    pub fn kernel_metric(&self) -> u32 {
+        kernel_metric(self.metric, self.first.is_ipv4())
+    }
+
+    /// Which of this range's routes `dest` in `table` at kernel metric
+    /// `metric` is, if it is one: arithmetic, so a million-route range is
+    /// never enumerated to answer it.
+    pub fn index_of(&self, table: u32, dest: &Prefix, metric: u32) -> Option<u32> {
+        if table != self.table()
+            || metric != self.kernel_metric()
+            || dest.len != self.first.len
+            || dest.is_ipv4() != self.first.is_ipv4()
+        {
+            return None;
+        }
+        let offset = to_bits(dest.addr).checked_sub(to_bits(self.first.addr))?;
+        let i = offset.checked_shr(self.step_bits()).unwrap_or(0);
+        let aligned = i.checked_shl(self.step_bits()).unwrap_or(0) == offset;
+        (aligned && i < u128::from(self.count)).then_some(i as u32)
+    }
+
+    /// True when this range and `other` generate a route in common.
+    pub fn overlaps(&self, other: &RouteRange) -> bool {
+        if self.table() != other.table()
+            || self.kernel_metric() != other.kernel_metric()
+            || self.first.len != other.first.len
+            || self.first.is_ipv4() != other.first.is_ipv4()
+        {
+            return false;
+        }
+        let last = |r: &RouteRange| r.bits_of(r.count - 1).unwrap_or(r.top());
+        to_bits(self.first.addr) <= last(other) && to_bits(other.first.addr) <= last(self)
     }
 
     /// Checks that the last prefix still lies inside the address space.
@@ -573,6 +618,18 @@ impl RouterConfig {
             NO_IPV6_SYSCTLS
         };
         ROUTER_SYSCTLS.iter().chain(v6)
+    }
+
+    /// How many routes this config installs in each table.
+    pub fn routes_by_table(&self) -> std::collections::BTreeMap<u32, u64> {
+        let mut t = std::collections::BTreeMap::new();
+        for r in &self.routes {
+            *t.entry(r.table()).or_default() += 1;
+        }
+        for r in &self.route_ranges {
+            *t.entry(r.table()).or_default() += u64::from(r.count);
+        }
+        t
     }
 
     /// Total number of routes this config installs (explicit plus generated).

@@ -148,10 +148,79 @@ fn nexthop_ids_of_every_range_stay_in_their_block() {
     // A bounded number of ranges: 65536 fit.
     let mut cfg = load(&with_range("16.0.0.0/24", 1, "10.2.0.2")).unwrap();
     let r = cfg.route_ranges[0].clone();
-    cfg.route_ranges = vec![r; 1 << 16];
+    // Disjoint: one /24 each, 16.0.0.0 up to 16.255.255.0.
+    cfg.route_ranges = (0..1u32 << 16)
+        .map(|i| {
+            let mut r = r.clone();
+            r.first = format!("16.{}.{}.0/24", i >> 8, i & 255).parse().unwrap();
+            r
+        })
+        .collect();
     cfg.validate().unwrap();
-    cfg.route_ranges.push(cfg.route_ranges[0].clone());
+    let mut more = cfg.route_ranges[0].clone();
+    more.first = "17.0.0.0/24".parse().unwrap();
+    cfg.route_ranges.push(more);
     let e = cfg.validate().unwrap_err();
     assert_eq!(e.first().path, "route_range");
     assert!(e.first().message.contains("at most 65536"), "{e}");
+}
+
+/// `index_of` answers membership by arithmetic, at both ends of a range,
+/// between its prefixes, and across table/metric/length/family; ranges that
+/// share a prefix overlap, neighbours do not.
+#[test]
+fn membership_and_overlap_by_arithmetic() {
+    let text = format!(
+        "{BASE}\n[[route_range]]\nfirst = \"16.0.0.0/24\"\ncount = 1000\nvia = \"10.2.0.2\"\n\
+         [[route_range]]\nfirst = \"fd00:9::/64\"\ncount = 3\nvia = \"fd00:1::2\"\n"
+    );
+    let cfg = load(&text).unwrap();
+    let (v4, v6) = (&cfg.route_ranges[0], &cfg.route_ranges[1]);
+    let p = |s: &str| s.parse::<Prefix>().unwrap();
+    assert_eq!(v4.index_of(254, &p("16.0.0.0/24"), 0), Some(0));
+    assert_eq!(v4.index_of(254, &p("16.0.3.0/24"), 0), Some(3));
+    assert_eq!(v4.index_of(254, &p("16.3.231.0/24"), 0), Some(999));
+    assert_eq!(v4.index_of(254, &p("16.3.232.0/24"), 0), None, "one past");
+    assert_eq!(
+        v4.index_of(254, &p("15.255.255.0/24"), 0),
+        None,
+        "one before"
+    );
+    assert_eq!(v4.index_of(254, &p("16.0.3.0/25"), 0), None, "length");
+    assert_eq!(v4.index_of(100, &p("16.0.3.0/24"), 0), None, "table");
+    assert_eq!(v4.index_of(254, &p("16.0.3.0/24"), 5), None, "metric");
+    // The kernel stores an IPv6 route without a metric at 1024.
+    assert_eq!(v6.index_of(254, &p("fd00:9:0:2::/64"), 1024), Some(2));
+    assert_eq!(v6.index_of(254, &p("fd00:9:0:2::/64"), 0), None);
+    let mut other = v4.clone();
+    other.first = p("16.3.231.0/24");
+    assert!(v4.overlaps(&other) && other.overlaps(v4));
+    other.first = p("16.3.232.0/24");
+    assert!(!v4.overlaps(&other) && !other.overlaps(v4));
+}
+
+/// An overlap is found whatever the ranges' order in the file, and only
+/// within one table: a range inside a long earlier one is named, a range
+/// past its end and the same prefixes in another table are not.
+#[test]
+fn overlapping_ranges_are_named_in_any_order() {
+    let range = |first: &str, count: u32, table: u32| {
+        format!("[[route_range]]\nfirst = \"{first}\"\ncount = {count}\nvia = \"10.2.0.2\"\ntable = {table}\n")
+    };
+    let text = [
+        BASE.to_string(),
+        range("16.0.200.0/24", 1, 100),
+        range("16.0.0.0/24", 100, 100),
+        range("16.0.50.0/24", 1, 100),
+        range("16.0.50.0/24", 1, 101),
+    ]
+    .join("\n");
+    let e = load(&text).unwrap_err();
+    let got: Vec<_> =
+        e.0.iter()
+            .map(|e| (e.path.as_str(), e.message.as_str()))
+            .collect();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, "route_range[2].first");
+    assert!(got[0].1.contains("overlap route_range[1]'s"), "{got:?}");
 }
