@@ -39,6 +39,8 @@ pub struct Running {
     pub label: String,
     pub platform: Platform,
     pub topo: Topology,
+    /// The config it runs (what a read-back is matched against).
+    pub cfg: RouterConfig,
     /// The READY json with every applied and read-back setting.
     pub ready: serde_json::Value,
     /// (router, pid, is qemu) for CPU accounting.
@@ -197,6 +199,7 @@ fn finish_up(
     });
     Ok(Running {
         label: spec.label(cfg),
+        cfg: cfg.clone(),
         name,
         platform: spec.platform,
         topo,
@@ -284,19 +287,24 @@ fn down_named(platform: Platform, name: &str) -> Result<(), String> {
 
 /// What the router's kernel holds now: read in its namespace (netns and
 /// LXC), or for a VM the guest init's latest TINYVR-HELD line on its
-/// console (printed after READY and after every link change).
-pub fn held(r: &Running) -> Result<Option<tinyvr_host::verify::Held>, String> {
+/// console (printed after READY and after every link, address, route or
+/// rule change) with its count of read-backs that found the table not as
+/// configured.
+pub type HeldNow = (Option<tinyvr_host::verify::Held>, Option<u64>);
+
+pub fn held(r: &Running) -> Result<HeldNow, String> {
     let ns = match r.platform {
         Platform::Vm => {
             let console = std::path::PathBuf::from(tinyvr_host::state::DIR)
                 .join(format!("{}.console", r.name));
-            return tinyvr_host::console::all_tagged(&console, "TINYVR-HELD ")
-                .pop()
-                .map(|v| {
-                    serde_json::from_value(v)
-                        .map_err(|e| format!("router {}: bad TINYVR-HELD line: {e}", r.name))
-                })
-                .transpose();
+            let Some(line) = tinyvr_host::console::all_tagged(&console, "TINYVR-HELD ").pop()
+            else {
+                return Ok((None, None));
+            };
+            let departures = line["departures"].as_u64();
+            let held = serde_json::from_value(line)
+                .map_err(|e| format!("router {}: bad TINYVR-HELD line: {e}", r.name))?;
+            return Ok((Some(held), departures));
         }
         Platform::Netns => tinyvr_host::netns::open(&r.name).map_err(|e| e.to_string())?,
         Platform::Lxc => {
@@ -307,8 +315,8 @@ pub fn held(r: &Running) -> Result<Option<tinyvr_host::verify::Held>, String> {
                 .map_err(|e| format!("router {}: its namespace: {e}", r.name))?
         }
     };
-    tinyvr_host::netns::run_in_file(Some(ns), || Ok(tinyvr_init::held::count()?))
-        .map(Some)
+    tinyvr_host::verify::read_back(ns, &r.cfg)
+        .map(|h| (Some(h), None))
         .map_err(|e| format!("router {}: {e}", r.name))
 }
 

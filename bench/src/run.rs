@@ -57,6 +57,10 @@ pub struct Trial {
     /// lost part of its table shows it here and in `held_as_ready`.
     pub held: Option<tinyvr_host::verify::Held>,
     pub held_as_ready: Option<bool>,
+    /// A VM: the guest's read-backs since READY that found its table not as
+    /// configured (so a table lost and back between trials still shows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub departures: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -284,12 +288,13 @@ fn trial(
             "generator".into(),
             (s.cpu_secs / secs * 1000.0).round() / 10.0,
         );
-        let held = crate::routers::held(r)?;
+        let (held, departures) = crate::routers::held(r)?;
         out.push(Trial {
-            held_as_ready: held
-                .as_ref()
-                .map(|h| tinyvr_host::verify::compare(&r.ready, h).is_ok()),
+            held_as_ready: held.as_ref().map(|h| {
+                tinyvr_host::verify::compare(&r.ready, h).is_ok() && departures.unwrap_or(0) == 0
+            }),
             held,
+            departures,
             router: r.name.clone(),
             label: r.label.clone(),
             platform: r.platform,

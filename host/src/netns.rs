@@ -129,18 +129,21 @@ pub fn run_in<T: Send + 'static>(
 
 /// As [`run_in`], for a namespace given by an open file (e.g. a
 /// container's /proc/<pid>/ns/net).
-pub fn run_in_file<T: Send + 'static>(
+pub fn run_in_file<T: Send>(
     fd: Option<File>,
-    f: impl FnOnce() -> Result<T, HostError> + Send + 'static,
+    f: impl FnOnce() -> Result<T, HostError> + Send,
 ) -> Result<T, HostError> {
-    std::thread::spawn(move || {
-        if let Some(fd) = fd {
-            setns(&fd, CloneFlags::CLONE_NEWNET).map_err(|e| HostError::sys("setns", e))?;
-        }
-        f()
+    // Scoped: `f` may borrow from the caller (a config to read back against).
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            if let Some(fd) = fd {
+                setns(&fd, CloneFlags::CLONE_NEWNET).map_err(|e| HostError::sys("setns", e))?;
+            }
+            f()
+        })
+        .join()
+        .map_err(|_| HostError::Other("namespace thread panicked".into()))?
     })
-    .join()
-    .map_err(|_| HostError::Other("namespace thread panicked".into()))?
 }
 
 /// A netlink socket bound to namespace `name`.

@@ -223,7 +223,7 @@ pub fn up(o: &Up) -> Result<serde_json::Value, HostError> {
             topology::finish(t, &mut ready)?;
         }
         // With everything in place: the kernel holds what READY says.
-        let held = crate::verify::check(netns::open(&name)?, &ready)?;
+        let held = crate::verify::check(netns::open(&name)?, &cfg, &ready)?;
         ready["held"] = serde_json::to_value(held).expect("counts serialize");
         ready["netns"] = name.clone().into();
         Ok(ready)

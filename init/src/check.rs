@@ -30,6 +30,8 @@ pub struct Ready<'a> {
     pub interfaces: &'a [IfaceReport],
     pub addresses: usize,
     pub routes: u64,
+    /// Routes per table (by number), as the config asks.
+    pub routes_by_table: std::collections::BTreeMap<u32, u64>,
     pub rules: usize,
     pub neighbors: usize,
     pub sysctls: usize,
@@ -79,6 +81,7 @@ impl<'a> Ready<'a> {
             interfaces: &report.interfaces,
             addresses: report.addresses,
             routes: report.routes,
+            routes_by_table: cfg.routes_by_table(),
             rules: report.rules,
             neighbors: report.neighbors,
             sysctls: report.sysctls,

@@ -304,10 +304,11 @@ fn serve(
     let mut watch = tinyvr_init::held::Watch::open()
         .map_err(|e| log::warn!("watching link changes: {e}"))
         .ok();
-    supervise::report_held("ready", 0);
+    let mut held = tinyvr_init::held::Log::new(cfg);
+    supervise::report_held(&mut held, "ready", 0);
 
     let mut services: Vec<Supervised> = cfg.services.iter().cloned().map(Supervised::new).collect();
-    let stop = supervise::run(sfd, &mut services, buttons, watch.as_mut());
+    let stop = supervise::run(sfd, &mut services, buttons, watch.as_mut(), &mut held);
     log::info!("shutting down ({stop:?})");
     supervise::stop_everything(&mut services);
 }

@@ -339,7 +339,7 @@ fn start(
     {
         let ns = std::fs::File::open(format!("/proc/{p}/ns/net"))
             .map_err(|e| HostError::io(format!("opening the network namespace of {p}"), e))?;
-        let held = tinyvr_host::verify::check(ns, &ready)?;
+        let held = tinyvr_host::verify::check(ns, cfg, &ready)?;
         ready["held"] = serde_json::to_value(held).expect("counts serialize");
     }
     ready["container"] = name.clone().into();

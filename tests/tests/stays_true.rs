@@ -44,6 +44,14 @@ fn routes(enter: &[&str]) -> u64 {
     String::from_utf8_lossy(&out.stdout).lines().count() as u64
 }
 
+/// A read-back (READY's `held` or a TINYVR-HELD line) that found the
+/// config's whole table in main and nothing missing or unexpected.
+fn assert_whole(held: &Value) {
+    assert_eq!(held["routes_by_table"]["254"], ROUTES, "{held}");
+    assert!(held["missing"].is_null(), "{held}");
+    assert!(held["unexpected"].is_null(), "{held}");
+}
+
 /// Flaps the host-side peer of each router link and checks that every
 /// route is there while carrier is gone and again within a second of its
 /// return, and that the router forwards again.
@@ -100,6 +108,7 @@ fn a_namespace_router_keeps_its_routes_through_link_flaps() {
     let ready: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(ready["routes"], ROUTES);
     assert_eq!(ready["held"]["routes"], ROUTES, "read back after up");
+    assert_whole(&ready["held"]);
     let ns = format!("--net=/run/netns/{name}");
     flap_each_link(&name, &[ns.as_str()]);
     assert!(tinyvr(&["netns", "down", &name]).status.success());
@@ -145,6 +154,25 @@ fn a_container_router_keeps_its_routes_from_up_on_and_through_flaps() {
     let ns = format!("--net=/proc/{pid}/ns/net");
     assert_eq!(routes(&[ns.as_str()]), ROUTES, "after lxc up --topology");
     assert_eq!(ready["held"]["routes"], ROUTES);
+    assert_whole(&ready["held"]);
     flap_each_link(&name, &[ns.as_str()]);
+    // The container's init read its kernel back after READY and after every
+    // link change (TINYVR-HELD on its console): never without part of its
+    // config, not even while carrier was gone.
+    let console = format!("/var/lib/tinyvr/lxc/{name}/console.log");
+    let text = std::fs::read_to_string(&console).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.trim_end().strip_prefix("TINYVR-HELD "))
+        .filter_map(|j| serde_json::from_str(j).ok())
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["link_events"].as_u64() >= Some(4)),
+        "no read-back after the flaps: {lines:?}"
+    );
+    for l in &lines {
+        assert_eq!(l["departures"], 0, "{l}");
+        assert_whole(l);
+    }
     assert!(tinyvr(&["lxc", "down", &name]).status.success());
 }

@@ -826,6 +826,12 @@ fn a_vm_router_forwards_through_its_generated_routes_after_link_flaps() {
         // A count taken after carrier came back, with the whole table.
         let up = wait_line(n, events + 2);
         assert_eq!(up["routes"], 20_000, "after flapping {nic}: {up}");
+        // Generated routes survive carrier loss: no read-back since READY,
+        // including the one taken while carrier was gone, found any missing.
+        for l in [&down, &up] {
+            assert_eq!(l["departures"], 0, "after flapping {nic}: {l}");
+            assert!(l["missing"].is_null(), "after flapping {nic}: {l}");
+        }
         std::thread::sleep(std::time::Duration::from_millis(300));
         for dst in ["16.0.5.1:9", "16.78.31.1:9"] {
             let before = link_stat(&snk, &dev, "rx", "packets");

@@ -107,18 +107,11 @@ pub fn reap() -> Reaped {
     }
 }
 
-/// Counts the table and prints a TINYVR-HELD line (`when` says why).
-pub fn report_held(when: &'static str, link_events: u64) {
-    match crate::held::count() {
-        Ok(held) => super::console::emit(
-            crate::held::HELD,
-            &crate::held::Report {
-                when,
-                link_events,
-                held,
-            },
-        ),
-        Err(e) => log::warn!("counting what the kernel holds: {e}"),
+/// Reads the table back and prints a TINYVR-HELD line (`when` says why).
+pub fn report_held(log: &mut crate::held::Log, when: &'static str, link_events: u64) {
+    match log.read_back(when, link_events) {
+        Ok(report) => super::console::emit(crate::held::HELD, &report),
+        Err(e) => log::warn!("reading back what the kernel holds: {e}"),
     }
 }
 
@@ -127,6 +120,7 @@ pub fn run(
     services: &mut [Supervised],
     buttons: &mut [File],
     mut watch: Option<&mut crate::held::Watch>,
+    held: &mut crate::held::Log,
 ) -> Stop {
     loop {
         let now = Instant::now();
@@ -138,7 +132,7 @@ pub fn run(
         if let Some(w) = watch.as_deref_mut() {
             if w.due.is_some_and(|t| t <= now) {
                 w.due = None;
-                report_held("change", w.events);
+                report_held(held, "change", w.events);
             }
         }
         let next = services
@@ -220,7 +214,7 @@ pub fn run(
                     for line in super::counters::dump() {
                         log::info!("{line}");
                     }
-                    report_held("SIGHUP", watch.as_deref().map_or(0, |w| w.events));
+                    report_held(held, "SIGHUP", watch.as_deref().map_or(0, |w| w.events));
                 }
                 other => {
                     log::info!("received {other}");
