@@ -252,6 +252,33 @@ impl CpuList {
         let parts: Vec<String> = words.iter().rev().map(|w| format!("{w:08x}")).collect();
         parts.join(",")
     }
+
+    /// Reads a mask back as sysfs prints it (`3`, `00000002,00000001`):
+    /// the CPUs set, ascending. None if it is not such a mask.
+    pub fn from_mask(mask: &str) -> Option<CpuList> {
+        let mut cpus = Vec::new();
+        for (i, word) in mask.trim().rsplit(',').enumerate() {
+            let w = u32::from_str_radix(word, 16).ok()?;
+            cpus.extend(
+                (0..32)
+                    .filter(|b| w & (1 << b) != 0)
+                    .map(|b| i as u32 * 32 + b),
+            );
+        }
+        cpus.sort_unstable();
+        Some(CpuList(cpus))
+    }
+
+    /// The same CPUs, whatever order or repeats the list was written with.
+    pub fn same_cpus(&self, other: &CpuList) -> bool {
+        let norm = |c: &CpuList| {
+            let mut v = c.0.clone();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        norm(self) == norm(other)
+    }
 }
 
 impl FromStr for CpuList {
@@ -333,6 +360,11 @@ mod tests {
         assert_eq!(c.to_mask(), "00000003");
         let c: CpuList = "0,33".parse().unwrap();
         assert_eq!(c.to_mask(), "00000002,00000001");
+        assert_eq!(CpuList::from_mask("00000002,00000001\n"), Some(c.clone()));
+        assert_eq!(CpuList::from_mask("3"), Some(CpuList(vec![0, 1])));
+        assert_eq!(CpuList::from_mask("0"), Some(CpuList(vec![])));
+        assert_eq!(CpuList::from_mask("x"), None);
+        assert!(CpuList(vec![33, 0, 0]).same_cpus(&c));
         assert!("3-1".parse::<CpuList>().is_err());
         assert!("x".parse::<CpuList>().is_err());
     }

@@ -30,6 +30,13 @@ pub fn read_back(ns: std::fs::File, cfg: &tinyvr_config::RouterConfig) -> Result
 /// every difference: counts, tables, and the objects missing or unexpected.
 pub fn compare(ready: &serde_json::Value, held: &Held) -> Result<(), String> {
     let mut diffs = Vec::new();
+    let interfaces = ready["interfaces"].as_array().map_or(0, |a| a.len() as u64);
+    if interfaces != held.interfaces {
+        diffs.push(format!(
+            "interfaces up as configured: READY lists {interfaces}, the kernel holds {}",
+            held.interfaces
+        ));
+    }
     for (what, got) in [
         ("routes", held.routes),
         ("addresses", held.addresses),
@@ -89,8 +96,9 @@ mod tests {
     #[test]
     fn differences_are_all_named() {
         let ready = serde_json::json!({"routes": 20003, "routes_by_table": {"254": 20002, "100": 1},
-            "addresses": 2, "neighbors": 2, "rules": 0});
+            "addresses": 2, "neighbors": 2, "rules": 0, "interfaces": [{"name": "in0"}, {"name": "out0"}]});
         let ok = Held {
+            interfaces: 2,
             routes: 20003,
             routes_by_table: [(254, 20002), (100, 1)].into(),
             addresses: 2,
@@ -101,6 +109,7 @@ mod tests {
         let e = compare(
             &ready,
             &Held {
+                interfaces: 1,
                 routes: 3,
                 routes_by_table: [(254, 2), (100, 1)].into(),
                 neighbors: 1,
@@ -113,6 +122,7 @@ mod tests {
         )
         .unwrap_err();
         for want in [
+            "interfaces up as configured: READY lists 2, the kernel holds 1",
             "routes: READY says 20003, the kernel holds 3",
             "routes in table 254: READY says 20002, the kernel holds 2",
             "neighbors: READY says 2, the kernel holds 1",

@@ -35,6 +35,8 @@ pub struct Ready<'a> {
     pub rules: usize,
     pub neighbors: usize,
     pub sysctls: usize,
+    /// Each sysctl and queue mask: asked, and held as read back.
+    pub settings: &'a std::collections::BTreeMap<String, crate::apply::Setting>,
     /// "vm", "container" or "netns".
     pub platform: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -85,6 +87,7 @@ impl<'a> Ready<'a> {
             rules: report.rules,
             neighbors: report.neighbors,
             sysctls: report.sysctls,
+            settings: &report.settings,
             platform,
             config_source: None,
             services: None,

@@ -20,9 +20,10 @@ pub fn sysctl_path(key: &str) -> PathBuf {
 }
 
 /// Writes a sysctl and reads it back: a value the kernel does not hold
-/// (it may clamp or ignore some) is an error naming the key. Write-only
-/// keys (a read is refused) are taken as written.
-pub fn write_sysctl(key: &str, value: &str) -> Result<(), SysfsError> {
+/// (it may clamp or ignore some) is an error naming the key. Returns what
+/// the kernel holds; None for a write-only key (a read is refused), taken
+/// as written.
+pub fn write_sysctl(key: &str, value: &str) -> Result<Option<String>, SysfsError> {
     let path = sysctl_path(key);
     write_only(key, value, &path)?;
     match fs::read_to_string(&path) {
@@ -34,7 +35,8 @@ pub fn write_sysctl(key: &str, value: &str) -> Result<(), SysfsError> {
             path,
             source: io::Error::from(io::ErrorKind::InvalidData),
         }),
-        _ => Ok(()),
+        Ok(held) => Ok(Some(held.trim().to_string())),
+        Err(_) => Ok(None),
     }
 }
 
@@ -54,23 +56,24 @@ fn write_only(key: &str, value: &str, path: &Path) -> Result<(), SysfsError> {
     })
 }
 
-/// Writes `mask` to every `queues/<prefix>-*/<file>` of a device (`rx`/`rps_cpus`
-/// or `tx`/`xps_cpus`). Returns how many queues were set.
+/// Writes the mask of `cpus` to every `queues/<prefix>-*/<file>` of a
+/// device (`rx`/`rps_cpus` or `tx`/`xps_cpus`) and reads each back: a queue
+/// whose mask the kernel did not take as written (it drops CPUs it will not
+/// steer to) is an error naming the device, queue and both CPU sets.
+/// Returns each queue's name and the CPUs its mask holds.
 pub fn write_queue_masks(
     dev: &str,
     prefix: &str,
     file: &str,
-    mask: &str,
-) -> Result<usize, SysfsError> {
+    cpus: &tinyvr_config::CpuList,
+) -> Result<Vec<(String, tinyvr_config::CpuList)>, SysfsError> {
+    let mask = cpus.to_mask();
     let dir = Path::new("/sys/class/net").join(dev).join("queues");
-    let err = |path: PathBuf, source| SysfsError {
-        what: format!("setting {file} of {dev} to {mask}"),
-        path,
-        source,
-    };
-    let mut n = 0;
+    let err = |what: String, path: PathBuf, source| SysfsError { what, path, source };
+    let setting = || format!("setting {file} of {dev} to CPUs {cpus} ({mask})");
+    let mut queues = Vec::new();
     let mut entries: Vec<_> = fs::read_dir(&dir)
-        .map_err(|e| err(dir.clone(), e))?
+        .map_err(|e| err(setting(), dir.clone(), e))?
         .filter_map(|e| e.ok())
         .filter(|e| {
             e.file_name()
@@ -81,10 +84,28 @@ pub fn write_queue_masks(
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let path = e.path().join(file);
-        fs::write(&path, mask).map_err(|source| err(path, source))?;
-        n += 1;
+        fs::write(&path, &mask).map_err(|source| err(setting(), path.clone(), source))?;
+        let text =
+            fs::read_to_string(&path).map_err(|source| err(setting(), path.clone(), source))?;
+        match tinyvr_config::CpuList::from_mask(&text) {
+            Some(held) if held.same_cpus(cpus) => {
+                queues.push((e.file_name().to_string_lossy().into_owned(), held))
+            }
+            held => {
+                let held =
+                    held.map_or_else(|| format!("{:?}", text.trim()), |h| format!("CPUs {h}"));
+                return Err(err(
+                    format!(
+                        "{file} of {dev} queue {}: CPUs {cpus} were written, the kernel holds {held}",
+                        e.file_name().to_string_lossy()
+                    ),
+                    path,
+                    io::Error::from(io::ErrorKind::InvalidData),
+                ));
+            }
+        }
     }
-    Ok(n)
+    Ok(queues)
 }
 
 /// The kernel driver bound to a network device (`virtio_net`, `ixgbevf`...).

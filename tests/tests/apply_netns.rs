@@ -228,6 +228,20 @@ fn example_config_leaves_exactly_the_expected_state() {
     ] {
         assert_eq!(ns.read(&format!("/proc/sys/net/{k}")), v, "{k}");
     }
+    // READY carries each of them as asked and as the init read it back.
+    for (k, asked) in [
+        ("sysctl net.ipv4.ip_forward", "1"),
+        ("sysctl net.ipv4.conf.all.rp_filter", "0"),
+        ("in0 rx-0 rps_cpus", "0"),
+        ("out0 tx-0 xps_cpus", "0"),
+    ] {
+        let s = &ready["settings"][k];
+        assert_eq!(
+            (s["asked"].as_str(), s["held"].as_str()),
+            (Some(asked), Some(asked)),
+            "{k}: {s}"
+        );
+    }
     // RPS / XPS masks from sysfs.
     assert_eq!(
         ns.read("/sys/class/net/in0/queues/rx-0/rps_cpus")

@@ -38,6 +38,16 @@ pub struct Report {
     pub rules: usize,
     pub neighbors: usize,
     pub sysctls: usize,
+    /// Every sysctl and queue mask written: what was asked, and what the
+    /// kernel held when read back (a difference fails the apply).
+    pub settings: std::collections::BTreeMap<String, Setting>,
+}
+
+#[derive(Debug, Serialize, Clone, PartialEq)]
+pub struct Setting {
+    pub asked: String,
+    /// None: the kernel does not let it be read (write-only sysctl).
+    pub held: Option<String>,
 }
 
 #[derive(Debug, Serialize, Clone)]
@@ -100,16 +110,19 @@ pub fn apply(cfg: &RouterConfig, nl: &mut dyn Netlink) -> Result<Report, ApplyEr
             .expect("validated: every dev names an interface")
     };
 
+    let mut settings = std::collections::BTreeMap::new();
     let sysctls = steps.run("sysctl", || {
+        let asked = cfg
+            .default_sysctls()
+            .map(|(k, v)| (k.to_string(), v.to_string()));
+        let asked = asked.chain(cfg.sysctl.iter().map(|(k, v)| (k.clone(), v.to_string())));
         let mut n = 0;
-        for (k, v) in cfg.default_sysctls() {
-            sysfs::write_sysctl(k, v)?;
+        for (k, v) in asked {
+            let held = sysfs::write_sysctl(&k, &v)?;
+            settings.insert(format!("sysctl {k}"), Setting { asked: v, held });
             n += 1;
         }
-        for (k, v) in &cfg.sysctl {
-            sysfs::write_sysctl(k, &v.to_string())?;
-        }
-        Ok(n + cfg.sysctl.len())
+        Ok(n)
     })?;
 
     steps.run("up", || Ok(links::set_up(cfg, nl, &links)?))?;
@@ -189,11 +202,23 @@ pub fn apply(cfg: &RouterConfig, nl: &mut dyn Netlink) -> Result<Report, ApplyEr
 
     steps.run("queues", || {
         for ifc in &cfg.interfaces {
-            if let Some(c) = &ifc.rps_cpus {
-                sysfs::write_queue_masks(ifc.name.as_str(), "rx", "rps_cpus", &c.to_mask())?;
-            }
-            if let Some(c) = &ifc.xps_cpus {
-                sysfs::write_queue_masks(ifc.name.as_str(), "tx", "xps_cpus", &c.to_mask())?;
+            let masks = [
+                ("rx", "rps_cpus", &ifc.rps_cpus),
+                ("tx", "xps_cpus", &ifc.xps_cpus),
+            ];
+            for (prefix, file, cpus) in masks {
+                let Some(cpus) = cpus else { continue };
+                for (queue, held) in
+                    sysfs::write_queue_masks(ifc.name.as_str(), prefix, file, cpus)?
+                {
+                    settings.insert(
+                        format!("{} {queue} {file}", ifc.name),
+                        Setting {
+                            asked: cpus.to_string(),
+                            held: Some(held.to_string()),
+                        },
+                    );
+                }
             }
         }
         Ok(())
@@ -214,6 +239,7 @@ pub fn apply(cfg: &RouterConfig, nl: &mut dyn Netlink) -> Result<Report, ApplyEr
     report.routes = cfg.routes.len() as u64 + generated;
     report.rules = rules;
     report.sysctls = sysctls;
+    report.settings = settings;
     Ok(report)
 }
 

@@ -31,6 +31,9 @@ const FRA_TABLE: u16 = 15;
 const FRA_OIFNAME: u16 = 17;
 const FRA_PROTOCOL: u16 = 21;
 const IFLA_IFNAME: u16 = 3;
+const IFLA_MTU: u16 = 4;
+const IFLA_TXQLEN: u16 = 13;
+const IFF_UP: u32 = 1;
 const AF_INET: u8 = 2;
 
 /// A rule as the kernel keys it (per family).
@@ -51,6 +54,8 @@ pub struct Expect<'a> {
     cfg: &'a RouterConfig,
     /// (kernel name, ifindex) of every link in the namespace.
     links: Vec<(String, u32)>,
+    /// Whether each config interface was seen in the link dump.
+    iface_seen: Vec<bool>,
     routes: HashMap<(u32, Prefix, u32), usize>,
     route_seen: Vec<bool>,
     /// Ranges sorted by (group, first address), for a binary search per route.
@@ -114,6 +119,7 @@ impl<'a> Expect<'a> {
         Expect {
             cfg,
             links: Vec::new(),
+            iface_seen: vec![false; cfg.interfaces.len()],
             routes,
             route_seen: vec![false; cfg.routes.len()],
             ranges,
@@ -170,11 +176,56 @@ impl<'a> Expect<'a> {
     /// One RTM_NEWLINK of the link dump: names resolve to indexes before
     /// addresses and neighbours are matched.
     pub fn link(&mut self, b: &[u8]) {
-        let Some(index) = u32_at(b, HDR + 4) else {
+        // ifinfomsg: family, pad, type (u16), index (i32), flags (u32), change.
+        let (Some(index), Some(flags)) = (u32_at(b, HDR + 4), u32_at(b, HDR + 8)) else {
             return;
         };
-        if let Some((_, v)) = attrs(b, 16).find(|(k, _)| *k == IFLA_IFNAME) {
-            self.links.push((raw::str_of(v).to_string(), index));
+        let (mut name, mut mtu, mut txqlen) = (None, None, None);
+        for (k, v) in attrs(b, 16) {
+            match k {
+                IFLA_IFNAME => name = Some(raw::str_of(v)),
+                IFLA_MTU => mtu = raw::u32_of(v),
+                IFLA_TXQLEN => txqlen = raw::u32_of(v),
+                _ => {}
+            }
+        }
+        let Some(name) = name else { return };
+        self.links.push((name.to_string(), index));
+        let Some(i) = self
+            .cfg
+            .interfaces
+            .iter()
+            .position(|c| c.name.as_str() == name)
+        else {
+            return;
+        };
+        self.iface_seen[i] = true;
+        // An interface counts when it is up with the MTU and queue length
+        // the config gives it; anything else is named as missing.
+        let ifc = &self.cfg.interfaces[i];
+        let mut wrong = Vec::new();
+        if flags & IFF_UP == 0 {
+            wrong.push("up (the kernel holds it down)".to_string());
+        }
+        for (what, want, got) in [
+            ("mtu", ifc.mtu, mtu),
+            ("txqueuelen", ifc.txqueuelen, txqlen),
+        ] {
+            if want.is_some() && want != got {
+                wrong.push(format!(
+                    "{what} {} (the kernel holds {})",
+                    want.unwrap_or_default(),
+                    got.map_or("none".into(), |g| g.to_string())
+                ));
+            }
+        }
+        if wrong.is_empty() {
+            self.held.interfaces += 1;
+        }
+        for w in wrong {
+            note(&mut self.held.missing, &mut self.held.missing_total, || {
+                format!("interface {name} {w}")
+            });
         }
     }
 
@@ -372,9 +423,15 @@ impl<'a> Expect<'a> {
 
     /// What was held, with everything asked for and not seen named as missing.
     pub fn finish(mut self) -> Held {
-        let mut missing = Vec::new();
-        let mut total = 0;
+        // The link dump may already have named some (an interface down).
+        let mut missing = std::mem::take(&mut self.held.missing);
+        let mut total = self.held.missing_total;
         let cfg = self.cfg;
+        for (ifc, _) in cfg.interfaces.iter().zip(&self.iface_seen).filter(|x| !x.1) {
+            note(&mut missing, &mut total, || {
+                format!("interface {}", ifc.name)
+            });
+        }
         for (r, _) in cfg.routes.iter().zip(&self.route_seen).filter(|x| !x.1) {
             note(&mut missing, &mut total, || {
                 format!("route {} table {}", r.dest, r.table())
@@ -416,7 +473,7 @@ mod tests {
     use super::NAMED_MAX;
     use crate::held::held;
     use crate::netlink::{msg, Netlink, NlError};
-    use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+    use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
     use netlink_packet_route::route::{RouteAttribute, RouteProtocol};
     use netlink_packet_route::rule::{RuleAttribute, RuleMessage};
     use netlink_packet_route::{AddressFamily, RouteNetlinkMessage as M};
@@ -503,7 +560,10 @@ dev = "out0"
     fn link(name: &str, index: u32) -> M {
         let mut l = LinkMessage::default();
         l.header.index = index;
+        l.header.flags = LinkFlags::Up;
         l.attributes.push(LinkAttribute::IfName(name.into()));
+        l.attributes.push(LinkAttribute::Mtu(1500));
+        l.attributes.push(LinkAttribute::TxQueueLen(1000));
         M::NewLink(l)
     }
 
@@ -571,6 +631,38 @@ dev = "out0"
             "the fe80 address is the config's and counts; the kernel's rules do not"
         );
         assert_eq!(h.routes_by_table, [(100, 1), (254, 101)].into());
+        assert_eq!(h.interfaces, 2);
+    }
+
+    #[test]
+    fn an_interface_down_or_with_other_settings_is_named() {
+        let text = CONFIG.replacen(
+            "name = \"out0\"\n",
+            "name = \"out0\"\nmtu = 9000\ntxqueuelen = 1000\n",
+            1,
+        );
+        let cfg = tinyvr_config::load(&text).unwrap();
+        let mut k = whole(&cfg);
+        for m in &mut k.0 {
+            if let M::NewLink(l) = m {
+                if l.header.index == 2 {
+                    l.header.flags = LinkFlags::empty();
+                }
+            }
+        }
+        let h = held(&mut k, &cfg).unwrap();
+        assert_eq!(h.interfaces, 0);
+        assert_eq!(
+            h.missing,
+            [
+                "interface in0 up (the kernel holds it down)",
+                "interface out0 mtu 9000 (the kernel holds 1500)",
+            ],
+            "txqueuelen 1000 is held"
+        );
+        k.0.retain(|m| !matches!(m, M::NewLink(l) if l.header.index == 3));
+        let h = held(&mut k, &cfg).unwrap();
+        assert!(h.missing.contains(&"interface out0".to_string()), "{h:?}");
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub use expect::NAMED_MAX;
 /// for is `unexpected` — the first few named, all counted.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Held {
+    /// Config interfaces present, up, with their MTU and queue length.
+    #[serde(default)]
+    pub interfaces: u64,
     pub routes: u64,
     /// Per routing table (by number).
     #[serde(default)]
