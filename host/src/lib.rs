@@ -10,6 +10,7 @@ pub mod lifecycle;
 pub mod links;
 pub mod netns;
 pub mod platform_netns;
+pub mod sriov;
 pub mod state;
 pub mod tap;
 pub mod topology;

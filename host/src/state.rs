@@ -21,6 +21,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use tinyvr_config::MacAddr;
 
 pub const DIR: &str = "/run/tinyvr";
 /// Written into every state file; `gc` and `down` act on nothing else.
@@ -54,6 +55,14 @@ pub enum Resource {
     /// cgroups LXC makes for a container, by directory name; recorded only
     /// after checking that none by these names existed (id: 1).
     LxcCgroups { dir_names: Vec<String> },
+    /// The MAC tinyvr gave VF `vf` of the host's PF `pf` (id: the PF's
+    /// ifindex); `down` puts `was` back if the VF still has `set`.
+    VfMac {
+        pf: String,
+        vf: u32,
+        was: MacAddr,
+        set: MacAddr,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -483,6 +492,9 @@ fn describe(r: &Resource) -> String {
         Resource::Process { pid } => format!("process {pid}"),
         Resource::Cgroup { path } => format!("cgroup {}", path.display()),
         Resource::LxcCgroups { dir_names } => format!("LXC cgroups {dir_names:?}"),
+        Resource::VfMac { pf, vf, was, .. } => {
+            format!("MAC of VF {vf} of {pf} (to go back to {was})")
+        }
     }
 }
 
@@ -652,6 +664,27 @@ fn remove(r: &Resource, id: u64) -> Result<Removal, HostError> {
                     links::delete_index(&mut nl, id as u32, name)?;
                     Ok(Removal::Done)
                 }
+            }
+        }
+        Resource::VfMac { pf, vf, was, set } => {
+            let mut nl = netns::socket(None)?;
+            match links::name_of(&mut nl, id as u32)? {
+                Some(n) if n == *pf => {}
+                _ => {
+                    return Ok(Removal::NotOurs(format!(
+                        "PF {pf} (link {id}) is gone or renamed"
+                    )))
+                }
+            }
+            match crate::sriov::mac(&mut nl, id as u32, *vf)? {
+                Some(m) if m == *set => {
+                    crate::sriov::set_mac(&mut nl, id as u32, pf, *vf, was)?;
+                    Ok(Removal::Done)
+                }
+                other => Ok(Removal::NotOurs(format!(
+                    "VF {vf} of {pf} has MAC {}, not the {set} tinyvr set",
+                    other.map_or("none".into(), |m| m.to_string())
+                ))),
             }
         }
         Resource::Moved {

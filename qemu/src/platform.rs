@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 use tinyvr_config::{HostLink, RouterConfig, Vhost, VirtioNic};
 use tinyvr_host::cgroup::{self, Resources};
 use tinyvr_host::state::{self, Resource, State};
-use tinyvr_host::{links, netns, tap, topology, HostError};
-use tinyvr_init::netlink::Netlink;
+use tinyvr_host::{links, netns, sriov, tap, topology, HostError};
 
 pub struct Up<'a> {
     /// The router config, validated (read by the CLI, built by the bench).
@@ -145,8 +144,8 @@ fn plumb(cfg: &RouterConfig, state: &mut State) -> Result<Vec<File>, HostError> 
         let host = ifc.host.as_ref().unwrap_or(&default);
         match host {
             // Passed through by PCI address: nothing to make on the host, but
-            // the VF must carry the MAC the guest's init looks for. (It keeps
-            // that MAC after down: the VF is the user's device, given to the VM.)
+            // the VF must carry the MAC the guest's init looks for. The MAC
+            // it had is recorded first and goes back on down.
             HostLink::Vfio { pci } => {
                 let Some(mac) = ifc.mac else {
                     continue; // found by pci or driver in the guest
@@ -158,20 +157,19 @@ fn plumb(cfg: &RouterConfig, state: &mut State) -> Result<Vec<File>, HostError> 
                 )
                 .map_err(HostError::Other)?;
                 let pf = links::must_index(&mut nl, &vf.pf_netdev, "the VF's PF")?;
-                nl.request(
-                    &|| {
-                        format!(
-                            "setting the MAC of VF {} of {} to {mac}",
-                            vf.vf_index, vf.pf_netdev
-                        )
-                    },
-                    netlink_packet_route::RouteNetlinkMessage::SetLink(vfio::set_mac_message(
-                        pf,
-                        vf.vf_index,
-                        &mac,
-                    )),
-                    tinyvr_init::netlink::flags::NONE,
-                )?;
+                let was = sriov::mac(&mut nl, pf, vf.vf_index)?.unwrap_or_default();
+                if was != mac {
+                    state.add_made(
+                        Resource::VfMac {
+                            pf: vf.pf_netdev.clone(),
+                            vf: vf.vf_index,
+                            was,
+                            set: mac,
+                        },
+                        pf.into(),
+                    )?;
+                    sriov::set_mac(&mut nl, pf, &vf.pf_netdev, vf.vf_index, &mac)?;
+                }
             }
             HostLink::Tap { .. } | HostLink::Bridge { .. } => {
                 // A tap, optionally in a namespace, or on a bridge (given,

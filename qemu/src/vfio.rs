@@ -5,7 +5,6 @@
 //! config (or tinyvr) gave the interface.
 
 use std::path::Path;
-use tinyvr_config::MacAddr;
 
 /// A VF ready for passthrough.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,23 +79,6 @@ pub fn inspect(sys: &Path, pci: &str, what: &str) -> Result<Vf, String> {
     })
 }
 
-/// The request that gives VF `vf_index` of the PF (ifindex `pf`) `mac`
-/// (what `ip link set PF vf N mac MAC` sends).
-pub fn set_mac_message(
-    pf: u32,
-    vf_index: u32,
-    mac: &MacAddr,
-) -> netlink_packet_route::link::LinkMessage {
-    use netlink_packet_route::link::{LinkAttribute, LinkMessage, LinkVfInfo, VfInfo, VfInfoMac};
-    let mut m = LinkMessage::default();
-    m.header.index = pf;
-    m.attributes
-        .push(LinkAttribute::VfInfoList(vec![LinkVfInfo(vec![
-            VfInfo::Mac(VfInfoMac::new(vf_index, &mac.0)),
-        ])]));
-    m
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,20 +136,5 @@ mod tests {
         );
         let e = inspect(&sysfs("ixgbevf", true), "0000:01:10.2", "interface[1]").unwrap_err();
         assert!(e.contains("bound to driver ixgbevf, not vfio-pci"), "{e}");
-    }
-
-    #[test]
-    fn the_mac_goes_through_the_pf() {
-        use netlink_packet_route::link::{LinkAttribute, VfInfo};
-        let mac: MacAddr = "52:54:00:00:01:01".parse().unwrap();
-        let m = set_mac_message(7, 1, &mac);
-        assert_eq!(m.header.index, 7);
-        let LinkAttribute::VfInfoList(l) = &m.attributes[0] else {
-            panic!("{m:?}")
-        };
-        let VfInfo::Mac(v) = &l[0].0[0] else {
-            panic!("{l:?}")
-        };
-        assert_eq!((v.vf_id, &v.mac[..6]), (1, &mac.0[..]));
     }
 }
