@@ -197,9 +197,13 @@ fn finish_up(
         dev: topo.sink.dev.clone(),
         dir: Dir::Rx,
     });
+    // What the platform applied: the config with the topology's ends and
+    // their neighbour entries attached (the read-backs compare with this).
+    let mut applied = cfg.clone();
+    topology::attach(&mut applied, &topo, spec.platform == Platform::Vm);
     Ok(Running {
         label: spec.label(cfg),
-        cfg: cfg.clone(),
+        cfg: applied,
         name,
         platform: spec.platform,
         topo,

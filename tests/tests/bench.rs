@@ -152,6 +152,66 @@ name = "{n}"
 }
 
 #[test]
+fn a_container_router_holds_its_generated_routes_in_every_trial() {
+    require!(is_root(), "needs root (namespaces)");
+    require!(
+        has_cmd("lxc-start"),
+        "needs lxc-start (scripts/setup installs it)"
+    );
+    require!(vm_ok().is_none(), vm_ok().unwrap_or(""));
+    let _one = one_at_a_time();
+    let n = name("r");
+    let dir = Scratch::new("bench-lxc-routes");
+    // 20,000 generated routes via the sink; traffic to generated prefixes
+    // only. `up` moving the host ends used to flap the container and flush
+    // them before the first trial.
+    dir.file(
+        "routes.toml",
+        &format!(
+            "{ROUTER}\n[[route_range]]\nfirst = \"16.0.0.0/24\"\ncount = 20000\nvia = \"10.2.0.2\"\n"
+        ),
+    );
+    let (o, out) = bench(
+        &dir,
+        &format!(
+            r#"name = "lxc-routes"
+mode = "sweep"
+repetitions = 2
+trial_secs = 1.0
+[traffic]
+frames = [64]
+flows = 100
+dst = "16.0.0.0/16"
+rates_pps = [5000, 10000]
+[[router]]
+config = "routes.toml"
+platform = "lxc"
+name = "{n}"
+"#
+        ),
+    );
+    ok(&o);
+    let r = results(&out);
+    // The generated ones and the route the tester adds towards traffic.dst.
+    let want = r["routers"][0]["routes"].as_u64().unwrap();
+    assert_eq!(want, 20_001, "{}", r["routers"][0]);
+    let trials = r["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 2 * 2);
+    for t in trials {
+        // Read back in the container's namespace after each trial: every
+        // generated route, nothing missing, and the packets got through.
+        assert_eq!(t["held_as_ready"], true, "{}", t["held"]);
+        assert_eq!(t["held"]["routes"], want, "{}", t["held"]);
+        assert_eq!(t["held"]["routes_by_table"]["254"], want, "{}", t["held"]);
+        assert_eq!(
+            t["received"], t["sent"]["packets"],
+            "through generated routes below capacity: {t}"
+        );
+    }
+    assert_eq!(leftovers(&n), Vec::<String>::new());
+}
+
+#[test]
 fn a_vm_past_capacity_loses_and_the_hops_account_for_it() {
     require!(is_root(), "needs root (namespaces, taps)");
     require!(vm_ok().is_none(), vm_ok().unwrap_or(""));
