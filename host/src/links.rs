@@ -179,7 +179,7 @@ pub fn add_macvtap(
 
 /// Sets a link's txqueuelen and reads it back: a value the kernel does not
 /// hold fails, naming the link (the queue length is an experiment's knob).
-pub fn set_txqueuelen(nl: &mut dyn Netlink, name: &str, len: u32) -> Result<(), HostError> {
+pub fn set_txqueuelen(nl: &mut dyn Netlink, name: &str, len: u32) -> Result<u32, HostError> {
     let i = must_index(nl, name, "setting txqueuelen")?;
     let c = LinkChange {
         txqueuelen: Some(len),
@@ -207,7 +207,7 @@ pub fn set_txqueuelen(nl: &mut dyn Netlink, name: &str, len: u32) -> Result<(), 
             _ => None,
         });
     match held {
-        Some(q) if q == len => Ok(()),
+        Some(q) if q == len => Ok(q),
         other => Err(HostError::Other(format!(
             "{name}: txqueuelen {len} was asked, the kernel holds {}",
             other.map_or("none".to_string(), |q| q.to_string())

@@ -129,9 +129,24 @@ fn prepare(o: &Up) -> Result<(RouterConfig, Option<topology::Topology>, Accel, S
 }
 
 /// Makes the host side of each NIC and returns the fds qemu inherits, in
-/// the order `planned_nics` numbers them (3, 4, ...).
-fn plumb(cfg: &RouterConfig, state: &mut State) -> Result<Vec<File>, HostError> {
+/// the order `planned_nics` numbers them (3, 4, ...), and each host
+/// device's settings as asked and read back.
+fn plumb(
+    cfg: &RouterConfig,
+    state: &mut State,
+) -> Result<(Vec<File>, Vec<serde_json::Value>), HostError> {
     let mut fds: Vec<File> = Vec::new();
+    let mut host_links = Vec::new();
+    let mut txqueuelen = |nl: &mut dyn tinyvr_init::netlink::Netlink,
+                          dev: &str,
+                          asked: Option<u32>| {
+        if let Some(q) = asked {
+            let held = links::set_txqueuelen(nl, dev, q)?;
+            host_links
+                .push(serde_json::json!({"dev": dev, "txqueuelen": {"asked": q, "held": held}}));
+        }
+        Ok::<(), HostError>(())
+    };
     let mut nl = netns::socket(None)?;
     let default = HostLink::Tap {
         name: None,
@@ -224,9 +239,7 @@ fn plumb(cfg: &RouterConfig, state: &mut State) -> Result<Vec<File>, HostError> 
                 })?;
                 let files = tap::open(&tname, nic.queues.unwrap_or(1))?;
                 state.made(e, links::must_index(&mut nl, &tname, "the new tap")? as u64)?;
-                if let Some(q) = nic.txqueuelen {
-                    links::set_txqueuelen(&mut nl, &tname, q)?;
-                }
+                txqueuelen(&mut nl, &tname, nic.txqueuelen)?;
                 links::quiet_ipv6(&tname)?;
                 // Moving a device detaches it from its bridge: move first,
                 // then enslave to the bridge in the tap's own namespace.
@@ -258,9 +271,7 @@ fn plumb(cfg: &RouterConfig, state: &mut State) -> Result<Vec<File>, HostError> 
                 state.made(e, index as u64)?;
                 links::set_mac(&mut nl, &mname, &mac)?;
                 links::quiet_ipv6(&mname)?;
-                if let Some(q) = nic.txqueuelen {
-                    links::set_txqueuelen(&mut nl, &mname, q)?;
-                }
+                txqueuelen(&mut nl, &mname, nic.txqueuelen)?;
                 links::set_up(&mut nl, &mname)?;
                 let dev = format!("/dev/tap{index}");
                 let f = std::fs::OpenOptions::new()
@@ -278,7 +289,7 @@ fn plumb(cfg: &RouterConfig, state: &mut State) -> Result<Vec<File>, HostError> 
             }
         }
     }
-    Ok(fds)
+    Ok((fds, host_links))
 }
 
 /// The NICs qemu gets, with tap fds numbered as `plumb` hands them over
@@ -378,7 +389,7 @@ fn start(
     if let Some(t) = topo {
         topology::create_namespaces(t, state)?;
     }
-    let fds = plumb(cfg, state)?;
+    let (fds, host_links) = plumb(cfg, state)?;
     let nics = planned_nics(cfg);
     let numbered: usize = nics
         .iter()
@@ -531,6 +542,7 @@ fn start(
         "qemu_pid": child.id(),
         "boot_to_ready_ms": boot_ms.round(),
         "memory": mem,
+        "host_links": host_links,
         "cgroup": cg,
         "threads": threads,
         "argv": args,

@@ -160,7 +160,7 @@ fn macvtap_on_veth_parents_forwards() {
     let (name, cfg) = router(
         tag,
         &format!("host = {{ kind = \"macvtap\", parent = \"{p_in}\", mode = \"bridge\" }}"),
-        &format!("host = {{ kind = \"macvtap\", parent = \"{p_out}\", mode = \"bridge\" }}"),
+        &format!("host = {{ kind = \"macvtap\", parent = \"{p_out}\", mode = \"bridge\", txqueuelen = 321 }}"),
     );
     let cfg = format!(
         "{cfg}[[neighbor]]\nip = \"10.1.0.2\"\nmac = \"{}\"\ndev = \"in0\"\n[[neighbor]]\nip = \"10.2.0.2\"\nmac = \"{}\"\ndev = \"out0\"\n",
@@ -174,7 +174,16 @@ fn macvtap_on_veth_parents_forwards() {
         cleanup();
         panic!("{}", String::from_utf8_lossy(&out.stderr));
     }
-    check_ready(&serde_json::from_slice(&out.stdout).unwrap());
+    let ready: Value = serde_json::from_slice(&out.stdout).unwrap();
+    check_ready(&ready);
+    // The host queue length as asked and as read back, and as ip sees it.
+    let mtap = format!("{name}-out0");
+    assert_eq!(
+        ready["vm"]["host_links"],
+        serde_json::json!([{"dev": mtap, "txqueuelen": {"asked": 321, "held": 321}}])
+    );
+    let ip = sh(&format!("ip -json link show {mtap}"));
+    assert!(ip.contains("\"txqlen\":321"), "{ip}");
     let before = link_stat(&snk, &e_out, "rx", "packets");
     udp_send_paced(&src, "10.2.0.2:9".parse().unwrap(), 10_000, 18, Some(2_000));
     std::thread::sleep(std::time::Duration::from_secs(1));
