@@ -26,11 +26,11 @@ pub fn results_json(dir: &Path, l: &Loaded, r: &Results) -> Result<(), String> {
     )
 }
 
-pub const CSV_HEADER: &str = "router,label,platform,frame,step,target_pps,n,offered_pps,forwarded_pps,forwarded_sd,forwarded_ci,loss_ratio,loss_ratio_ci";
+pub const CSV_HEADER: &str = "router,label,platform,frame,step,target_pps,n,offered_pps,forwarded_pps,forwarded_sd,forwarded_ci,loss_ratio,loss_ratio_ci,generator_bound";
 
 pub fn csv_row(p: &Point) -> String {
     format!(
-        "{},{},{},{},{},{},{},{:.1},{:.1},{:.1},{:.1},{:.6},{:.6}",
+        "{},{},{},{},{},{},{},{:.1},{:.1},{:.1},{:.1},{:.6},{:.6},{}",
         p.router,
         p.label.replace(',', ";"),
         p.platform.as_str(),
@@ -43,7 +43,8 @@ pub fn csv_row(p: &Point) -> String {
         p.forwarded_pps.sd,
         p.forwarded_pps.ci,
         p.loss_ratio.mean,
-        p.loss_ratio.ci
+        p.loss_ratio.ci,
+        p.generator_bound
     )
 }
 
@@ -179,6 +180,7 @@ pub fn table(r: &Results) -> String {
         );
     }
     let mut keys: Vec<(String, String)> = Vec::new();
+    let mut footnote = false;
     for p in &r.points {
         let k = (p.label.clone(), p.frame.clone());
         if !keys.contains(&k) {
@@ -194,29 +196,47 @@ pub fn table(r: &Results) -> String {
         let zero = ps
             .iter()
             .filter(|p| p.loss_ratio.max <= 0.0)
-            .map(|p| p.offered_pps.mean)
-            .fold(0.0, f64::max);
+            .max_by(|a, b| a.offered_pps.mean.total_cmp(&b.offered_pps.mean));
         let peak = ps.iter().map(|p| p.forwarded_pps.mean).fold(0.0, f64::max);
+        // A zero-loss rate the generator could not go beyond is a lower
+        // bound of the router's, not its capacity.
+        let bound = zero.is_some_and(|p| p.generator_bound);
+        footnote |= bound;
         let _ = writeln!(
             s,
-            "{:<w$} {:<6} {:>6} {:>14.1} {:>14.1}",
+            "{:<w$} {:<6} {:>6} {:>14} {:>14.1}",
             label,
             ps[0].platform.as_str(),
             frame,
-            zero / 1e3,
+            format!(
+                "{}{:.1}",
+                if bound { "≥ " } else { "" },
+                zero.map_or(0.0, |p| p.offered_pps.mean) / 1e3
+            ),
             peak / 1e3
         );
     }
     for x in &r.ndr_pdr {
         let _ = writeln!(
             s,
-            "{:<w$} {:<6} {:>6} {:>14.1} {:>14}   (NDR; PDR {:.1} kpps)",
+            "{:<w$} {:<6} {:>6} {:>14.1} {:>14}   (NDR; PDR {:.1} kpps{})",
             x.label,
             x.platform.as_str(),
             x.frame,
             x.ndr_pps.mean / 1e3,
             "",
-            x.pdr_pps.mean / 1e3
+            x.pdr_pps.mean / 1e3,
+            if x.generator_bound {
+                "; the generator could not offer the search's top rates"
+            } else {
+                ""
+            }
+        );
+    }
+    if footnote {
+        let _ = writeln!(
+            s,
+            "≥: generator-bound — the router lost nothing at the most the generator could offer; its capacity is higher"
         );
     }
     for st in &r.isolation {
@@ -262,7 +282,29 @@ mod tests {
             forwarded_pps: summarize(&[forwarded], 0.95),
             loss_ratio: summarize(&[1.0 - forwarded / offered], 0.95),
             cpu: Default::default(),
+            generator_bound: false,
         }
+    }
+
+    #[test]
+    fn a_generator_bound_zero_loss_rate_is_a_lower_bound() {
+        let mut p = point("baseline", 300e3, 300e3);
+        p.generator_bound = true;
+        let r = Results {
+            points: vec![point("baseline", 10e3, 10e3), p],
+            ..Default::default()
+        };
+        let t = table(&r);
+        assert!(t.contains("≥ 300.0"), "{t}");
+        assert!(
+            t.lines().last().unwrap().starts_with("≥: generator-bound"),
+            "{t}"
+        );
+        assert!(csv_row(&r.points[1]).ends_with(",true"));
+        assert_eq!(
+            CSV_HEADER.split(',').count(),
+            csv_row(&r.points[1]).split(',').count()
+        );
     }
 
     #[test]

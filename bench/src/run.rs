@@ -61,6 +61,35 @@ pub struct Trial {
     /// configured (so a table lost and back between trials still shows).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub departures: Option<u64>,
+    /// The generator, not the router, set the rate: see [`generator_bound`].
+    pub generator_bound: bool,
+}
+
+/// How far short of its target the generator may fall before a trial is
+/// the generator's measurement rather than the router's.
+pub const GENERATOR_SHORTFALL: f64 = 0.02;
+
+/// Whether a trial measured the generator: at a target rate, it offered
+/// more than 2% less than the target; at max rate (no target), the router
+/// forwarded everything offered, so the rate is what the generator could
+/// send, not what the router can take. Pure.
+pub fn generator_bound(target_pps: Option<u64>, offered_pps: f64, loss_ratio: f64) -> bool {
+    match target_pps {
+        Some(t) => offered_pps < t as f64 * (1.0 - GENERATOR_SHORTFALL),
+        None => loss_ratio <= 0.0,
+    }
+}
+
+/// The loss a search judges a trial by: the measured loss, or, when the
+/// generator fell short of the rate, at least the shortfall — a rate that
+/// was never offered cannot pass, so no NDR lies above what the generator
+/// sends. Pure.
+pub fn search_loss(target_pps: u64, offered_pps: f64, loss_ratio: f64) -> f64 {
+    if generator_bound(Some(target_pps), offered_pps, loss_ratio) {
+        loss_ratio.max(1.0 - offered_pps / target_pps as f64)
+    } else {
+        loss_ratio
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -75,6 +104,8 @@ pub struct Point {
     pub forwarded_pps: Summary,
     pub loss_ratio: Summary,
     pub cpu: BTreeMap<String, f64>,
+    /// Some trial of this point was generator-bound.
+    pub generator_bound: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -86,6 +117,9 @@ pub struct SearchRun {
     pub found: search::Found,
     /// (fraction of the PDR, rate, latency there).
     pub latency: Vec<(f64, u64, Option<stats::Latency>)>,
+    /// Some trial of the search could not offer its rate: the search's
+    /// upper bound there was the generator's (the NDR is below it).
+    pub generator_bound: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -96,6 +130,8 @@ pub struct NdrPdr {
     pub frame: String,
     pub ndr_pps: Summary,
     pub pdr_pps: Summary,
+    /// Some search reached the generator's ceiling.
+    pub generator_bound: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -289,7 +325,13 @@ fn trial(
             (s.cpu_secs / secs * 1000.0).round() / 10.0,
         );
         let (held, departures) = crate::routers::held(r)?;
+        let loss_ratio = if s.packets > 0 {
+            lost.max(0) as f64 / s.packets as f64
+        } else {
+            0.0
+        };
         out.push(Trial {
+            generator_bound: generator_bound(rates[i], s.pps(), loss_ratio),
             held_as_ready: held.as_ref().map(|h| {
                 tinyvr_host::verify::compare(&r.ready, h).is_ok() && departures.unwrap_or(0) == 0
             }),
@@ -307,11 +349,7 @@ fn trial(
             received,
             forwarded_pps: received as f64 / s.secs.max(1e-9),
             lost,
-            loss_ratio: if s.packets > 0 {
-                lost.max(0) as f64 / s.packets as f64
-            } else {
-                0.0
-            },
+            loss_ratio,
             hops: r.hops.iter().map(|h| h.name.clone()).zip(d).collect(),
             path,
             lost_between,
@@ -344,6 +382,7 @@ fn point(trials: &[&Trial], conf: f64) -> Point {
         offered_pps: stats::summarize(&col(&|t| t.offered_pps), conf),
         forwarded_pps: stats::summarize(&col(&|t| t.forwarded_pps), conf),
         loss_ratio: stats::summarize(&col(&|t| t.loss_ratio), conf),
+        generator_bound: trials.iter().any(|t| t.generator_bound),
         cpu: cpu
             .into_iter()
             .map(|(k, v)| (k, (v * 10.0).round() / 10.0))
@@ -443,13 +482,14 @@ fn sweep(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
                     e.confidence,
                 );
                 ctx.say(format!(
-                    "  {:<12} {:>5}B offered {:>8.1} kpps  forwarded {:>8.1} ± {:.1} kpps  loss {:.2}%",
+                    "  {:<12} {:>5}B offered {:>8.1} kpps  forwarded {:>8.1} ± {:.1} kpps  loss {:.2}%{}",
                     p.label,
                     p.frame,
                     p.offered_pps.mean / 1e3,
                     p.forwarded_pps.mean / 1e3,
                     p.forwarded_pps.ci / 1e3,
-                    p.loss_ratio.mean * 100.0
+                    p.loss_ratio.mean * 100.0,
+                    if p.generator_bound { "  (generator-bound)" } else { "" }
                 ));
                 res.points.push(p);
             }
@@ -471,6 +511,7 @@ fn ndr_pdr(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
         let r = &fleet.0[0];
         for &frame in &ctx.l.frames {
             let (mut ndrs, mut pdrs) = (Vec::new(), Vec::new());
+            let mut searches_bound = false;
             for rep in 0..e.repetitions {
                 let mut trials = Vec::new();
                 let mut one = |pps: u64| -> Result<f64, String> {
@@ -483,13 +524,15 @@ fn ndr_pdr(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
                     ));
                     let mut t = trial(ctx, &[r], &[Some(pps)], frame, false)?;
                     t[0].repetition = rep;
-                    let loss = t[0].loss_ratio;
+                    let loss = search_loss(pps, t[0].offered_pps, t[0].loss_ratio);
                     trials.extend(t);
                     ctx.pb.inc(1);
                     Ok(loss)
                 };
                 let found =
                     search::ndr_pdr(&mut one, s.min_pps, s.max_pps, s.resolution_pps, s.pdr_loss);
+                let bound = trials.iter().any(|t| t.generator_bound);
+                searches_bound |= bound;
                 res.trials.append(&mut trials);
                 let found = found?;
                 let mut lat = Vec::new();
@@ -521,6 +564,7 @@ fn ndr_pdr(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
                     repetition: rep,
                     found,
                     latency: lat,
+                    generator_bound: bound,
                 });
             }
             res.ndr_pdr.push(NdrPdr {
@@ -530,6 +574,7 @@ fn ndr_pdr(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
                 frame: frame.label(),
                 ndr_pps: stats::summarize(&ndrs, e.confidence),
                 pdr_pps: stats::summarize(&pdrs, e.confidence),
+                generator_bound: searches_bound,
             });
         }
         let errs = fleet.down_all();
@@ -608,4 +653,28 @@ fn isolation(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
         return Err(errs.join("; "));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod generator_tests {
+    use super::{generator_bound, search_loss};
+
+    #[test]
+    fn a_trial_is_generator_bound_when_the_rate_was_not_offered() {
+        // 2% short is still the router's trial; more is the generator's.
+        assert!(!generator_bound(Some(100_000), 98_000.0, 0.0));
+        assert!(generator_bound(Some(100_000), 97_900.0, 0.0));
+        // At max rate: lossless means the generator set the rate.
+        assert!(generator_bound(None, 300_000.0, 0.0));
+        assert!(!generator_bound(None, 300_000.0, 0.1));
+    }
+
+    #[test]
+    fn a_search_never_passes_a_rate_the_generator_did_not_offer() {
+        assert_eq!(search_loss(100_000, 99_000.0, 0.0), 0.0);
+        assert_eq!(search_loss(100_000, 99_000.0, 0.01), 0.01);
+        let l = search_loss(1_000_000, 300_000.0, 0.0);
+        assert!((l - 0.7).abs() < 1e-9, "{l}");
+        assert_eq!(search_loss(1_000_000, 300_000.0, 0.8), 0.8);
+    }
 }

@@ -344,6 +344,85 @@ name = "{n}"
 }
 
 #[test]
+fn a_starved_generator_is_named_and_bounds_the_search() {
+    require!(is_root(), "needs root (namespaces)");
+    let _one = one_at_a_time();
+    let n = name("g");
+    let dir = Scratch::new("bench-starved");
+    // 20 Mpps is far beyond what one CPU of any machine sends through a
+    // veth: every trial there is the generator's, not the router's.
+    let (o, out) = bench(
+        &dir,
+        &format!(
+            r#"name = "starved"
+mode = "sweep"
+repetitions = 1
+trial_secs = 0.5
+[traffic]
+frames = [64]
+rates_pps = [5000, 20000000]
+[[router]]
+config = "router.toml"
+platform = "netns"
+name = "{n}"
+"#
+        ),
+    );
+    ok(&o);
+    let r = results(&out);
+    let t = r["trials"].as_array().unwrap();
+    assert_eq!(t[0]["generator_bound"], false, "{}", t[0]);
+    assert_eq!(t[1]["generator_bound"], true, "{}", t[1]);
+    let ceiling = t[1]["offered_pps"].as_f64().unwrap();
+    assert!(ceiling < 19_600_000.0, "{ceiling}");
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert!(csv.lines().nth(2).unwrap().ends_with(",true"), "{csv}");
+
+    // A search up to the same unreachable rate: the rates the generator
+    // could not offer fail, so the NDR stays at or below what it sent.
+    let (o, out) = bench(
+        &dir,
+        &format!(
+            r#"name = "starved-search"
+mode = "ndr-pdr"
+repetitions = 1
+trial_secs = 0.5
+[traffic]
+frames = [64]
+[search]
+min_pps = 10000
+max_pps = 20000000
+resolution_pps = 1000000
+[[router]]
+config = "router.toml"
+platform = "netns"
+name = "{n}"
+"#
+        ),
+    );
+    ok(&o);
+    let r = results(&out);
+    let most = r["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["offered_pps"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    let ndr = r["ndr_pdr"][0]["ndr_pps"]["mean"].as_f64().unwrap();
+    assert!(
+        ndr <= most,
+        "NDR {ndr} above the most the generator offered, {most}"
+    );
+    assert_eq!(
+        r["ndr_pdr"][0]["generator_bound"], true,
+        "{}",
+        r["ndr_pdr"][0]
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("the generator could not offer"));
+    assert_eq!(leftovers(&n), Vec::<String>::new());
+}
+
+#[test]
 fn bad_experiments_fail_before_anything_is_made() {
     let _one = one_at_a_time();
     let n = name("x");
