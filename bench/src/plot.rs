@@ -21,6 +21,9 @@ pub enum Chart {
         series: Vec<Series>,
         /// Draw y = x (forwarded = offered).
         diagonal: bool,
+        /// Vertical dashed lines at these x values, labelled (the
+        /// generator's ceiling per frame size).
+        marks: Vec<(String, f64)>,
     },
     Bars {
         title: String,
@@ -78,9 +81,15 @@ where
             y,
             series,
             diagonal,
+            marks,
         } => {
             let all = series.iter().flat_map(|s| s.points.iter());
-            let xmax = nice_max(all.clone().map(|p| p.0).fold(0.0, f64::max));
+            let xmax = nice_max(
+                all.clone()
+                    .map(|p| p.0)
+                    .chain(marks.iter().map(|m| m.1))
+                    .fold(0.0, f64::max),
+            );
             let ymax = nice_max(all.map(|p| p.1 + p.2).fold(0.0, f64::max));
             let ymax = if *diagonal { ymax.max(xmax) } else { ymax };
             let mut ch = ChartBuilder::on(&root)
@@ -99,6 +108,18 @@ where
                 .map_err(e)?
                 .label("forwarded = offered")
                 .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.mix(0.3)));
+            }
+            for (label, x) in marks {
+                let grey = BLACK.mix(0.6);
+                ch.draw_series(DashedLineSeries::new(
+                    [(*x, 0.0), (*x, ymax)],
+                    6,
+                    4,
+                    grey.stroke_width(1),
+                ))
+                .map_err(e)?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], grey));
             }
             for (i, s) in series.iter().enumerate() {
                 let col = Palette99::pick(i).to_rgba();
@@ -249,6 +270,11 @@ pub fn charts(r: &Results) -> Vec<(&'static str, Chart)> {
                 y: "forwarded (kpps)".into(),
                 series,
                 diagonal: true,
+                marks: r
+                    .generator_ceiling
+                    .iter()
+                    .map(|c| (format!("generator alone {}B", c.frame), kpps(c.offered_pps)))
+                    .collect(),
             },
         ));
         // CPU per thread class against offered load.
@@ -286,6 +312,7 @@ pub fn charts(r: &Results) -> Vec<(&'static str, Chart)> {
                 y: "% of one core".into(),
                 series: cpu_series,
                 diagonal: false,
+                marks: Vec::new(),
             },
         ));
     }
@@ -336,6 +363,7 @@ pub fn charts(r: &Results) -> Vec<(&'static str, Chart)> {
                 y: "forwarded (kpps)".into(),
                 series,
                 diagonal: false,
+                marks: Vec::new(),
             },
         ));
         let cpu = per_router(r, |p| {
@@ -357,6 +385,7 @@ pub fn charts(r: &Results) -> Vec<(&'static str, Chart)> {
                 y: "% of one core".into(),
                 series: cpu,
                 diagonal: false,
+                marks: Vec::new(),
             },
         ));
     }

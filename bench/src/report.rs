@@ -233,6 +233,14 @@ pub fn table(r: &Results) -> String {
             }
         );
     }
+    for c in &r.generator_ceiling {
+        let _ = writeln!(
+            s,
+            "generator alone into a bare sink, {}B: {:.1} kpps (the ceiling of every rate above)",
+            c.frame,
+            c.offered_pps / 1e3
+        );
+    }
     if footnote {
         let _ = writeln!(
             s,

@@ -155,6 +155,9 @@ pub struct Results {
     pub searches: Vec<SearchRun>,
     pub ndr_pdr: Vec<NdrPdr>,
     pub isolation: Vec<IsolationStep>,
+    /// The generator alone into a bare sink, per frame size, measured
+    /// before the routers: the most any router here can be offered.
+    pub generator_ceiling: Vec<crate::ceiling::Ceiling>,
 }
 
 struct Ctx<'a> {
@@ -421,6 +424,26 @@ pub fn run(l: &Loaded, env: &Env, res: &mut Results) -> Result<(), String> {
             .expect("a valid template"),
     );
     let ctx = Ctx { l, pb };
+    ctx.pb.set_message("the generator alone into a bare sink");
+    let name = format!("tvg{}", std::process::id() % 100_000);
+    match crate::ceiling::measure(l, &name) {
+        Ok(c) => {
+            for x in &c {
+                ctx.say(format!(
+                    "  generator alone {:>5}B: {:.1} kpps offered, {:.1} kpps at the sink ({:.0}% of a core)",
+                    x.frame,
+                    x.offered_pps / 1e3,
+                    x.delivered_pps / 1e3,
+                    x.generator_cpu
+                ));
+            }
+            res.generator_ceiling = c;
+        }
+        Err(e) => {
+            ctx.pb.finish_and_clear();
+            return Err(e);
+        }
+    }
     let r = match l.exp.mode {
         Mode::Sweep => sweep(&ctx, env, res),
         Mode::NdrPdr => ndr_pdr(&ctx, env, res),

@@ -373,8 +373,29 @@ name = "{n}"
     let t = r["trials"].as_array().unwrap();
     assert_eq!(t[0]["generator_bound"], false, "{}", t[0]);
     assert_eq!(t[1]["generator_bound"], true, "{}", t[1]);
-    let ceiling = t[1]["offered_pps"].as_f64().unwrap();
-    assert!(ceiling < 19_600_000.0, "{ceiling}");
+    let offered = t[1]["offered_pps"].as_f64().unwrap();
+    assert!(offered < 19_600_000.0, "{offered}");
+    // The generator alone into a bare sink was measured first, and the
+    // bare sink is gone again.
+    let c = &r["generator_ceiling"][0];
+    assert_eq!(c["frame"], "64", "{c}");
+    let ceiling = c["offered_pps"].as_f64().unwrap();
+    assert!(ceiling > 0.0 && ceiling < 19_600_000.0, "{c}");
+    let delivered = c["delivered_pps"].as_f64().unwrap();
+    assert!(
+        delivered > 0.9 * ceiling,
+        "a bare sink takes what it is sent: {c}"
+    );
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        table.contains("generator alone into a bare sink, 64B"),
+        "{table}"
+    );
+    assert_eq!(
+        leftovers("tvg"),
+        Vec::<String>::new(),
+        "the bare sink is left"
+    );
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     assert!(csv.lines().nth(2).unwrap().ends_with(",true"), "{csv}");
 

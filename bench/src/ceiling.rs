@@ -1,0 +1,114 @@
+//! Know the instrument: before any router, the generator sends as fast as
+//! it can, from the experiment's generator CPUs, into a bare sink (a veth
+//! pair between two namespaces, no router). What it reaches per frame size
+//! is the ceiling every router's rate is read against: a router whose
+//! zero-loss rate sits at this ceiling measured the generator.
+//!
+//! The two namespaces are made through the same lifecycle as a netns
+//! router (`tinyvr netns down NAME` or `gc` removes them after a crash);
+//! the veth lives in them and goes with them.
+
+use crate::counters::{self, Ns};
+use crate::experiment::{FrameSpec, Loaded};
+use crate::frame::Endpoints;
+use crate::gen;
+use serde::Serialize;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+use tinyvr_config::MacAddr;
+use tinyvr_host::{lifecycle, links, netns, platform_netns, topology, HostError};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Ceiling {
+    pub frame: String,
+    /// What the generator sent, per second.
+    pub offered_pps: f64,
+    /// What the sink's device received, per second.
+    pub delivered_pps: f64,
+    /// CPU time of the generator thread, % of one core.
+    pub generator_cpu: f64,
+}
+
+const SRC_DEV: &str = "gen0";
+const SINK_DEV: &str = "sink0";
+const SRC_MAC: MacAddr = MacAddr([0x02, 0x74, 0, 0, 0, 0x0a]);
+const SINK_MAC: MacAddr = MacAddr([0x02, 0x74, 0, 0, 0, 0x0b]);
+
+fn wire(name: &str) -> (String, String) {
+    (format!("{name}-src"), format!("{name}-snk"))
+}
+
+/// Makes the bare sink: two quiet namespaces joined by a veth pair, up.
+fn build(name: &str) -> Result<(), HostError> {
+    let (src, snk) = wire(name);
+    lifecycle::up(name, "netns", |state| {
+        for ns in [&src, &snk] {
+            platform_netns::create_netns(state, ns)?;
+            topology::quiet(ns)?;
+        }
+        let mut nl = netns::socket(Some(&src))?;
+        links::add_veth(
+            &mut nl,
+            (SRC_DEV, Some(&SRC_MAC)),
+            (SINK_DEV, Some(&SINK_MAC)),
+            Some(&snk),
+        )?;
+        links::set_up(&mut nl, SRC_DEV)?;
+        links::set_up(&mut netns::socket(Some(&snk))?, SINK_DEV)?;
+        Ok(())
+    })
+}
+
+/// Measures the ceiling for each of the experiment's frame sizes, one run
+/// of `trial_secs` each, under the instance name `name`.
+pub fn measure(l: &Loaded, name: &str) -> Result<Vec<Ceiling>, String> {
+    build(name).map_err(|e| format!("the generator's bare sink: {e}"))?;
+    let r = l.frames.iter().map(|&f| one(l, name, f)).collect();
+    lifecycle::down(name, "netns", |_| Vec::new())
+        .map_err(|e| format!("removing the generator's bare sink: {e}"))?;
+    r
+}
+
+fn one(l: &Loaded, name: &str, frame: FrameSpec) -> Result<Ceiling, String> {
+    let (src, snk) = wire(name);
+    let t = &l.exp.traffic;
+    let dst = t.dst.as_ref();
+    let dst_base = match dst.map(|p| p.addr) {
+        Some(std::net::IpAddr::V4(a)) => a,
+        _ => Ipv4Addr::new(10, 255, 1, 1),
+    };
+    let spec = gen::Spec {
+        netns: src,
+        dev: SRC_DEV.into(),
+        ends: Endpoints {
+            src_mac: SRC_MAC.0,
+            dst_mac: SINK_MAC.0,
+            src_ip: Ipv4Addr::new(10, 255, 0, 1),
+        },
+        dst_base,
+        dst_addrs: crate::experiment::dst_addrs(dst),
+        flows: t.flows,
+        order: t.flow_order,
+        frame,
+        pps: None,
+        duration: Duration::from_secs_f64(l.exp.trial_secs),
+        cpus: t.cpus.clone(),
+        sample_every: 0,
+    };
+    let sink = Ns::Named(snk);
+    let rx = |c: &std::collections::BTreeMap<String, counters::Link>| {
+        c.get(SINK_DEV).map_or(0, |l| l.rx_packets)
+    };
+    let before = rx(&counters::read(&sink)?);
+    let sent = gen::start_with(spec, &crate::run::STOP)?
+        .join()
+        .map_err(|_| "generator panicked".to_string())??;
+    std::thread::sleep(Duration::from_millis(l.exp.drain_ms));
+    let got = rx(&counters::read(&sink)?).saturating_sub(before);
+    Ok(Ceiling {
+        frame: frame.label(),
+        offered_pps: sent.pps(),
+        delivered_pps: got as f64 / sent.secs.max(1e-9),
+        generator_cpu: (sent.cpu_secs / sent.secs.max(1e-9) * 1000.0).round() / 10.0,
+    })
+}
