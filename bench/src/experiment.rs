@@ -180,6 +180,11 @@ pub struct RouterSpec {
     /// Isolation mode: this router's offered rate per step, pps.
     #[serde(default)]
     pub rates_pps: Vec<u64>,
+    /// netns, lxc: the CPUs the router forwards on (RPS on its ingress
+    /// interface moves the receive and forwarding work there, off the
+    /// generator's CPU). Default: every online CPU the generator does not
+    /// use.
+    pub router_cpus: Option<CpuList>,
     // cgroup (lxc, vm)
     pub cpu_weight: Option<u32>,
     pub cpu_max: Option<String>,
@@ -276,6 +281,8 @@ pub fn load(text: &str, path: &Path, online: &[u32]) -> Result<Loaded, String> {
         }
         routers.push((r.clone(), cfg));
     }
+    let mut exp = exp;
+    place(&mut exp, &mut routers, online);
     let frames = check(&exp, &routers, online)?;
     let image = exp
         .image
@@ -287,6 +294,48 @@ pub fn load(text: &str, path: &Path, online: &[u32]) -> Result<Loaded, String> {
         routers,
         image,
     })
+}
+
+/// Gives the generator and the routers CPUs of their own where the file
+/// leaves them out and the host has two or more: the generator the first
+/// online CPU no router asked for, each netns/LXC router the rest. Explicit choices stay, and
+/// `check` refuses overlaps.
+fn place(exp: &mut Experiment, routers: &mut [(RouterSpec, RouterConfig)], online: &[u32]) {
+    let shared_kernel = |r: &RouterSpec| r.platform != Platform::Vm;
+    if online.len() < 2 || !exp.routers.iter().any(shared_kernel) {
+        return;
+    }
+    let taken: Vec<u32> = exp
+        .routers
+        .iter()
+        .filter_map(|r| r.router_cpus.as_ref())
+        .flat_map(|c| c.0.iter().copied())
+        .collect();
+    let Some(free) = online.iter().find(|c| !taken.contains(c)) else {
+        return;
+    };
+    let gen = exp
+        .traffic
+        .cpus
+        .get_or_insert_with(|| CpuList(vec![*free]))
+        .clone();
+    let rest: Vec<u32> = online
+        .iter()
+        .copied()
+        .filter(|c| !gen.0.contains(c))
+        .collect();
+    if rest.is_empty() {
+        return;
+    }
+    for r in exp
+        .routers
+        .iter_mut()
+        .chain(routers.iter_mut().map(|(r, _)| r))
+    {
+        if shared_kernel(r) && r.router_cpus.is_none() {
+            r.router_cpus = Some(CpuList(rest.clone()));
+        }
+    }
 }
 
 fn frames(f: &Frames) -> Result<Vec<FrameSpec>, String> {
@@ -494,6 +543,32 @@ fn check(
         if r.platform != Platform::Vm {
             if let Some((k, _)) = vm_only.iter().find(|(_, set)| *set) {
                 return Err(format!("{at}.{k}: only for platform = \"vm\""));
+            }
+        }
+        if let Some(c) = &r.router_cpus {
+            if r.platform == Platform::Vm {
+                return Err(format!(
+                    "{at}.router_cpus: only for platform netns or lxc (a VM forwards on its vCPUs: set affinity.vcpu)"
+                ));
+            }
+            if let Some(cpu) = c.0.iter().find(|c| !online.contains(c)) {
+                return Err(format!(
+                    "{at}.router_cpus: CPU {cpu} is not online (online: {online:?})"
+                ));
+            }
+            if let Some(g) = &exp.traffic.cpus {
+                if let Some(cpu) = c.0.iter().find(|c| g.0.contains(c)) {
+                    return Err(format!(
+                        "{at}.router_cpus: CPU {cpu} is also in traffic.cpus ({g}): the router would forward on the generator's CPU"
+                    ));
+                }
+            }
+            if let Some(own) = &cfg.interfaces.first().and_then(|i| i.rps_cpus.clone()) {
+                if !own.same_cpus(c) {
+                    return Err(format!(
+                        "{at}.router_cpus: {c}, but the router config's interface[0].rps_cpus is {own}: give one of them"
+                    ));
+                }
             }
         }
         if r.platform == Platform::Netns
@@ -748,6 +823,21 @@ platform = "netns"
                 "platform = \"netns\"\nbogus = 1",
                 "bogus",
             ),
+            (
+                "platform = \"netns\"",
+                "platform = \"vm\"\nrouter_cpus = \"1\"",
+                "router[0].router_cpus",
+            ),
+            (
+                "platform = \"netns\"",
+                "platform = \"netns\"\nrouter_cpus = \"5\"",
+                "router[0].router_cpus",
+            ),
+            (
+                "rates_pps = [1000]",
+                "rates_pps = [1000]\ncpus = \"0\"\n[[router]]\nconfig = \"router.toml\"\nplatform = \"netns\"\nname = \"other\"\nrouter_cpus = \"0\"",
+                "router[0].router_cpus",
+            ),
             // Every number that feeds arithmetic: out of range, NaN, at
             // the integer limits.
             ("name = \"t\"", "name = \"t\"\ndrain_ms = 60001", "drain_ms"),
@@ -931,5 +1021,36 @@ platform = "netns"
             let e = try_load(&isolation(rates)).unwrap_err();
             assert!(e.contains(want), "{rates}: {e}");
         }
+    }
+
+    #[test]
+    fn routers_and_the_generator_get_cpus_of_their_own() {
+        // Left out on a two-CPU host: the generator on 0, the router on 1.
+        let l = try_load(GOOD).unwrap();
+        assert_eq!(l.exp.traffic.cpus, Some(CpuList(vec![0])));
+        assert_eq!(l.routers[0].0.router_cpus, Some(CpuList(vec![1])));
+        assert_eq!(l.exp.routers[0].router_cpus, Some(CpuList(vec![1])));
+        // An explicit generator CPU: the router gets the others.
+        let l = try_load(&GOOD.replace("rates_pps = [1000]", "rates_pps = [1000]\ncpus = \"1\""))
+            .unwrap();
+        assert_eq!(l.routers[0].0.router_cpus, Some(CpuList(vec![0])));
+        // A router that names its CPUs: the generator gets another.
+        let l = try_load(&GOOD.replace("\"netns\"", "\"netns\"\nrouter_cpus = \"0\"")).unwrap();
+        assert_eq!(l.exp.traffic.cpus, Some(CpuList(vec![1])));
+        // A VM alone: nothing is decided for it (its vCPUs are its CPUs).
+        let l = try_load(&GOOD.replace("\"netns\"", "\"vm\"")).unwrap();
+        assert_eq!(
+            (
+                l.exp.traffic.cpus.clone(),
+                l.routers[0].0.router_cpus.clone()
+            ),
+            (None, None)
+        );
+        // The router's ingress gets RPS to its CPUs.
+        let cfg = crate::routers::effective(&l.routers[0].0, &l.routers[0].1, None).unwrap();
+        assert_eq!(cfg.interfaces[0].rps_cpus, None);
+        let l = try_load(GOOD).unwrap();
+        let cfg = crate::routers::effective(&l.routers[0].0, &l.routers[0].1, None).unwrap();
+        assert_eq!(cfg.interfaces[0].rps_cpus, Some(CpuList(vec![1])));
     }
 }

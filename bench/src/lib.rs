@@ -17,4 +17,5 @@ pub mod routers;
 pub mod run;
 pub mod search;
 pub mod sink;
+pub mod softnet;
 pub mod stats;

@@ -75,6 +75,14 @@ pub fn effective(
             });
         }
     }
+    // The router's forwarding on its own CPUs: RPS on its ingress moves
+    // receive processing off the generator's CPU (which a veth would
+    // otherwise use: its receive runs in the sender's context).
+    if let Some(c) = &spec.router_cpus {
+        if spec.platform != Platform::Vm {
+            cfg.interfaces[0].rps_cpus = Some(c.clone());
+        }
+    }
     let t = topology::plan(&cfg, spec.platform == Platform::Vm)?;
     if let Some(d) = dst {
         if t.sink.subnet.contains(d.addr) && !(d.len == 32 && d.addr == t.sink.ip) {

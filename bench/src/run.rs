@@ -63,6 +63,9 @@ pub struct Trial {
     pub departures: Option<u64>,
     /// The generator, not the router, set the rate: see [`generator_bound`].
     pub generator_bound: bool,
+    /// Receive work per CPU during the trial (host-wide, all routers of
+    /// the trial together): which CPU actually did the forwarding.
+    pub softnet: Vec<crate::softnet::Cpu>,
 }
 
 /// How far short of its target the generator may fall before a trial is
@@ -246,6 +249,7 @@ fn trial(
     let before: Vec<Vec<Link>> = rs.iter().map(|r| read_hops(r)).collect::<Result<_, _>>()?;
     let procs: Vec<(String, u32, bool)> = rs.iter().flat_map(|r| r.procs.clone()).collect();
     let cpu0 = cpu::snapshot(&procs);
+    let softnet0 = crate::softnet::read()?;
     let t0 = std::time::Instant::now();
     let rx_stop = Arc::new(AtomicBool::new(false));
     // Receivers end with the trial, also when it fails halfway.
@@ -286,6 +290,7 @@ fn trial(
         .collect::<Result<_, _>>()?;
     let secs = t0.elapsed().as_secs_f64();
     let cpu1 = cpu::snapshot(&procs);
+    let softnet = crate::softnet::since(&crate::softnet::read()?, &softnet0);
     let cpu_pct = cpu::percent(&cpu0, &cpu1, secs);
     let mut out = Vec::new();
     for (i, r) in rs.iter().enumerate() {
@@ -335,6 +340,7 @@ fn trial(
         };
         out.push(Trial {
             generator_bound: generator_bound(rates[i], s.pps(), loss_ratio),
+            softnet: softnet.clone(),
             held_as_ready: held.as_ref().map(|h| {
                 tinyvr_host::verify::compare(&r.ready, h).is_ok() && departures.unwrap_or(0) == 0
             }),

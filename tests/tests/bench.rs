@@ -344,6 +344,78 @@ name = "{n}"
 }
 
 #[test]
+fn a_namespace_router_forwards_on_its_own_cpu() {
+    require!(is_root(), "needs root (namespaces)");
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
+    require!(
+        online.trim() != "0",
+        "needs two online CPUs: one for the generator, one for the router"
+    );
+    let _one = one_at_a_time();
+    let n = name("c");
+    let dir = Scratch::new("bench-own-cpu");
+    // No CPUs given: the generator gets CPU 0, the router the others.
+    let (o, out) = bench(
+        &dir,
+        &format!(
+            r#"name = "own-cpu"
+mode = "sweep"
+trial_secs = 1.0
+[traffic]
+frames = [64]
+flows = 16
+dst = "10.9.0.0/24"
+max_rate = true
+[[router]]
+config = "router.toml"
+platform = "netns"
+name = "{n}"
+"#
+        ),
+    );
+    ok(&o);
+    let r = results(&out);
+    // RPS on the router's ingress, as asked and as the init read it back.
+    let rps = &r["routers"][0]["settings"]["in0 rx-0 rps_cpus"];
+    assert_eq!(rps["held"], rps["asked"], "{rps}");
+    let router_cpus: Vec<u64> = rps["held"]
+        .as_str()
+        .unwrap()
+        .split(',')
+        .map(|c| c.parse().unwrap())
+        .collect();
+    assert!(!router_cpus.contains(&0), "{rps}");
+    // At max rate, the receive and forwarding work was done on the
+    // router's CPUs (each forwarded packet is processed twice there: the
+    // router's ingress, then the sink's), not on the generator's CPU 0.
+    let t = &r["trials"][0];
+    let got = t["received"].as_u64().unwrap();
+    let per_cpu = |want: &dyn Fn(u64) -> bool| -> u64 {
+        t["softnet"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| want(c["cpu"].as_u64().unwrap()))
+            .map(|c| c["processed"].as_u64().unwrap())
+            .sum()
+    };
+    let on_router = per_cpu(&|c| router_cpus.contains(&c));
+    let on_generator = per_cpu(&|c| c == 0);
+    assert!(got > 10_000, "{t}");
+    assert!(
+        on_router >= got,
+        "router CPUs processed {on_router} for {got} forwarded: {}",
+        t["softnet"]
+    );
+    assert!(
+        on_generator < got / 10,
+        "the generator's CPU processed {on_generator} for {got} forwarded: {}",
+        t["softnet"]
+    );
+    assert_eq!(leftovers(&n), Vec::<String>::new());
+}
+
+#[test]
 fn a_starved_generator_is_named_and_bounds_the_search() {
     require!(is_root(), "needs root (namespaces)");
     let _one = one_at_a_time();
