@@ -112,7 +112,11 @@ mod tests {
                 name: "in0".into(),
                 mac: "52:54:00:00:01:01".into(),
                 ifindex: 2,
-                rings: Some(crate::rings::Rings { rx: 1024, tx: 256 }),
+                rings: Some(crate::rings::Rings {
+                    rx: 1024,
+                    tx: 256,
+                    queues: Some(1),
+                }),
             }],
             routes: 3,
             ..Default::default()

@@ -100,6 +100,15 @@ fn prepare(o: &Up) -> Result<(RouterConfig, Option<topology::Topology>, Accel, S
         if ifc.mac.is_none() && (!vf || (ifc.pci.is_none() && ifc.driver.is_none())) {
             ifc.mac = Some(argv::derived_mac(&cfg.name, i));
         }
+        if let Some(HostLink::Macvtap { nic, .. }) = &ifc.host {
+            // tinyvr opens the macvtap's character device once: one queue.
+            if nic.queues.is_some_and(|q| q > 1) {
+                return Err(HostError::Other(format!(
+                    "interface[{i}].host.queues: {}: a macvtap here has one queue (use kind = \"tap\" or \"bridge\" for multi-queue)",
+                    nic.queues.unwrap_or(1)
+                )));
+            }
+        }
         if let Some(HostLink::Macvtap { parent, .. }) = &ifc.host {
             links::must_index(
                 &mut nl,
@@ -597,9 +606,19 @@ pub fn virtqueues(
                 ));
             }
         }
+        // Queue pairs: virtio-net uses one per vCPU at most.
+        let queues_asked = nic.queues.unwrap_or(1);
+        let queues = rings["queues"].as_u64();
+        if let Some(q) = queues.filter(|&q| q != queues_asked as u64) {
+            return Err(format!(
+                "interface {}: queues {queues_asked} was asked, the guest's virtio-net uses {q} (it uses at most one queue pair per vCPU: give the VM as many CPUs)",
+                ifc.name
+            ));
+        }
         out.push(serde_json::json!({
             "interface": ifc.name.as_str(),
             "rx_asked": asked.0, "rx": rx, "tx_asked": asked.1, "tx": tx,
+            "queues_asked": queues_asked, "queues": queues,
         }));
     }
     Ok(serde_json::Value::Array(out))
@@ -791,5 +810,29 @@ mod tests {
         assert!(virtqueues(&cfg(None), &none)
             .unwrap_err()
             .contains("reported no ring sizes"));
+    }
+
+    #[test]
+    fn queue_pairs_are_compared_with_the_guests_view() {
+        let mut c = cfg(None);
+        if let Some(HostLink::Tap { nic, .. }) = &mut c.interfaces[0].host {
+            nic.queues = Some(2);
+        }
+        let guest = |q: u64| {
+            serde_json::json!({"interfaces": [
+                {"name": "in0", "rings": {"rx": 256, "tx": 256, "queues": q}},
+                {"name": "out0", "rings": {"rx": 256, "tx": 256, "queues": 1}},
+            ]})
+        };
+        let v = virtqueues(&c, &guest(2)).unwrap();
+        assert_eq!(
+            (v[0]["queues_asked"].as_u64(), v[0]["queues"].as_u64()),
+            (Some(2), Some(2))
+        );
+        let e = virtqueues(&c, &guest(1)).unwrap_err();
+        assert!(
+            e.starts_with("interface in0: queues 2 was asked, the guest's virtio-net uses 1"),
+            "{e}"
+        );
     }
 }

@@ -88,7 +88,8 @@ fn check_ready(ready: &Value) {
 #[test]
 fn tap_topology_forwards_10000_packets() {
     require!(can_run().is_none(), can_run().unwrap_or(""));
-    let (name, cfg) = router('a', "", "");
+    // A non-default rx virtqueue size, read back from the guest.
+    let (name, cfg) = router('a', "host = { kind = \"tap\", rx_queue_size = 1024 }", "");
     let dir = Scratch::new("vm-tap");
     let _down = Down::new("vm", &name);
     let out = up(&dir.file("router.toml", &cfg), &["--topology"]);
@@ -99,6 +100,19 @@ fn tap_topology_forwards_10000_packets() {
     );
     let ready: Value = serde_json::from_slice(&out.stdout).unwrap();
     check_ready(&ready);
+    assert_eq!(
+        ready["interfaces"][0]["rings"]["rx"], 1024,
+        "{}",
+        ready["interfaces"][0]
+    );
+    assert_eq!(ready["interfaces"][0]["rings"]["queues"], 1);
+    assert_eq!(
+        (
+            ready["vm"]["virtqueues"][0]["rx_asked"].as_u64(),
+            ready["vm"]["virtqueues"][0]["rx"].as_u64()
+        ),
+        (Some(1024), Some(1024))
+    );
     let (src, snk, dev) = (
         format!("{name}-src"),
         format!("{name}-snk"),
@@ -248,6 +262,33 @@ fn bad_inputs_fail_cleanly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("no device named \"nosuchparent0\""),
+        "{err}"
+    );
+    assert_eq!(leftovers(&name), Vec::<String>::new());
+    // Settings that would not hold: a multi-queue macvtap is refused
+    // before anything is made; two queue pairs on a one-vCPU guest boot,
+    // and the guest's own channel count fails up, naming both.
+    let (name, cfg) = router(
+        'g',
+        "host = { kind = \"macvtap\", parent = \"lo\", queues = 2 }",
+        "",
+    );
+    let _down = Down::new("vm", &name);
+    let out = up(&dir.file("mq.toml", &cfg), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("interface[0].host.queues: 2: a macvtap here has one queue"),
+        "{err}"
+    );
+    assert_eq!(leftovers(&name), Vec::<String>::new());
+    let (name, cfg) = router('i', "host = { kind = \"tap\", queues = 2 }", "");
+    let _down = Down::new("vm", &name);
+    let out = up(&dir.file("q2.toml", &cfg), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("interface in0: queues 2 was asked, the guest's virtio-net uses 1"),
         "{err}"
     );
     assert_eq!(leftovers(&name), Vec::<String>::new());
