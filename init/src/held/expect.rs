@@ -18,11 +18,15 @@ const RTPROT_KERNEL: u8 = 2;
 const RTPROT_STATIC: u8 = 4;
 const NUD_PERMANENT: u16 = 0x80;
 const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
+const RTA_GATEWAY: u16 = 5;
+const RTA_MULTIPATH: u16 = 9;
 const RTA_PRIORITY: u16 = 6;
 const RTA_TABLE: u16 = 15;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const NDA_DST: u16 = 1;
+const NDA_LLADDR: u16 = 2;
 const FRA_DST: u16 = 1;
 const FRA_SRC: u16 = 2;
 const FRA_IIFNAME: u16 = 3;
@@ -50,6 +54,57 @@ struct RuleKey {
 /// (table, family, length, metric): the routes a range can generate.
 type Group = (u32, bool, u8, u32);
 
+/// How a route forwards: its type (RTN_*), gateway, output device, and
+/// whether it has several next hops.
+struct Way {
+    kind: u8,
+    via: Option<IpAddr>,
+    dev: Option<String>,
+    multipath: bool,
+}
+
+impl Way {
+    /// Why `held` is not this route (the config's `self`); None if it is.
+    /// A gateway or device the config leaves out is the kernel's choice.
+    fn differs(&self, held: &Way) -> Option<String> {
+        if held.kind != self.kind {
+            return Some(format!(
+                "(the kernel holds it as type {}, not {})",
+                held.kind, self.kind
+            ));
+        }
+        if self.multipath != held.multipath {
+            return Some("(the kernel holds it with other next hops)".into());
+        }
+        if self.via.is_some() && held.via != self.via {
+            return Some(format!(
+                "via {} (the kernel holds it via {})",
+                self.via.map_or(String::new(), |v| v.to_string()),
+                held.via.map_or("no gateway".into(), |v| v.to_string())
+            ));
+        }
+        if self.dev.is_some() && held.dev != self.dev {
+            return Some(format!(
+                "dev {} (the kernel holds it on {})",
+                self.dev.as_deref().unwrap_or(""),
+                held.dev.as_deref().unwrap_or("no device")
+            ));
+        }
+        None
+    }
+}
+
+/// The kernel's route type for a config kind (RTN_UNICAST, ...).
+fn rtn(k: tinyvr_config::RouteKind) -> u8 {
+    use tinyvr_config::RouteKind::*;
+    match k {
+        Unicast => 1,
+        Blackhole => 6,
+        Unreachable => 7,
+        Prohibit => 8,
+    }
+}
+
 pub struct Expect<'a> {
     cfg: &'a RouterConfig,
     /// (kernel name, ifindex) of every link in the namespace.
@@ -63,7 +118,7 @@ pub struct Expect<'a> {
     range_seen: Vec<Vec<u64>>,
     /// (device, address, seen); the device's index is looked up as needed.
     addrs: Vec<(&'a str, Prefix, bool)>,
-    neighbors: Vec<(&'a str, IpAddr, bool)>,
+    neighbors: Vec<(&'a str, IpAddr, bool, [u8; 6])>,
     rules: Vec<(RuleKey, Option<u32>, bool)>,
     held: Held,
 }
@@ -140,7 +195,7 @@ impl<'a> Expect<'a> {
             neighbors: cfg
                 .neighbors
                 .iter()
-                .map(|n| (n.dev.as_str(), n.ip, false))
+                .map(|n| (n.dev.as_str(), n.ip, false, n.mac.0))
                 .collect(),
             rules: cfg
                 .rules
@@ -248,19 +303,40 @@ impl<'a> Expect<'a> {
         if proto != RTPROT_STATIC {
             return;
         }
+        let kind = b.get(HDR + 7).copied().unwrap_or(0);
         let (mut dst, mut metric, mut table) = (0, 0, u32::from(table8));
+        let (mut gw, mut oif, mut multipath) = (None, None, false);
         for (k, v) in attrs(b, 12) {
             match k {
                 RTA_DST => dst = raw::bits(v).unwrap_or(0),
                 RTA_PRIORITY => metric = raw::u32_of(v).unwrap_or(0),
                 RTA_TABLE => table = raw::u32_of(v).unwrap_or(table),
+                RTA_GATEWAY => gw = raw::bits(v),
+                RTA_OIF => oif = raw::u32_of(v),
+                RTA_MULTIPATH => multipath = true,
                 _ => {}
             }
         }
-        let p = prefix(fam == AF_INET, dst, len);
-        if self.mark_route(table, &p, metric) {
-            self.held.routes += 1;
-            *self.held.routes_by_table.entry(table).or_default() += 1;
+        let v4 = fam == AF_INET;
+        let p = prefix(v4, dst, len);
+        if let Some(want) = self.mark_route(table, &p, metric) {
+            // The config's route by its key: it counts only if it goes
+            // where the config sends it (type, gateway, device).
+            let held = Way {
+                kind,
+                via: gw.map(|g| prefix(v4, g, 0).addr),
+                dev: oif.map(|i| self.name_of(i)),
+                multipath,
+            };
+            match want.differs(&held) {
+                None => {
+                    self.held.routes += 1;
+                    *self.held.routes_by_table.entry(table).or_default() += 1;
+                }
+                Some(why) => note(&mut self.held.missing, &mut self.held.missing_total, || {
+                    format!("route {p} table {table} {why}")
+                }),
+            }
         } else {
             note(
                 &mut self.held.unexpected,
@@ -270,31 +346,39 @@ impl<'a> Expect<'a> {
         }
     }
 
-    /// True when the route is one the config asked for (and not seen yet).
-    fn mark_route(&mut self, table: u32, p: &Prefix, metric: u32) -> bool {
+    /// Where the config sends the route by this key, when it is one the
+    /// config asked for (and not seen yet).
+    fn mark_route(&mut self, table: u32, p: &Prefix, metric: u32) -> Option<Way> {
         if let Some(&i) = self.routes.get(&(table, *p, metric)) {
-            return !std::mem::replace(&mut self.route_seen[i], true);
+            let r = &self.cfg.routes[i];
+            let want = Way {
+                kind: rtn(r.kind),
+                via: r.via,
+                dev: r.dev.as_ref().map(|d| d.to_string()),
+                multipath: !r.nexthops.is_empty(),
+            };
+            return (!std::mem::replace(&mut self.route_seen[i], true)).then_some(want);
         }
         // The range starting last at or before p in its group: ranges are
         // disjoint (validated), so it is the only one that can hold p.
         let g = group(table, p, metric);
         let key = (g, tinyvr_config::values::to_bits(p.addr));
         let at = self.ranges.partition_point(|r| (r.0, r.1) <= key);
-        let Some(&(rg, _, k)) = at.checked_sub(1).map(|at| &self.ranges[at]) else {
-            return false;
-        };
+        let &(rg, _, k) = at.checked_sub(1).map(|at| &self.ranges[at])?;
         if rg != g {
-            return false;
+            return None;
         }
-        match self.cfg.route_ranges[k].index_of(table, p, metric) {
-            Some(i) => {
-                let (word, bit) = (i as usize / 64, 1u64 << (i % 64));
-                let new = self.range_seen[k][word] & bit == 0;
-                self.range_seen[k][word] |= bit;
-                new
-            }
-            None => false,
-        }
+        let r = &self.cfg.route_ranges[k];
+        let i = r.index_of(table, p, metric)?;
+        let (word, bit) = (i as usize / 64, 1u64 << (i % 64));
+        let new = self.range_seen[k][word] & bit == 0;
+        self.range_seen[k][word] |= bit;
+        new.then(|| Way {
+            kind: rtn(r.kind),
+            via: r.via,
+            dev: r.dev.as_ref().map(|d| d.to_string()),
+            multipath: false,
+        })
     }
 
     /// One address of a dump; anything of universe scope off loopback that
@@ -349,10 +433,15 @@ impl<'a> Expect<'a> {
         if state & NUD_PERMANENT == 0 {
             return;
         }
-        let Some(bits) = attrs(b, 12)
-            .find(|(k, _)| *k == NDA_DST)
-            .and_then(|(_, v)| raw::bits(v))
-        else {
+        let (mut dst, mut lladdr) = (None, None);
+        for (k, v) in attrs(b, 12) {
+            match k {
+                NDA_DST => dst = raw::bits(v),
+                NDA_LLADDR => lladdr = <[u8; 6]>::try_from(v).ok(),
+                _ => {}
+            }
+        }
+        let Some(bits) = dst else {
             return;
         };
         let ip = prefix(fam == AF_INET, bits, 0).addr;
@@ -363,7 +452,16 @@ impl<'a> Expect<'a> {
             .find(|e| !e.2 && e.0 == dev && e.1 == ip)
         {
             e.2 = true;
-            self.held.neighbors += 1;
+            // Counted only with the MAC the config gives it.
+            if lladdr == Some(e.3) {
+                self.held.neighbors += 1;
+            } else {
+                let held = lladdr.map_or("none".into(), |m| tinyvr_config::MacAddr(m).to_string());
+                let want = tinyvr_config::MacAddr(e.3);
+                note(&mut self.held.missing, &mut self.held.missing_total, || {
+                    format!("neighbour {ip} on {dev} lladdr {want} (the kernel holds {held})")
+                });
+            }
         } else {
             note(
                 &mut self.held.unexpected,
@@ -452,7 +550,7 @@ impl<'a> Expect<'a> {
         for (dev, p, _) in self.addrs.iter().filter(|a| !a.2) {
             note(&mut missing, &mut total, || format!("address {p} on {dev}"));
         }
-        for (dev, ip, _) in self.neighbors.iter().filter(|n| !n.2) {
+        for (dev, ip, _, _) in self.neighbors.iter().filter(|n| !n.2) {
             note(&mut missing, &mut total, || {
                 format!("neighbour {ip} on {dev}")
             });
@@ -696,6 +794,55 @@ dev = "out0"
         assert_eq!(h.unexpected_total, 2);
         assert_eq!(h.unexpected[0], "route 10.77.0.0/16 table 100 metric 0");
         assert!(h.unexpected[1].starts_with("rule "), "{:?}", h.unexpected);
+    }
+
+    #[test]
+    fn a_route_or_neighbour_by_its_key_that_goes_elsewhere_is_not_the_configs() {
+        let cfg = tinyvr_config::load(CONFIG).unwrap();
+        let mut k = whole(&cfg);
+        // Range route #3 with another gateway; the table-100 route as a
+        // blackhole.
+        let r3 = M::NewRoute(msg::range_route(&cfg.route_ranges[0], 3, Some(3)));
+        let t100 = M::NewRoute(msg::route(&cfg.routes[0], &|_| 3));
+        let mut moved = cfg.route_ranges[0].clone();
+        moved.via = Some("10.2.0.9".parse().unwrap());
+        let mut hole = cfg.routes[0].clone();
+        hole.kind = tinyvr_config::RouteKind::Blackhole;
+        hole.via = None;
+        let mut stale = cfg.neighbors[0].clone();
+        stale.mac = "02:00:00:00:09:09".parse().unwrap();
+        for m in &mut k.0 {
+            if matches!(m, M::NewNeighbour(_)) {
+                *m = M::NewNeighbour(msg::neighbor(3, &stale));
+            } else if *m == r3 {
+                *m = M::NewRoute(msg::range_route(&moved, 3, Some(3)));
+            } else if *m == t100 {
+                *m = M::NewRoute(msg::route(&hole, &|_| 3));
+            }
+        }
+        let h = held(&mut k, &cfg).unwrap();
+        assert_eq!((h.routes, h.neighbors), (100, 0));
+        assert_eq!(h.missing_total, 3, "{h:?}");
+        assert!(
+            h.missing.contains(&"neighbour 10.2.0.2 on out0 lladdr 02:00:00:00:02:02 (the kernel holds 02:00:00:00:09:09)".to_string()),
+            "{:?}",
+            h.missing
+        );
+        assert!(
+            h.missing.contains(
+                &"route 16.0.3.0/24 table 254 via 10.2.0.2 (the kernel holds it via 10.2.0.9)"
+                    .to_string()
+            ),
+            "{:?}",
+            h.missing
+        );
+        assert!(
+            h.missing.contains(
+                &"route 10.9.0.0/16 table 100 (the kernel holds it as type 6, not 1)".to_string()
+            ),
+            "{:?}",
+            h.missing
+        );
     }
 
     #[test]
