@@ -327,8 +327,20 @@ pub fn held(r: &Running) -> Result<HeldNow, String> {
                 .map_err(|e| format!("router {}: its namespace: {e}", r.name))?
         }
     };
+    // A container's init watches its table as a VM's does (its console is
+    // a file of the container's directory): its departures since READY
+    // show a table lost and back between two read-backs.
+    let departures = match (r.platform, r.ready["lxcpath"].as_str()) {
+        (Platform::Lxc, Some(dir)) => {
+            let console = std::path::Path::new(dir).join(&r.name).join("console.log");
+            tinyvr_host::console::all_tagged(&console, "TINYVR-HELD ")
+                .pop()
+                .and_then(|l| l["departures"].as_u64())
+        }
+        _ => None,
+    };
     tinyvr_host::verify::read_back(ns, &r.cfg)
-        .map(|h| (Some(h), None))
+        .map(|h| (Some(h), departures))
         .map_err(|e| format!("router {}: {e}", r.name))
 }
 

@@ -202,6 +202,8 @@ name = "{n}"
         // generated route, nothing missing, and the packets got through.
         assert_eq!(t["held_as_ready"], true, "{}", t["held"]);
         assert_eq!(t["held"]["routes"], want, "{}", t["held"]);
+        // ...and the container's init saw no departure since READY.
+        assert_eq!(t["departures"], 0, "{t}");
         assert_eq!(t["held"]["routes_by_table"]["254"], want, "{}", t["held"]);
         assert_eq!(
             t["received"], t["sent"]["packets"],
