@@ -35,6 +35,88 @@ pub struct Snapshot {
     pub classes: BTreeMap<String, u64>,
     pub softirq: u64,
     pub cgroups: BTreeMap<String, u64>,
+    /// Per CPU, /proc/stat's times (ticks).
+    pub cores: Vec<(u32, CoreTicks)>,
+}
+
+/// One CPU's times from its /proc/stat line, in ticks. The kernel counts
+/// guest time in user too; `user` here is without it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CoreTicks {
+    pub user: u64,
+    pub system: u64,
+    pub irq: u64,
+    pub softirq: u64,
+    pub guest: u64,
+    pub idle: u64,
+}
+
+impl CoreTicks {
+    fn total(&self) -> u64 {
+        self.user + self.system + self.irq + self.softirq + self.guest + self.idle
+    }
+}
+
+/// One CPU's use over a trial, percent of that CPU.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct CoreUse {
+    pub cpu: u32,
+    pub user: f64,
+    pub system: f64,
+    pub irq: f64,
+    pub softirq: f64,
+    pub guest: f64,
+    pub idle: f64,
+}
+
+/// The `cpuN` lines of /proc/stat.
+pub fn core_ticks(stat: &str) -> Vec<(u32, CoreTicks)> {
+    stat.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let cpu: u32 = f.next()?.strip_prefix("cpu")?.parse().ok()?;
+            let v: Vec<u64> = f.map(|x| x.parse().unwrap_or(0)).collect();
+            let at = |i: usize| v.get(i).copied().unwrap_or(0);
+            let guest = at(8) + at(9);
+            Some((
+                cpu,
+                CoreTicks {
+                    // user + nice, less the guest time counted in them
+                    user: (at(0) + at(1)).saturating_sub(guest),
+                    system: at(2),
+                    idle: at(3) + at(4),
+                    irq: at(5),
+                    softirq: at(6),
+                    guest,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Per CPU, percent of its time in each state between two snapshots.
+pub fn cores(a: &Snapshot, b: &Snapshot) -> Vec<CoreUse> {
+    b.cores
+        .iter()
+        .filter_map(|(cpu, after)| {
+            let before = a.cores.iter().find(|c| c.0 == *cpu)?.1;
+            let d = |x: u64, y: u64| x.saturating_sub(y) as f64;
+            let total = d(after.total(), before.total());
+            if total <= 0.0 {
+                return None;
+            }
+            let pct = |x: u64, y: u64| (d(x, y) / total * 1000.0).round() / 10.0;
+            Some(CoreUse {
+                cpu: *cpu,
+                user: pct(after.user, before.user),
+                system: pct(after.system, before.system),
+                irq: pct(after.irq, before.irq),
+                softirq: pct(after.softirq, before.softirq),
+                guest: pct(after.guest, before.guest),
+                idle: pct(after.idle, before.idle),
+            })
+        })
+        .collect()
 }
 
 /// What to account: (router name, pid, qemu?) triples.
@@ -64,10 +146,9 @@ pub fn snapshot(procs: &[(String, u32, bool)]) -> Snapshot {
             s.cgroups.insert(name.clone(), us);
         }
     }
-    s.softirq = std::fs::read_to_string("/proc/stat")
-        .ok()
-        .and_then(|t| softirq_ticks(&t))
-        .unwrap_or(0);
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    s.softirq = softirq_ticks(&stat).unwrap_or(0);
+    s.cores = core_ticks(&stat);
     s
 }
 
@@ -151,6 +232,25 @@ mod tests {
         assert_eq!(qemu_class("CPU 0/TCG"), "vcpu");
         assert_eq!(qemu_class("vhost-1234"), "vhost");
         assert_eq!(qemu_class("qemu-system-x86"), "emulator");
+    }
+
+    #[test]
+    fn per_core_times_with_guest_time_out_of_user() {
+        let a = "cpu  0 0 0 0 0 0 0 0 0 0\ncpu0 100 0 50 800 0 0 50 0 0 0\ncpu1 300 0 0 700 0 0 0 0 200 0\n";
+        let b = "cpu  0 0 0 0 0 0 0 0 0 0\ncpu0 110 0 60 860 0 0 70 0 0 0\ncpu1 390 0 0 710 0 0 0 0 280 0\n";
+        let snap = |t: &str| Snapshot {
+            cores: core_ticks(t),
+            ..Default::default()
+        };
+        let c = cores(&snap(a), &snap(b));
+        assert_eq!(c.len(), 2);
+        // cpu0: 10 user, 10 system, 60 idle, 20 softirq of 100 ticks.
+        assert_eq!(
+            (c[0].cpu, c[0].user, c[0].system, c[0].softirq, c[0].idle),
+            (0, 10.0, 10.0, 20.0, 60.0)
+        );
+        // cpu1: 90 user ticks of which 80 guest; 10 idle.
+        assert_eq!((c[1].user, c[1].guest, c[1].idle), (10.0, 80.0, 10.0));
     }
 
     #[test]

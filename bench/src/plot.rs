@@ -315,6 +315,55 @@ pub fn charts(r: &Results) -> Vec<(&'static str, Chart)> {
                 marks: Vec::new(),
             },
         ));
+        // Per CPU: busy and softirq share against offered load.
+        let mut core_series: Vec<Series> = Vec::new();
+        for (l, f) in &keys {
+            let ps: Vec<_> = r
+                .points
+                .iter()
+                .filter(|p| &p.label == l && &p.frame == f)
+                .collect();
+            let mut cpus: Vec<u32> = ps
+                .iter()
+                .flat_map(|p| p.cores.iter().map(|c| c.cpu))
+                .collect();
+            cpus.sort_unstable();
+            cpus.dedup();
+            for cpu in cpus {
+                for (what, pick) in [
+                    (
+                        "busy",
+                        (|c: &crate::cpu::CoreUse| 100.0 - c.idle)
+                            as fn(&crate::cpu::CoreUse) -> f64,
+                    ),
+                    ("softirq", |c: &crate::cpu::CoreUse| c.softirq),
+                ] {
+                    core_series.push(Series {
+                        name: format!("{l} {f}B cpu{cpu} {what}"),
+                        points: ps
+                            .iter()
+                            .filter_map(|p| {
+                                let c = p.cores.iter().find(|c| c.cpu == cpu)?;
+                                Some((kpps(p.offered_pps.mean), pick(c), 0.0))
+                            })
+                            .collect(),
+                    });
+                }
+            }
+        }
+        if core_series.iter().any(|s| !s.points.is_empty()) {
+            out.push((
+                "cores",
+                Chart::Lines {
+                    title: "CPU per core (host-wide)".into(),
+                    x: "offered (kpps)".into(),
+                    y: "% of the CPU".into(),
+                    series: core_series,
+                    diagonal: false,
+                    marks: Vec::new(),
+                },
+            ));
+        }
     }
     if !r.ndr_pdr.is_empty() {
         let mut frames: Vec<String> = r.ndr_pdr.iter().map(|x| x.frame.clone()).collect();

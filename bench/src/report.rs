@@ -291,6 +291,7 @@ mod tests {
             loss_ratio: summarize(&[1.0 - forwarded / offered], 0.95),
             cpu: Default::default(),
             generator_bound: false,
+            cores: Vec::new(),
         }
     }
 

@@ -66,6 +66,9 @@ pub struct Trial {
     /// Receive work per CPU during the trial (host-wide, all routers of
     /// the trial together): which CPU actually did the forwarding.
     pub softnet: Vec<crate::softnet::Cpu>,
+    /// Each CPU's user, system, irq, softirq, guest and idle time during
+    /// the trial, % of that CPU (host-wide).
+    pub cores: Vec<cpu::CoreUse>,
 }
 
 /// How far short of its target the generator may fall before a trial is
@@ -109,6 +112,8 @@ pub struct Point {
     pub cpu: BTreeMap<String, f64>,
     /// Some trial of this point was generator-bound.
     pub generator_bound: bool,
+    /// Per CPU, the mean over the point's trials.
+    pub cores: Vec<cpu::CoreUse>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -341,6 +346,7 @@ fn trial(
         out.push(Trial {
             generator_bound: generator_bound(rates[i], s.pps(), loss_ratio),
             softnet: softnet.clone(),
+            cores: cpu::cores(&cpu0, &cpu1),
             held_as_ready: held.as_ref().map(|h| {
                 tinyvr_host::verify::compare(&r.ready, h).is_ok() && departures.unwrap_or(0) == 0
             }),
@@ -372,6 +378,49 @@ fn trial(
     Ok(out)
 }
 
+/// Per CPU, the mean use over trials.
+fn mean_cores(trials: &[&Trial]) -> Vec<cpu::CoreUse> {
+    let mut out: Vec<cpu::CoreUse> = Vec::new();
+    let n = trials.len().max(1) as f64;
+    for c in trials.iter().flat_map(|t| &t.cores) {
+        let i = match out.iter().position(|o| o.cpu == c.cpu) {
+            Some(i) => i,
+            None => {
+                out.push(cpu::CoreUse {
+                    cpu: c.cpu,
+                    ..Default::default()
+                });
+                out.len() - 1
+            }
+        };
+        let o = &mut out[i];
+        for (sum, x) in [
+            (&mut o.user, c.user),
+            (&mut o.system, c.system),
+            (&mut o.irq, c.irq),
+            (&mut o.softirq, c.softirq),
+            (&mut o.guest, c.guest),
+            (&mut o.idle, c.idle),
+        ] {
+            *sum += x / n;
+        }
+    }
+    for o in &mut out {
+        for v in [
+            &mut o.user,
+            &mut o.system,
+            &mut o.irq,
+            &mut o.softirq,
+            &mut o.guest,
+            &mut o.idle,
+        ] {
+            *v = (*v * 10.0).round() / 10.0;
+        }
+    }
+    out.sort_by_key(|o| o.cpu);
+    out
+}
+
 fn point(trials: &[&Trial], conf: f64) -> Point {
     let t0 = trials[0];
     let col = |f: &dyn Fn(&Trial) -> f64| -> Vec<f64> { trials.iter().map(|t| f(t)).collect() };
@@ -392,6 +441,7 @@ fn point(trials: &[&Trial], conf: f64) -> Point {
         forwarded_pps: stats::summarize(&col(&|t| t.forwarded_pps), conf),
         loss_ratio: stats::summarize(&col(&|t| t.loss_ratio), conf),
         generator_bound: trials.iter().any(|t| t.generator_bound),
+        cores: mean_cores(trials),
         cpu: cpu
             .into_iter()
             .map(|(k, v)| (k, (v * 10.0).round() / 10.0))

@@ -414,6 +414,15 @@ name = "{n}"
         "the generator's CPU processed {on_generator} for {got} forwarded: {}",
         t["softnet"]
     );
+    // /proc/stat per CPU agrees: the router's CPU spent its time in softirq.
+    let core = t["cores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["cpu"].as_u64() == Some(router_cpus[0]))
+        .unwrap_or_else(|| panic!("no CPU {} in {}", router_cpus[0], t["cores"]));
+    assert!(core["softirq"].as_f64().unwrap() > 20.0, "{core}");
+    assert!(out.join("cores.svg").exists());
     assert_eq!(leftovers(&n), Vec::<String>::new());
 }
 
