@@ -330,15 +330,20 @@ pub fn held(r: &Running) -> Result<HeldNow, String> {
     // A container's init watches its table as a VM's does (its console is
     // a file of the container's directory): its departures since READY
     // show a table lost and back between two read-backs.
-    let departures = match (r.platform, r.ready["lxcpath"].as_str()) {
+    // A namespace router's watcher (`init --watch`, its owner) does the
+    // same into its log.
+    let log = match (r.platform, r.ready["lxcpath"].as_str()) {
         (Platform::Lxc, Some(dir)) => {
-            let console = std::path::Path::new(dir).join(&r.name).join("console.log");
-            tinyvr_host::console::all_tagged(&console, "TINYVR-HELD ")
-                .pop()
-                .and_then(|l| l["departures"].as_u64())
+            Some(std::path::Path::new(dir).join(&r.name).join("console.log"))
         }
+        (Platform::Netns, _) => Some(tinyvr_host::platform_netns::held_log(&r.name)),
         _ => None,
     };
+    let departures = log.and_then(|p| {
+        tinyvr_host::console::all_tagged(&p, "TINYVR-HELD ")
+            .pop()
+            .and_then(|l| l["departures"].as_u64())
+    });
     tinyvr_host::verify::read_back(ns, &r.cfg)
         .map(|h| (Some(h), departures))
         .map_err(|e| format!("router {}: {e}", r.name))

@@ -205,6 +205,90 @@ pub fn create_netns(state: &mut State, name: &str) -> Result<(), HostError> {
     Ok(())
 }
 
+/// Where a namespace router's watcher writes its TINYVR-HELD lines.
+pub fn held_log(name: &str) -> PathBuf {
+    PathBuf::from(crate::state::DIR).join(format!("{name}.held"))
+}
+
+/// Starts `init --watch CONFIG` in namespace `ns`: the router's owner from
+/// here on (recorded as a process and as `owner_pid`, so `down` ends it and
+/// `gc` treats a router whose watcher died as stale). It reads the table
+/// back after every change and writes TINYVR-HELD lines to [`held_log`];
+/// `up` returns once its first line is there.
+fn spawn_watcher(
+    state: &mut State,
+    ns: &str,
+    init: &Path,
+    config: &Path,
+) -> Result<u32, HostError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let log = held_log(ns);
+    let e = state.intend(Resource::File { path: log.clone() })?;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&log)
+        .map_err(|err| HostError::io(format!("creating {}", log.display()), err))?;
+    state.made(e, crate::state::file_id(&log)?)?;
+    let err = f
+        .try_clone()
+        .map_err(|e| HostError::io("duplicating the watcher's log", e))?;
+    let fd = netns::open(ns)?;
+    let raw = fd.as_raw_fd();
+    let mut cmd = std::process::Command::new(init);
+    cmd.arg("--watch")
+        .arg(config)
+        .stdin(std::process::Stdio::null())
+        .stdout(f)
+        .stderr(err);
+    // SAFETY: only async-signal-safe syscalls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let f = std::os::fd::BorrowedFd::borrow_raw(raw);
+            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            // Its own session: a Ctrl-C meant for `up` or the bench does
+            // not end the router's owner.
+            nix::unistd::setsid()?;
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| HostError::io(format!("starting {} --watch", init.display()), e))?;
+    drop(fd);
+    let pid = child.id();
+    state.add_process(pid)?;
+    state.owner_pid = Some(pid);
+    state.save()?;
+    let t = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.lines().any(|l| l.starts_with("TINYVR-HELD ")) {
+            break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(HostError::Other(format!(
+                "the router's watcher ({} --watch) exited with {status}: {}",
+                init.display(),
+                text.trim()
+            )));
+        }
+        if t.elapsed() > std::time::Duration::from_secs(10) {
+            return Err(HostError::Other(format!(
+                "the router's watcher wrote no TINYVR-HELD line in 10 s: {}",
+                text.trim()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // Reaped by a thread of its own when it ends (a long-running bench
+    // would otherwise keep a zombie); `down` ends it by pid.
+    std::thread::spawn(move || child.wait());
+    Ok(pid)
+}
+
 /// Brings a router up; on any failure everything it created so far is
 /// removed, and nothing it did not create is touched.
 pub fn up(o: &Up) -> Result<serde_json::Value, HostError> {
@@ -226,6 +310,9 @@ pub fn up(o: &Up) -> Result<serde_json::Value, HostError> {
         let held = crate::verify::check(netns::open(&name)?, &cfg, &ready)?;
         ready["held"] = serde_json::to_value(held).expect("counts serialize");
         ready["netns"] = name.clone().into();
+        let pid = spawn_watcher(state, &name, &o.init, &eff)?;
+        ready["watcher_pid"] = pid.into();
+        ready["watch_log"] = held_log(&name).display().to_string().into();
         Ok(ready)
     })
 }

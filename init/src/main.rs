@@ -4,6 +4,9 @@
 //!   tinyvr-init --config FILE    PID 1 with an explicit config file
 //!   tinyvr-init --apply FILE     configure the current network namespace and exit
 //!   tinyvr-init --check FILE     validate a config and exit
+//!   tinyvr-init --watch FILE     follow the current namespace's router: a
+//!                                TINYVR-HELD line after every change (the
+//!                                owner of a `tinyvr netns` router)
 
 use nix::sys::signalfd::SignalFd;
 use std::panic::AssertUnwindSafe;
@@ -18,13 +21,15 @@ use tinyvr_init::{apply, netlink};
 
 const RCU_EXPEDITED: &str = "/sys/kernel/rcu_expedited";
 
-const USAGE: &str = "usage: tinyvr-init [--config FILE] | --apply FILE | --check FILE | --version";
+const USAGE: &str =
+    "usage: tinyvr-init [--config FILE] | --apply FILE | --check FILE | --watch FILE | --version";
 
 #[derive(Debug, PartialEq)]
 enum Mode {
     Init(Option<PathBuf>),
     Apply(PathBuf),
     Check(PathBuf),
+    Watch(PathBuf),
     Version,
 }
 
@@ -42,6 +47,7 @@ fn parse_args(args: &[String], pid: u32) -> Result<Mode, String> {
         Some("--config") => Mode::Init(Some(file(0)?)),
         Some("--apply") => return Ok(Mode::Apply(file(0)?)),
         Some("--check") => return Ok(Mode::Check(file(0)?)),
+        Some("--watch") => return Ok(Mode::Watch(file(0)?)),
         Some("--version") => return Ok(Mode::Version),
         // The kernel passes unknown command-line words to init: ignore them as PID 1.
         Some(_) if pid == 1 => Mode::Init(None),
@@ -68,6 +74,7 @@ fn main() {
         }
         Ok(Mode::Check(f)) => std::process::exit(check(&f)),
         Ok(Mode::Apply(f)) => std::process::exit(apply_only(&f)),
+        Ok(Mode::Watch(f)) => std::process::exit(watch(&f)),
         Ok(Mode::Version) => println!("tinyvr-init {}", env!("CARGO_PKG_VERSION")),
         Err(msg) => {
             eprintln!("{msg}");
@@ -89,6 +96,24 @@ fn check(path: &Path) -> i32 {
         }
         Err(lines) => {
             lines.iter().for_each(|l| eprintln!("{l}"));
+            1
+        }
+    }
+}
+
+/// Follows the router in the current namespace until ended.
+fn watch(path: &Path) -> i32 {
+    let cfg = match check_file(path) {
+        Ok(c) => c,
+        Err(lines) => {
+            lines.iter().for_each(|l| eprintln!("{l}"));
+            return 1;
+        }
+    };
+    match tinyvr_init::held::follow::follow(&cfg, &mut std::io::stdout().lock()) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("tinyvr-init --watch: {e}");
             1
         }
     }
@@ -408,6 +433,10 @@ mod tests {
             assert_eq!(
                 parse_args(&args(&["--check", "r.toml"]), pid),
                 Ok(Mode::Check("r.toml".into()))
+            );
+            assert_eq!(
+                parse_args(&args(&["--watch", "r.toml"]), pid),
+                Ok(Mode::Watch("r.toml".into()))
             );
             assert_eq!(parse_args(&args(&["--version"]), pid), Ok(Mode::Version));
             assert!(parse_args(&args(&["--apply"]), pid).is_err());

@@ -243,3 +243,41 @@ fn down_works_from_a_stale_state_file() {
     let out = tinyvr(&["netns", "down", &name]);
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("no router named {name} is up")));
 }
+
+#[test]
+fn the_watcher_owns_the_router_and_gc_removes_it_when_it_dies() {
+    require!(is_root(), "needs root for network namespaces");
+    let (name, cfg) = router('w');
+    let dir = Scratch::new("netns-watch");
+    let f = dir.file("router.toml", &cfg);
+    let _down = Down::new("netns", &name);
+    let out = tinyvr(&["netns", "up", f.to_str().unwrap(), "--topology"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ready: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pid = ready["watcher_pid"].as_u64().unwrap();
+    // In the router's namespace, in a session of its own.
+    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/net")).unwrap();
+    let mine = Command::new("ip")
+        .args(["netns", "exec", &name, "readlink", "/proc/self/ns/net"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        ns(&pid.to_string()).to_string_lossy(),
+        String::from_utf8_lossy(&mine.stdout).trim()
+    );
+    // A router whose owner is alive is not gc's.
+    assert!(tinyvr(&["gc"]).status.success());
+    assert!(
+        std::path::Path::new(&format!("/run/netns/{name}")).exists(),
+        "gc removed a live router"
+    );
+    // Its owner gone: stale, and gc removes all of it.
+    run(Command::new("kill").args(["-9", &pid.to_string()]));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(tinyvr(&["gc"]).status.success());
+    assert_eq!(leftovers(&name), Vec::<String>::new());
+}

@@ -52,6 +52,25 @@ fn assert_whole(held: &Value) {
     assert!(held["unexpected"].is_null(), "{held}");
 }
 
+/// The TINYVR-HELD lines in `path`: one after the flaps (4 link events at
+/// least), and none that found the table not as configured.
+fn held_lines_never_departed(path: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.trim_end().strip_prefix("TINYVR-HELD "))
+        .filter_map(|j| serde_json::from_str(j).ok())
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["link_events"].as_u64() >= Some(4)),
+        "no read-back after the flaps in {path}: {lines:?}"
+    );
+    for l in &lines {
+        assert_eq!(l["departures"], 0, "{l}");
+        assert_whole(l);
+    }
+}
+
 /// Flaps the host-side peer of each router link and checks that every
 /// route is there while carrier is gone and again within a second of its
 /// return, and that the router forwards again.
@@ -111,7 +130,18 @@ fn a_namespace_router_keeps_its_routes_through_link_flaps() {
     assert_whole(&ready["held"]);
     let ns = format!("--net=/run/netns/{name}");
     flap_each_link(&name, &[ns.as_str()]);
+    // The router's owner, `tinyvr-init --watch`, read the table back after
+    // every link change: never without part of its config.
+    let log = ready["watch_log"].as_str().unwrap().to_string();
+    held_lines_never_departed(&log);
+    let watcher = ready["watcher_pid"].as_u64().unwrap();
     assert!(tinyvr(&["netns", "down", &name]).status.success());
+    assert!(
+        !Path::new(&format!("/proc/{watcher}")).exists()
+            || std::fs::read_to_string(format!("/proc/{watcher}/stat"))
+                .is_ok_and(|s| s.contains(") Z ")),
+        "the watcher outlived down"
+    );
 }
 
 fn rootfs() -> &'static Path {
@@ -159,20 +189,6 @@ fn a_container_router_keeps_its_routes_from_up_on_and_through_flaps() {
     // The container's init read its kernel back after READY and after every
     // link change (TINYVR-HELD on its console): never without part of its
     // config, not even while carrier was gone.
-    let console = format!("/var/lib/tinyvr/lxc/{name}/console.log");
-    let text = std::fs::read_to_string(&console).unwrap();
-    let lines: Vec<Value> = text
-        .lines()
-        .filter_map(|l| l.trim_end().strip_prefix("TINYVR-HELD "))
-        .filter_map(|j| serde_json::from_str(j).ok())
-        .collect();
-    assert!(
-        lines.iter().any(|l| l["link_events"].as_u64() >= Some(4)),
-        "no read-back after the flaps: {lines:?}"
-    );
-    for l in &lines {
-        assert_eq!(l["departures"], 0, "{l}");
-        assert_whole(l);
-    }
+    held_lines_never_departed(&format!("/var/lib/tinyvr/lxc/{name}/console.log"));
     assert!(tinyvr(&["lxc", "down", &name]).status.success());
 }

@@ -8,6 +8,7 @@
 //! into the guest's kernel, see [`Watch`]).
 
 mod expect;
+pub mod follow;
 mod raw;
 
 use crate::netlink::{flags, Netlink, NlError};
