@@ -873,8 +873,17 @@ fn a_vm_router_forwards_through_its_generated_routes_after_link_flaps() {
             Some(serde_json::json!({"name": nic, "up": true})),
         )
         .unwrap_or_else(|e| panic!("set_link {nic} on: {e}"));
-        // A count taken after carrier came back, with the whole table.
+        let back = std::time::Instant::now();
+        // A count taken after carrier came back, with the whole table,
+        // within a second (the guest waits 200 ms for a change to settle,
+        // then counts 20,000 routes under TCG).
         let up = wait_line(n, events + 2);
+        let took = back.elapsed();
+        eprintln!("after {nic} came back: read back in {took:?}");
+        assert!(
+            took < std::time::Duration::from_secs(1),
+            "after flapping {nic}: the whole table was reported {took:?} after carrier returned"
+        );
         assert_eq!(up["routes"], 20_000, "after flapping {nic}: {up}");
         // Generated routes survive carrier loss: no read-back since READY,
         // including the one taken while carrier was gone, found any missing.
