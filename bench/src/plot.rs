@@ -315,6 +315,43 @@ pub fn charts(r: &Results) -> Vec<(&'static str, Chart)> {
                 marks: Vec::new(),
             },
         ));
+        // Latency of the sampled flow against offered load, where measured.
+        let mut lat_series: Vec<Series> = Vec::new();
+        for (l, f) in &keys {
+            for (what, pick) in [
+                (
+                    "p50",
+                    (|p: &Point| p.latency_p50_us) as fn(&Point) -> Option<crate::stats::Summary>,
+                ),
+                ("p99", |p: &Point| p.latency_p99_us),
+            ] {
+                let points: Vec<(f64, f64, f64)> = r
+                    .points
+                    .iter()
+                    .filter(|p| &p.label == l && &p.frame == f)
+                    .filter_map(|p| pick(p).map(|s| (kpps(p.offered_pps.mean), s.mean, s.ci)))
+                    .collect();
+                if !points.is_empty() {
+                    lat_series.push(Series {
+                        name: format!("{l} {f}B {what}"),
+                        points,
+                    });
+                }
+            }
+        }
+        if !lat_series.is_empty() {
+            out.push((
+                "latency",
+                Chart::Lines {
+                    title: "Latency of the sampled flow".into(),
+                    x: "offered (kpps)".into(),
+                    y: "µs".into(),
+                    series: lat_series,
+                    diagonal: false,
+                    marks: Vec::new(),
+                },
+            ));
+        }
         // Per CPU: busy and softirq share against offered load.
         let mut core_series: Vec<Series> = Vec::new();
         for (l, f) in &keys {

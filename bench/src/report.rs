@@ -26,11 +26,11 @@ pub fn results_json(dir: &Path, l: &Loaded, r: &Results) -> Result<(), String> {
     )
 }
 
-pub const CSV_HEADER: &str = "router,label,platform,frame,step,target_pps,n,offered_pps,forwarded_pps,forwarded_sd,forwarded_ci,loss_ratio,loss_ratio_ci,generator_bound";
+pub const CSV_HEADER: &str = "router,label,platform,frame,step,target_pps,n,offered_pps,forwarded_pps,forwarded_sd,forwarded_ci,loss_ratio,loss_ratio_ci,generator_bound,latency_p50_us,latency_p99_us";
 
 pub fn csv_row(p: &Point) -> String {
     format!(
-        "{},{},{},{},{},{},{},{:.1},{:.1},{:.1},{:.1},{:.6},{:.6},{}",
+        "{},{},{},{},{},{},{},{:.1},{:.1},{:.1},{:.1},{:.6},{:.6},{},{},{}",
         p.router,
         p.label.replace(',', ";"),
         p.platform.as_str(),
@@ -44,7 +44,13 @@ pub fn csv_row(p: &Point) -> String {
         p.forwarded_pps.ci,
         p.loss_ratio.mean,
         p.loss_ratio.ci,
-        p.generator_bound
+        p.generator_bound,
+        p.latency_p50_us
+            .as_ref()
+            .map_or(String::new(), |l| format!("{:.1}", l.mean)),
+        p.latency_p99_us
+            .as_ref()
+            .map_or(String::new(), |l| format!("{:.1}", l.mean))
     )
 }
 
@@ -292,6 +298,8 @@ mod tests {
             cpu: Default::default(),
             generator_bound: false,
             cores: Vec::new(),
+            latency_p50_us: None,
+            latency_p99_us: None,
         }
     }
 
@@ -309,7 +317,7 @@ mod tests {
             t.lines().last().unwrap().starts_with("≥: generator-bound"),
             "{t}"
         );
-        assert!(csv_row(&r.points[1]).ends_with(",true"));
+        assert!(csv_row(&r.points[1]).ends_with(",true,,"));
         assert_eq!(
             CSV_HEADER.split(',').count(),
             csv_row(&r.points[1]).split(',').count()

@@ -114,6 +114,12 @@ pub struct Point {
     pub generator_bound: bool,
     /// Per CPU, the mean over the point's trials.
     pub cores: Vec<cpu::CoreUse>,
+    /// Latency of the sampled flow over the point's trials (with a
+    /// `[latency]` table): the trials' medians and 99th percentiles.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_p50_us: Option<Summary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_p99_us: Option<Summary>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -378,6 +384,19 @@ fn trial(
     Ok(out)
 }
 
+/// One latency percentile over the trials that measured it.
+fn latency_summary(
+    trials: &[&Trial],
+    pick: fn(&stats::Latency) -> f64,
+    conf: f64,
+) -> Option<Summary> {
+    let v: Vec<f64> = trials
+        .iter()
+        .filter_map(|t| t.latency.as_ref().map(pick))
+        .collect();
+    (!v.is_empty()).then(|| stats::summarize(&v, conf))
+}
+
 /// Per CPU, the mean use over trials.
 fn mean_cores(trials: &[&Trial]) -> Vec<cpu::CoreUse> {
     let mut out: Vec<cpu::CoreUse> = Vec::new();
@@ -442,6 +461,8 @@ fn point(trials: &[&Trial], conf: f64) -> Point {
         loss_ratio: stats::summarize(&col(&|t| t.loss_ratio), conf),
         generator_bound: trials.iter().any(|t| t.generator_bound),
         cores: mean_cores(trials),
+        latency_p50_us: latency_summary(trials, |l| l.p50_us, conf),
+        latency_p99_us: latency_summary(trials, |l| l.p99_us, conf),
         cpu: cpu
             .into_iter()
             .map(|(k, v)| (k, (v * 10.0).round() / 10.0))
@@ -550,7 +571,7 @@ fn sweep(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
                         rate.map_or("max".into(), |x| format!("{} kpps", x / 1000)),
                         rep + 1
                     ));
-                    let mut t = trial(ctx, &[r], &[rate], frame, false)?;
+                    let mut t = trial(ctx, &[r], &[rate], frame, e.latency.is_some())?;
                     t[0].step = step;
                     t[0].repetition = rep;
                     res.trials.extend(t);
@@ -561,13 +582,17 @@ fn sweep(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
                     e.confidence,
                 );
                 ctx.say(format!(
-                    "  {:<12} {:>5}B offered {:>8.1} kpps  forwarded {:>8.1} ± {:.1} kpps  loss {:.2}%{}",
+                    "  {:<12} {:>5}B offered {:>8.1} kpps  forwarded {:>8.1} ± {:.1} kpps  loss {:.2}%{}{}",
                     p.label,
                     p.frame,
                     p.offered_pps.mean / 1e3,
                     p.forwarded_pps.mean / 1e3,
                     p.forwarded_pps.ci / 1e3,
                     p.loss_ratio.mean * 100.0,
+                    match (&p.latency_p50_us, &p.latency_p99_us) {
+                        (Some(a), Some(b)) => format!("  latency p50 {:.0} µs p99 {:.0} µs", a.mean, b.mean),
+                        _ => String::new(),
+                    },
                     if p.generator_bound { "  (generator-bound)" } else { "" }
                 ));
                 res.points.push(p);
@@ -696,7 +721,7 @@ fn isolation(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
         for rep in 0..e.repetitions {
             ctx.pb
                 .set_message(format!("step {} (rep {})", step + 1, rep + 1));
-            let mut t = trial(ctx, &rs, &rates, frame, false)?;
+            let mut t = trial(ctx, &rs, &rates, frame, e.latency.is_some())?;
             for x in &mut t {
                 x.step = step;
                 x.repetition = rep;

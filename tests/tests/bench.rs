@@ -136,6 +136,22 @@ name = "{n}"
     let points = r["points"].as_array().unwrap();
     assert_eq!(points.len(), 4);
     assert!(points.iter().all(|p| p["loss_ratio"]["max"] == 0.0));
+    // Latency of the sampled flow in a sweep too: one frame in 50 sampled.
+    for t in trials {
+        let sent = t["sent"]["packets"].as_u64().unwrap();
+        let n = t["latency"]["samples"].as_u64().unwrap_or(0);
+        assert!(
+            n * 50 >= sent * 9 / 10,
+            "{n} samples of {sent} sent: {}",
+            t["latency"]
+        );
+    }
+    for p in points {
+        let (p50, p99) = (&p["latency_p50_us"], &p["latency_p99_us"]);
+        assert!(p50["mean"].as_f64().unwrap() > 0.0, "{p}");
+        assert!(p99["mean"].as_f64() >= p50["mean"].as_f64(), "{p}");
+    }
+    assert!(out.join("latency.svg").exists());
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 5, "{csv}");
     for f in ["forwarded.svg", "forwarded.png", "cpu.svg", "cpu.png"] {
