@@ -19,3 +19,4 @@ pub mod search;
 pub mod sink;
 pub mod softnet;
 pub mod stats;
+pub mod timeline;

@@ -463,6 +463,49 @@ pub fn charts(r: &Results) -> Vec<(&'static str, Chart)> {
                 .sum();
             (own, 0.0)
         });
+        // The forwarded rate over time through the steps: each router's
+        // first repetition of every step, one after the other.
+        let mut labels: Vec<(String, String)> = Vec::new();
+        for t in &r.trials {
+            if !labels.iter().any(|(n, _)| *n == t.router) {
+                labels.push((t.router.clone(), t.label.clone()));
+            }
+        }
+        let timeline: Vec<Series> = labels
+            .iter()
+            .map(|(router, label)| {
+                let mut x0 = 0.0;
+                let mut points = Vec::new();
+                for t in r
+                    .trials
+                    .iter()
+                    .filter(|t| &t.router == router && t.repetition == 0)
+                {
+                    let bin = t.timeline.bin_ms / 1e3;
+                    for (i, pps) in t.timeline.forwarded_pps.iter().enumerate() {
+                        points.push((x0 + i as f64 * bin, kpps(*pps), 0.0));
+                    }
+                    x0 += t.timeline.forwarded_pps.len() as f64 * bin;
+                }
+                Series {
+                    name: label.clone(),
+                    points,
+                }
+            })
+            .collect();
+        if timeline.iter().any(|s| !s.points.is_empty()) {
+            out.push((
+                "timeline",
+                Chart::Lines {
+                    title: "Forwarded rate over time, 10 ms bins, steps one after the other".into(),
+                    x: "s".into(),
+                    y: "forwarded (kpps)".into(),
+                    series: timeline,
+                    diagonal: false,
+                    marks: Vec::new(),
+                },
+            ));
+        }
         out.push((
             "cpu",
             Chart::Lines {

@@ -69,6 +69,8 @@ pub struct Trial {
     /// Each CPU's user, system, irq, softirq, guest and idle time during
     /// the trial, % of that CPU (host-wide).
     pub cores: Vec<cpu::CoreUse>,
+    /// The forwarded rate in 10 ms bins through the trial.
+    pub timeline: crate::timeline::Timeline,
 }
 
 /// How far short of its target the generator may fall before a trial is
@@ -285,6 +287,16 @@ fn trial(
             }));
         }
     }
+    let samplers: Vec<crate::timeline::Sampler> = rs
+        .iter()
+        .map(|r| {
+            crate::timeline::Sampler::start(
+                &r.topo.sink.netns,
+                &r.topo.sink.dev,
+                ctx.l.exp.traffic.cpus.clone(),
+            )
+        })
+        .collect::<Result<_, _>>()?;
     let mut gens = Vec::new();
     for (r, rate) in rs.iter().zip(rates) {
         gens.push(gen::start_with(gen_spec(ctx, r, frame, *rate)?, &STOP)?);
@@ -294,6 +306,10 @@ fn trial(
         .map(|h| h.join().map_err(|_| "generator panicked".to_string())?)
         .collect::<Result<_, _>>()?;
     std::thread::sleep(Duration::from_millis(ctx.l.exp.drain_ms));
+    let timelines: Vec<crate::timeline::Timeline> = samplers
+        .into_iter()
+        .map(|s| s.finish())
+        .collect::<Result<_, _>>()?;
     rx_stop.store(true, Ordering::Relaxed);
     let lat: Vec<Vec<u64>> = receivers
         .into_iter()
@@ -353,6 +369,7 @@ fn trial(
             generator_bound: generator_bound(rates[i], s.pps(), loss_ratio),
             softnet: softnet.clone(),
             cores: cpu::cores(&cpu0, &cpu1),
+            timeline: timelines[i].clone(),
             held_as_ready: held.as_ref().map(|h| {
                 tinyvr_host::verify::compare(&r.ready, h).is_ok() && departures.unwrap_or(0) == 0
             }),

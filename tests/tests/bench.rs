@@ -136,6 +136,23 @@ name = "{n}"
     let points = r["points"].as_array().unwrap();
     assert_eq!(points.len(), 4);
     assert!(points.iter().all(|p| p["loss_ratio"]["max"] == 0.0));
+    // The forwarded rate in 10 ms bins: the trial plus its drain, and
+    // together every packet the sink counted.
+    for t in trials {
+        let bins: Vec<f64> = t["timeline"]["forwarded_pps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_f64().unwrap())
+            .collect();
+        assert!(bins.len() >= 90, "{} bins", bins.len());
+        let counted = bins.iter().sum::<f64>() * 0.01;
+        let got = t["received"].as_f64().unwrap();
+        assert!(
+            (counted - got).abs() <= got * 0.05 + 50.0,
+            "bins sum to {counted}, the sink counted {got}"
+        );
+    }
     // Latency of the sampled flow in a sweep too: one frame in 50 sampled.
     for t in trials {
         let sent = t["sent"]["packets"].as_u64().unwrap();
@@ -440,6 +457,62 @@ name = "{n}"
     assert!(core["softirq"].as_f64().unwrap() > 20.0, "{core}");
     assert!(out.join("cores.svg").exists());
     assert_eq!(leftovers(&n), Vec::<String>::new());
+}
+
+#[test]
+fn isolation_records_every_router_over_time_with_latency() {
+    require!(is_root(), "needs root (namespaces)");
+    let _one = one_at_a_time();
+    let (a, b) = (name("i"), name("j"));
+    let dir = Scratch::new("bench-isolation");
+    let (o, out) = bench(
+        &dir,
+        &format!(
+            r#"name = "iso"
+mode = "isolation"
+trial_secs = 1.0
+[traffic]
+frames = [64]
+flows = 16
+dst = "10.9.0.0/24"
+[latency]
+sample_every = 20
+[[router]]
+config = "router.toml"
+platform = "netns"
+name = "{a}"
+label = "probe"
+rates_pps = [5000, 5000]
+[[router]]
+config = "router.toml"
+platform = "netns"
+name = "{b}"
+label = "neighbour"
+rates_pps = [5000, 50000]
+"#
+        ),
+    );
+    ok(&o);
+    let r = results(&out);
+    let steps = r["isolation"].as_array().unwrap();
+    assert_eq!(steps.len(), 2);
+    for st in steps {
+        assert!(st["jain_forwarded"].as_f64().is_some(), "{st}");
+        for p in st["routers"].as_array().unwrap() {
+            // Every router's latency in every step: the probe's while its
+            // neighbour is loaded is what isolation is about.
+            assert!(p["latency_p99_us"]["mean"].as_f64().unwrap() > 0.0, "{p}");
+        }
+    }
+    for t in r["trials"].as_array().unwrap() {
+        assert!(
+            t["timeline"]["forwarded_pps"].as_array().unwrap().len() >= 90,
+            "{t}"
+        );
+    }
+    assert!(out.join("timeline.svg").exists());
+    assert_eq!(leftovers(&a), Vec::<String>::new());
+    assert_eq!(leftovers(&b), Vec::<String>::new());
 }
 
 #[test]
