@@ -34,6 +34,7 @@ pub enum Mode {
     Sweep,
     NdrPdr,
     Isolation,
+    Scale,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -125,6 +126,19 @@ fn default_frames() -> Frames {
 fn one() -> u32 {
     1
 }
+
+/// `mode = "scale"`: 1..N copies of the one `[[router]]`, all up at once on
+/// the same CPUs, each offered every rate of `traffic.rates_pps`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scale {
+    /// How many routers at a time, e.g. [1, 2, 4]; 1 is the baseline every
+    /// other count is compared with (at the same total offered load).
+    pub routers: Vec<u32>,
+}
+
+/// The most routers a scale point brings up at once.
+pub const MAX_SCALE: u32 = 16;
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -229,6 +243,7 @@ pub struct Experiment {
     pub traffic: Traffic,
     pub search: Option<Search>,
     pub latency: Option<Latency>,
+    pub scale: Option<Scale>,
     #[serde(rename = "router")]
     pub routers: Vec<RouterSpec>,
     /// Directory with bzImage, initramfs.cpio.gz and rootfs/ (relative to
@@ -468,6 +483,35 @@ fn check(
                 return Err(format!(
                     "search.resolution_pps: {}: expected 1 to max_pps ({})",
                     s.resolution_pps, s.max_pps
+                ));
+            }
+        }
+        Mode::Scale => {
+            let s = exp.scale.as_ref().ok_or(
+                "scale: mode = \"scale\" needs a [scale] table with routers = [1, 2, ...]",
+            )?;
+            if routers.len() != 1 {
+                return Err(format!(
+                    "router: scale copies one [[router]]; this file has {}",
+                    routers.len()
+                ));
+            }
+            if let Some(n) = s.routers.iter().find(|&&n| n == 0 || n > MAX_SCALE) {
+                return Err(format!("scale.routers: {n}: expected 1 to {MAX_SCALE}"));
+            }
+            if !s.routers.contains(&1) {
+                return Err(
+                    "scale.routers: must include 1, the baseline the others are compared with"
+                        .into(),
+                );
+            }
+            if t.rates_pps.is_empty() || t.max_rate {
+                return Err("traffic.rates_pps: scale offers each router these rates (max_rate is not used)".into());
+            }
+            if routers[0].1.name.len() > 6 {
+                return Err(format!(
+                    "router[0].name: {:?}: at most 6 characters in scale mode (the copies are named <name>1, <name>2, ...)",
+                    routers[0].1.name
                 ));
             }
         }
@@ -827,6 +871,17 @@ platform = "netns"
                 "platform = \"netns\"",
                 "platform = \"vm\"\nrouter_cpus = \"1\"",
                 "router[0].router_cpus",
+            ),
+            ("mode = \"sweep\"", "mode = \"scale\"", "scale"),
+            (
+                "mode = \"sweep\"",
+                "mode = \"scale\"\n[scale]\nrouters = [2, 4]",
+                "scale.routers",
+            ),
+            (
+                "mode = \"sweep\"",
+                "mode = \"scale\"\n[scale]\nrouters = [1, 17]",
+                "scale.routers",
             ),
             (
                 "platform = \"netns\"",

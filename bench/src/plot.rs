@@ -437,6 +437,47 @@ pub fn charts(r: &Results) -> Vec<(&'static str, Chart)> {
             },
         ));
     }
+    if !r.scale.is_empty() {
+        // Aggregate forwarded rate against the number of routers, one line
+        // per per-router rate.
+        let mut rates: Vec<u64> = r
+            .scale
+            .iter()
+            .filter(|p| !p.baseline_only)
+            .map(|p| p.rate_pps)
+            .collect();
+        rates.sort_unstable();
+        rates.dedup();
+        let series = rates
+            .iter()
+            .map(|&rate| Series {
+                name: format!("{:.1} kpps each", kpps(rate as f64)),
+                points: r
+                    .scale
+                    .iter()
+                    .filter(|p| p.rate_pps == rate && !p.baseline_only)
+                    .map(|p| {
+                        (
+                            p.routers as f64,
+                            kpps(p.aggregate_pps.mean),
+                            kpps(p.aggregate_pps.ci),
+                        )
+                    })
+                    .collect(),
+            })
+            .collect();
+        out.push((
+            "scale",
+            Chart::Lines {
+                title: "Aggregate forwarded rate against routers sharing the CPUs".into(),
+                x: "routers".into(),
+                y: "aggregate forwarded (kpps)".into(),
+                series,
+                diagonal: false,
+                marks: Vec::new(),
+            },
+        ));
+    }
     if !r.isolation.is_empty() {
         let series = per_router(r, |p| {
             (kpps(p.forwarded_pps.mean), kpps(p.forwarded_pps.ci))

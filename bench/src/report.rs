@@ -256,7 +256,30 @@ pub fn table(r: &Results) -> String {
     for st in &r.isolation {
         let _ = writeln!(s, "{}", step_line(st.step, &st.routers, st.jain_forwarded));
     }
+    for p in r.scale.iter().filter(|p| !p.baseline_only) {
+        let _ = writeln!(s, "{}", scale_line(p));
+    }
     s
+}
+
+/// One scale point: the copies' aggregate against one router offered the
+/// same total.
+pub fn scale_line(p: &crate::run::ScalePoint) -> String {
+    format!(
+        "  {} routers x {:.1} kpps: aggregate {:.1} ± {:.1} kpps{}  Jain(fwd) {:.3}",
+        p.routers,
+        p.rate_pps as f64 / 1e3,
+        p.aggregate_pps.mean / 1e3,
+        p.aggregate_pps.ci / 1e3,
+        match (p.baseline_pps, p.efficiency) {
+            (Some(b), Some(e)) => format!(
+                "  (one router at the same total: {:.1} kpps; efficiency {e:.3})",
+                b / 1e3
+            ),
+            _ => String::new(),
+        },
+        p.jain_forwarded.unwrap_or(f64::NAN)
+    )
 }
 
 /// One isolation step: each router's forwarded/offered rate and Jain's index.

@@ -161,6 +161,25 @@ pub struct IsolationStep {
     pub jain_cpu: Option<f64>,
 }
 
+/// One scale point: `routers` copies, each offered `rate_pps`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScalePoint {
+    pub routers: u32,
+    pub rate_pps: u64,
+    /// Each copy's offered and forwarded rates.
+    pub per_router: Vec<Point>,
+    /// The copies' forwarded rates together, per repetition.
+    pub aggregate_pps: Summary,
+    pub jain_forwarded: Option<f64>,
+    /// One router offered the same total load (routers x rate_pps), when
+    /// measured (the baseline count 1 runs at every such total).
+    pub baseline_pps: Option<f64>,
+    /// aggregate / baseline: what sharing the CPUs among copies costs.
+    pub efficiency: Option<f64>,
+    /// A point of the baseline at another count's total load only.
+    pub baseline_only: bool,
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct Results {
     pub interrupted: bool,
@@ -171,6 +190,7 @@ pub struct Results {
     pub searches: Vec<SearchRun>,
     pub ndr_pdr: Vec<NdrPdr>,
     pub isolation: Vec<IsolationStep>,
+    pub scale: Vec<ScalePoint>,
     /// The generator alone into a bare sink, per frame size, measured
     /// before the routers: the most any router here can be offered.
     pub generator_ceiling: Vec<crate::ceiling::Ceiling>,
@@ -506,6 +526,12 @@ fn total_trials(l: &Loaded) -> u64 {
             l.routers.len() as u64 * frames * reps * (steps + 4 + lat)
         }
         Mode::Isolation => l.routers[0].0.rates_pps.len() as u64 * reps,
+        Mode::Scale => {
+            let counts = e.scale.as_ref().map_or(1, |s| s.routers.len() as u64);
+            let rates = e.traffic.rates_pps.len() as u64;
+            // The baseline also runs at every other count's total load.
+            (counts * rates + (counts - 1) * rates) * reps
+        }
     }
 }
 
@@ -542,6 +568,7 @@ pub fn run(l: &Loaded, env: &Env, res: &mut Results) -> Result<(), String> {
         Mode::Sweep => sweep(&ctx, env, res),
         Mode::NdrPdr => ndr_pdr(&ctx, env, res),
         Mode::Isolation => isolation(&ctx, env, res),
+        Mode::Scale => scale(&ctx, env, res),
     };
     ctx.pb.finish_and_clear();
     res.interrupted = stopped();
@@ -719,6 +746,118 @@ fn router_cpu(p: &Point) -> f64 {
     })
 }
 
+/// The rates one router is offered in the baseline (count 1): every rate,
+/// and every other count's total, so each count has its baseline. Pure.
+pub fn baseline_rates(counts: &[u32], rates: &[u64]) -> Vec<u64> {
+    let mut v: Vec<u64> = counts
+        .iter()
+        .flat_map(|&n| rates.iter().map(move |&r| r * n as u64))
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+fn scale(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
+    let e = &ctx.l.exp;
+    let counts = &e.scale.as_ref().expect("checked").routers;
+    let (spec, cfg) = &ctx.l.routers[0];
+    let frame = ctx.l.frames[0];
+    let mut baseline: Vec<(u64, f64)> = Vec::new();
+    let mut ordered = counts.clone();
+    ordered.sort_unstable();
+    ordered.dedup();
+    for &n in &ordered {
+        let mut fleet = Fleet::default();
+        for k in 1..=n {
+            let mut c = cfg.clone();
+            c.name = format!("{}{k}", cfg.name);
+            let mut s = spec.clone();
+            s.label = Some(format!("{} #{k}", spec.label(cfg)));
+            ctx.pb
+                .set_message(format!("starting {} ({n} routers)", c.name));
+            let r = routers::up(&s, &c, env)?;
+            res.routers.push(r.ready.clone());
+            fleet.0.push(r);
+            if stopped() {
+                return Err("interrupted".into());
+            }
+        }
+        let rs: Vec<&Running> = fleet.0.iter().collect();
+        let rates = if n == 1 {
+            baseline_rates(counts, &e.traffic.rates_pps)
+        } else {
+            e.traffic.rates_pps.clone()
+        };
+        for (step, &rate) in rates.iter().enumerate() {
+            let first = res.trials.len();
+            for rep in 0..e.repetitions {
+                ctx.pb.set_message(format!(
+                    "{n} routers at {} kpps each (rep {})",
+                    rate / 1000,
+                    rep + 1
+                ));
+                let mut t = trial(
+                    ctx,
+                    &rs,
+                    &vec![Some(rate); rs.len()],
+                    frame,
+                    e.latency.is_some(),
+                )?;
+                for x in &mut t {
+                    x.step = step;
+                    x.repetition = rep;
+                }
+                res.trials.extend(t);
+                ctx.pb.inc(1);
+            }
+            let ts = &res.trials[first..];
+            let per_router: Vec<Point> = rs
+                .iter()
+                .map(|r| {
+                    let mine: Vec<&Trial> = ts.iter().filter(|t| t.router == r.name).collect();
+                    point(&mine, e.confidence)
+                })
+                .collect();
+            let aggregate: Vec<f64> = (0..e.repetitions)
+                .map(|rep| {
+                    ts.iter()
+                        .filter(|t| t.repetition == rep)
+                        .map(|t| t.forwarded_pps)
+                        .sum()
+                })
+                .collect();
+            let aggregate_pps = stats::summarize(&aggregate, e.confidence);
+            if n == 1 {
+                baseline.push((rate, aggregate_pps.mean));
+            }
+            let total = rate * n as u64;
+            let base = baseline.iter().find(|b| b.0 == total).map(|b| b.1);
+            let fwd: Vec<f64> = per_router.iter().map(|p| p.forwarded_pps.mean).collect();
+            let sp = ScalePoint {
+                routers: n,
+                rate_pps: rate,
+                aggregate_pps,
+                jain_forwarded: stats::jain(&fwd),
+                baseline_pps: base,
+                efficiency: base.filter(|b| *b > 0.0).map(|b| aggregate_pps.mean / b),
+                baseline_only: n == 1 && !e.traffic.rates_pps.contains(&rate),
+                per_router,
+            };
+            // The baseline's extra totals are its own points, not a row.
+            if !sp.baseline_only {
+                ctx.say(crate::report::scale_line(&sp));
+            }
+            res.scale.push(sp);
+        }
+        let errs = fleet.down_all();
+        if !errs.is_empty() {
+            return Err(errs.join("; "));
+        }
+    }
+    Ok(())
+}
+
 fn isolation(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
     let e = &ctx.l.exp;
     let mut fleet = Fleet::default();
@@ -797,5 +936,16 @@ mod generator_tests {
         let l = search_loss(1_000_000, 300_000.0, 0.0);
         assert!((l - 0.7).abs() < 1e-9, "{l}");
         assert_eq!(search_loss(1_000_000, 300_000.0, 0.8), 0.8);
+    }
+}
+
+#[cfg(test)]
+mod scale_tests {
+    #[test]
+    fn the_baseline_runs_at_every_total() {
+        assert_eq!(
+            super::baseline_rates(&[1, 2, 4], &[5000, 20000]),
+            vec![5000, 10000, 20000, 40000, 80000]
+        );
     }
 }

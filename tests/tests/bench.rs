@@ -516,6 +516,60 @@ rates_pps = [5000, 50000]
 }
 
 #[test]
+fn scale_compares_n_routers_with_one_at_the_same_total() {
+    require!(is_root(), "needs root (namespaces)");
+    let _one = one_at_a_time();
+    let n = format!("k{}", std::process::id() % 1000);
+    let dir = Scratch::new("bench-scale");
+    let (o, out) = bench(
+        &dir,
+        &format!(
+            r#"name = "scale"
+mode = "scale"
+trial_secs = 0.5
+[traffic]
+frames = [64]
+flows = 16
+dst = "10.9.0.0/24"
+rates_pps = [5000]
+[scale]
+routers = [1, 2]
+[[router]]
+config = "router.toml"
+platform = "netns"
+name = "{n}"
+"#
+        ),
+    );
+    ok(&o);
+    let r = results(&out);
+    let pts = r["scale"].as_array().unwrap();
+    // One router at 5 and (the baseline for two) at 10 kpps; two at 5 each.
+    let find = |routers: u64, rate: u64| {
+        pts.iter()
+            .find(|p| p["routers"] == routers && p["rate_pps"] == rate)
+            .unwrap_or_else(|| panic!("no point {routers} x {rate}: {pts:?}"))
+    };
+    assert_eq!(find(1, 10_000)["baseline_only"], true);
+    let two = find(2, 5000);
+    assert_eq!(two["per_router"].as_array().unwrap().len(), 2);
+    let agg = two["aggregate_pps"]["mean"].as_f64().unwrap();
+    assert!((agg - 10_000.0).abs() < 500.0, "{two}");
+    let eff = two["efficiency"].as_f64().unwrap();
+    assert!(
+        (eff - 1.0).abs() < 0.05,
+        "well below capacity nothing is lost: {two}"
+    );
+    assert!(two["jain_forwarded"].as_f64().unwrap() > 0.99, "{two}");
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.contains("2 routers x 5.0 kpps"), "{table}");
+    assert!(out.join("scale.svg").exists());
+    for k in 1..=2 {
+        assert_eq!(leftovers(&format!("{n}{k}")), Vec::<String>::new());
+    }
+}
+
+#[test]
 fn a_starved_generator_is_named_and_bounds_the_search() {
     require!(is_root(), "needs root (namespaces)");
     let _one = one_at_a_time();
@@ -569,7 +623,18 @@ name = "{n}"
         "the bare sink is left"
     );
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
-    assert!(csv.lines().nth(2).unwrap().ends_with(",true"), "{csv}");
+    let col = csv
+        .lines()
+        .next()
+        .unwrap()
+        .split(',')
+        .position(|c| c == "generator_bound")
+        .unwrap();
+    assert_eq!(
+        csv.lines().nth(2).unwrap().split(',').nth(col),
+        Some("true"),
+        "{csv}"
+    );
 
     // A search up to the same unreachable rate: the rates the generator
     // could not offer fail, so the NDR stays at or below what it sent.
