@@ -36,6 +36,7 @@ pub fn create(
     use std::os::unix::fs::MetadataExt;
     std::fs::create_dir_all(RUN_DIR)
         .map_err(|e| HostError::io(format!("creating {RUN_DIR}"), e))?;
+    shared_run_dir()?;
     // unshare() changes the calling thread only: do it in a thread of its
     // own; the open namespace file keeps it alive until it is mounted.
     let ns = std::thread::spawn(|| -> Result<File, HostError> {
@@ -77,6 +78,36 @@ pub fn create(
         ));
     }
     Ok(ino)
+}
+
+/// Makes /run/netns a shared mount point first, as `ip netns add` does:
+/// otherwise a later `ip netns add` bind-mounts the directory over itself
+/// and namespaces mounted in it before are hidden under that mount, where
+/// neither `ip` nor `down` can reach them again.
+fn shared_run_dir() -> Result<(), HostError> {
+    let shared = || {
+        mount(
+            None::<&str>,
+            RUN_DIR,
+            None::<&str>,
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            None::<&str>,
+        )
+    };
+    match shared() {
+        Ok(()) => Ok(()),
+        // Not a mount point yet: bind it onto itself, then share it.
+        Err(nix::errno::Errno::EINVAL) => mount(
+            Some(RUN_DIR),
+            RUN_DIR,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .and_then(|()| shared())
+        .map_err(|e| HostError::sys(format!("making {RUN_DIR} a shared mount point"), e)),
+        Err(e) => Err(HostError::sys(format!("making {RUN_DIR} shared"), e)),
+    }
 }
 
 /// True when /run/netns/<name> is a plain file with no namespace mounted

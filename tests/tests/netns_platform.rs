@@ -281,3 +281,34 @@ fn the_watcher_owns_the_router_and_gc_removes_it_when_it_dies() {
     assert!(tinyvr(&["gc"]).status.success());
     assert_eq!(leftovers(&name), Vec::<String>::new());
 }
+
+#[test]
+fn a_users_ip_netns_add_does_not_hide_tinyvrs_namespaces() {
+    require!(is_root(), "needs root for network namespaces");
+    let (name, cfg) = router('u');
+    let dir = Scratch::new("netns-user-ns");
+    let f = dir.file("router.toml", &cfg);
+    let _down = Down::new("netns", &name);
+    let out = tinyvr(&["netns", "up", f.to_str().unwrap(), "--topology"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // /run/netns is a shared mount point, as iproute2 makes it: a user's
+    // `ip netns add` after tinyvr's first namespace stacks nothing over it.
+    let prop = run(Command::new("findmnt").args(["-no", "PROPAGATION", "/run/netns"]));
+    assert!(
+        String::from_utf8_lossy(&prop.stdout).contains("shared"),
+        "{prop:?}"
+    );
+    let user = format!("{name}x");
+    run(Command::new("ip").args(["netns", "add", &user]));
+    let _user = Netns { name: user.clone() };
+    assert!(tinyvr(&["netns", "down", &name]).status.success());
+    assert_eq!(
+        leftovers(&name),
+        vec![format!("netns {user}")],
+        "only the user's namespace is left"
+    );
+}
