@@ -33,13 +33,32 @@ const SRC_DEV: &str = "gen0";
 const SINK_DEV: &str = "sink0";
 const SRC_MAC: MacAddr = MacAddr([0x02, 0x74, 0, 0, 0, 0x0a]);
 const SINK_MAC: MacAddr = MacAddr([0x02, 0x74, 0, 0, 0, 0x0b]);
+const SRC_IP: Ipv4Addr = Ipv4Addr::new(10, 255, 0, 1);
+const SINK_IP: Ipv4Addr = Ipv4Addr::new(10, 255, 1, 1);
 
 fn wire(name: &str) -> (String, String) {
     (format!("{name}-src"), format!("{name}-snk"))
 }
 
-/// Makes the bare sink: two quiet namespaces joined by a veth pair, up.
-fn build(name: &str) -> Result<(), HostError> {
+/// The bare sink's two ends in the shape of a router topology's `src` and
+/// `sink` (what the generator benchmark sends with): frames go to
+/// `sink.mac`, addressed to `sink.ip`.
+pub fn ends(name: &str) -> serde_json::Value {
+    let (src, snk) = wire(name);
+    serde_json::json!({
+        "src": {"netns": src, "dev": SRC_DEV, "mac": SRC_MAC.to_string(), "ip": SRC_IP.to_string()},
+        "sink": {"netns": snk, "dev": SINK_DEV, "mac": SINK_MAC.to_string(), "ip": SINK_IP.to_string()},
+    })
+}
+
+/// Removes a bare sink made by [`build`].
+pub fn remove(name: &str) -> Result<(), HostError> {
+    lifecycle::down(name, "netns", |_| Vec::new()).map(|_| ())
+}
+
+/// Makes the bare sink: two quiet namespaces joined by a veth pair, up,
+/// through the netns lifecycle under instance name `name`.
+pub fn build(name: &str) -> Result<(), HostError> {
     let (src, snk) = wire(name);
     lifecycle::up(name, "netns", |state| {
         for ns in [&src, &snk] {
@@ -64,8 +83,7 @@ fn build(name: &str) -> Result<(), HostError> {
 pub fn measure(l: &Loaded, name: &str) -> Result<Vec<Ceiling>, String> {
     build(name).map_err(|e| format!("the generator's bare sink: {e}"))?;
     let r = l.frames.iter().map(|&f| one(l, name, f)).collect();
-    lifecycle::down(name, "netns", |_| Vec::new())
-        .map_err(|e| format!("removing the generator's bare sink: {e}"))?;
+    remove(name).map_err(|e| format!("removing the generator's bare sink: {e}"))?;
     r
 }
 
@@ -75,7 +93,7 @@ fn one(l: &Loaded, name: &str, frame: FrameSpec) -> Result<Ceiling, String> {
     let dst = t.dst.as_ref();
     let dst_base = match dst.map(|p| p.addr) {
         Some(std::net::IpAddr::V4(a)) => a,
-        _ => Ipv4Addr::new(10, 255, 1, 1),
+        _ => SINK_IP,
     };
     let spec = gen::Spec {
         netns: src,
@@ -83,7 +101,7 @@ fn one(l: &Loaded, name: &str, frame: FrameSpec) -> Result<Ceiling, String> {
         ends: Endpoints {
             src_mac: SRC_MAC.0,
             dst_mac: SINK_MAC.0,
-            src_ip: Ipv4Addr::new(10, 255, 0, 1),
+            src_ip: SRC_IP,
         },
         dst_base,
         dst_addrs: crate::experiment::dst_addrs(dst),
