@@ -233,6 +233,18 @@ pub fn save(dir: &Path, stem: &str, c: &Chart) -> Result<Vec<PathBuf>, String> {
 }
 
 /// The charts a run's results call for.
+/// A plain line chart: no diagonal, no marks.
+fn lines(title: &str, x: &str, y: &str, series: Vec<Series>) -> Chart {
+    Chart::Lines {
+        title: title.into(),
+        x: x.into(),
+        y: y.into(),
+        series,
+        diagonal: false,
+        marks: Vec::new(),
+    }
+}
+
 pub fn charts(r: &Results) -> Vec<(&'static str, Chart)> {
     let mut out = Vec::new();
     let kpps = |x: f64| x / 1e3;
@@ -306,14 +318,12 @@ pub fn charts(r: &Results) -> Vec<(&'static str, Chart)> {
         }
         out.push((
             "cpu",
-            Chart::Lines {
-                title: "CPU per thread class".into(),
-                x: "offered (kpps)".into(),
-                y: "% of one core".into(),
-                series: cpu_series,
-                diagonal: false,
-                marks: Vec::new(),
-            },
+            lines(
+                "CPU per thread class",
+                "offered (kpps)",
+                "% of one core",
+                cpu_series,
+            ),
         ));
         // Latency of the sampled flow against offered load, where measured.
         let mut lat_series: Vec<Series> = Vec::new();
@@ -342,14 +352,12 @@ pub fn charts(r: &Results) -> Vec<(&'static str, Chart)> {
         if !lat_series.is_empty() {
             out.push((
                 "latency",
-                Chart::Lines {
-                    title: "Latency of the sampled flow".into(),
-                    x: "offered (kpps)".into(),
-                    y: "µs".into(),
-                    series: lat_series,
-                    diagonal: false,
-                    marks: Vec::new(),
-                },
+                lines(
+                    "Latency of the sampled flow",
+                    "offered (kpps)",
+                    "µs",
+                    lat_series,
+                ),
             ));
         }
         // Per CPU: busy and softirq share against offered load.
@@ -391,14 +399,12 @@ pub fn charts(r: &Results) -> Vec<(&'static str, Chart)> {
         if core_series.iter().any(|s| !s.points.is_empty()) {
             out.push((
                 "cores",
-                Chart::Lines {
-                    title: "CPU per core (host-wide)".into(),
-                    x: "offered (kpps)".into(),
-                    y: "% of the CPU".into(),
-                    series: core_series,
-                    diagonal: false,
-                    marks: Vec::new(),
-                },
+                lines(
+                    "CPU per core (host-wide)",
+                    "offered (kpps)",
+                    "% of the CPU",
+                    core_series,
+                ),
             ));
         }
     }
@@ -468,14 +474,12 @@ pub fn charts(r: &Results) -> Vec<(&'static str, Chart)> {
             .collect();
         out.push((
             "scale",
-            Chart::Lines {
-                title: "Aggregate forwarded rate against routers sharing the CPUs".into(),
-                x: "routers".into(),
-                y: "aggregate forwarded (kpps)".into(),
+            lines(
+                "Aggregate forwarded rate against routers sharing the CPUs",
+                "routers",
+                "aggregate forwarded (kpps)",
                 series,
-                diagonal: false,
-                marks: Vec::new(),
-            },
+            ),
         ));
     }
     if !r.isolation.is_empty() {
@@ -484,14 +488,12 @@ pub fn charts(r: &Results) -> Vec<(&'static str, Chart)> {
         });
         out.push((
             "isolation",
-            Chart::Lines {
-                title: "Forwarded rate per router per step".into(),
-                x: "step".into(),
-                y: "forwarded (kpps)".into(),
+            lines(
+                "Forwarded rate per router per step",
+                "step",
+                "forwarded (kpps)",
                 series,
-                diagonal: false,
-                marks: Vec::new(),
-            },
+            ),
         ));
         let cpu = per_router(r, |p| {
             let own: f64 = p
@@ -537,26 +539,22 @@ pub fn charts(r: &Results) -> Vec<(&'static str, Chart)> {
         if timeline.iter().any(|s| !s.points.is_empty()) {
             out.push((
                 "timeline",
-                Chart::Lines {
-                    title: "Forwarded rate over time, 10 ms bins, steps one after the other".into(),
-                    x: "s".into(),
-                    y: "forwarded (kpps)".into(),
-                    series: timeline,
-                    diagonal: false,
-                    marks: Vec::new(),
-                },
+                lines(
+                    "Forwarded rate over time, 10 ms bins, steps one after the other",
+                    "s",
+                    "forwarded (kpps)",
+                    timeline,
+                ),
             ));
         }
         out.push((
             "cpu",
-            Chart::Lines {
-                title: "CPU of each router's threads per step".into(),
-                x: "step".into(),
-                y: "% of one core".into(),
-                series: cpu,
-                diagonal: false,
-                marks: Vec::new(),
-            },
+            lines(
+                "CPU of each router's threads per step",
+                "step",
+                "% of one core",
+                cpu,
+            ),
         ));
     }
     out
