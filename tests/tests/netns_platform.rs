@@ -31,6 +31,23 @@ fn tinyvr(args: &[&str]) -> std::process::Output {
     Command::new(bin("tinyvr")).args(args).output().unwrap()
 }
 
+/// A router `tag` up with `--topology`: its name, READY json, and the
+/// guards that take it down and remove its scratch directory.
+fn up_with_topology(tag: char, scratch: &str) -> (String, Value, Down, Scratch) {
+    let (name, cfg) = router(tag);
+    let dir = Scratch::new(scratch);
+    let f = dir.file("router.toml", &cfg);
+    let down = Down::new("netns", &name);
+    let out = tinyvr(&["netns", "up", f.to_str().unwrap(), "--topology"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ready = serde_json::from_slice(&out.stdout).unwrap();
+    (name, ready, down, dir)
+}
+
 #[test]
 fn topology_forwards_10000_packets_and_down_removes_everything() {
     require!(is_root(), "needs root for network namespaces");
@@ -220,16 +237,7 @@ fn failures_leave_nothing_behind() {
 #[test]
 fn down_works_from_a_stale_state_file() {
     require!(is_root(), "needs root for network namespaces");
-    let (name, cfg) = router('f');
-    let dir = Scratch::new("stale");
-    let f = dir.file("router.toml", &cfg);
-    let _down = Down::new("netns", &name);
-    let out = tinyvr(&["netns", "up", f.to_str().unwrap(), "--topology"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (name, _ready, _down, _dir) = up_with_topology('f', "stale");
     // Someone removed the sink namespace by hand: down still cleans the rest.
     run(Command::new("ip").args(["netns", "del", &format!("{name}-snk")]));
     let out = tinyvr(&["netns", "down", &name]);
@@ -247,17 +255,7 @@ fn down_works_from_a_stale_state_file() {
 #[test]
 fn the_watcher_owns_the_router_and_gc_removes_it_when_it_dies() {
     require!(is_root(), "needs root for network namespaces");
-    let (name, cfg) = router('w');
-    let dir = Scratch::new("netns-watch");
-    let f = dir.file("router.toml", &cfg);
-    let _down = Down::new("netns", &name);
-    let out = tinyvr(&["netns", "up", f.to_str().unwrap(), "--topology"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ready: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (name, ready, _down, _dir) = up_with_topology('w', "netns-watch");
     let pid = ready["watcher_pid"].as_u64().unwrap();
     // In the router's namespace, in a session of its own.
     let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/net")).unwrap();
@@ -285,16 +283,7 @@ fn the_watcher_owns_the_router_and_gc_removes_it_when_it_dies() {
 #[test]
 fn a_users_ip_netns_add_does_not_hide_tinyvrs_namespaces() {
     require!(is_root(), "needs root for network namespaces");
-    let (name, cfg) = router('u');
-    let dir = Scratch::new("netns-user-ns");
-    let f = dir.file("router.toml", &cfg);
-    let _down = Down::new("netns", &name);
-    let out = tinyvr(&["netns", "up", f.to_str().unwrap(), "--topology"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (name, _ready, _down, _dir) = up_with_topology('u', "netns-user-ns");
     // /run/netns is a shared mount point, as iproute2 makes it: a user's
     // `ip netns add` after tinyvr's first namespace stacks nothing over it.
     let prop = run(Command::new("findmnt").args(["-no", "PROPAGATION", "/run/netns"]));
