@@ -47,6 +47,11 @@ fn bench(dir: &Scratch, body: &str) -> (Output, PathBuf) {
     (o, out)
 }
 
+/// The `[[router]]` table of a netns router running the shipped config.
+fn netns_router(name: &str) -> String {
+    format!("[[router]]\nconfig = \"router.toml\"\nplatform = \"netns\"\nname = \"{name}\"\n")
+}
+
 fn results(out: &Path) -> Value {
     let t = std::fs::read_to_string(out.join("results.json")).unwrap();
     serde_json::from_str::<Value>(&t).unwrap()["results"].clone()
@@ -77,6 +82,7 @@ fn sweep_below_capacity_forwards_everything() {
     let _one = one_at_a_time();
     let n = name("s");
     let dir = Scratch::new("bench-sweep");
+    let router = netns_router(&n);
     let (o, out) = bench(
         &dir,
         &format!(
@@ -91,11 +97,7 @@ dst = "10.9.0.0/24"
 rates_pps = [5000, 20000]
 [latency]
 sample_every = 50
-[[router]]
-config = "router.toml"
-platform = "netns"
-name = "{n}"
-"#
+{router}"#
         ),
     );
     ok(&o);
@@ -390,6 +392,7 @@ fn a_namespace_router_forwards_on_its_own_cpu() {
     let n = name("c");
     let dir = Scratch::new("bench-own-cpu");
     // No CPUs given: the generator gets CPU 0, the router the others.
+    let router = netns_router(&n);
     let (o, out) = bench(
         &dir,
         &format!(
@@ -401,11 +404,7 @@ frames = [64]
 flows = 16
 dst = "10.9.0.0/24"
 max_rate = true
-[[router]]
-config = "router.toml"
-platform = "netns"
-name = "{n}"
-"#
+{router}"#
         ),
     );
     ok(&o);
@@ -521,6 +520,7 @@ fn scale_compares_n_routers_with_one_at_the_same_total() {
     let _one = one_at_a_time();
     let n = format!("k{}", std::process::id() % 1000);
     let dir = Scratch::new("bench-scale");
+    let router = netns_router(&n);
     let (o, out) = bench(
         &dir,
         &format!(
@@ -534,11 +534,7 @@ dst = "10.9.0.0/24"
 rates_pps = [5000]
 [scale]
 routers = [1, 2]
-[[router]]
-config = "router.toml"
-platform = "netns"
-name = "{n}"
-"#
+{router}"#
         ),
     );
     ok(&o);
@@ -577,6 +573,7 @@ fn a_starved_generator_is_named_and_bounds_the_search() {
     let dir = Scratch::new("bench-starved");
     // 20 Mpps is far beyond what one CPU of any machine sends through a
     // veth: every trial there is the generator's, not the router's.
+    let router = netns_router(&n);
     let (o, out) = bench(
         &dir,
         &format!(
@@ -587,11 +584,7 @@ trial_secs = 0.5
 [traffic]
 frames = [64]
 rates_pps = [5000, 20000000]
-[[router]]
-config = "router.toml"
-platform = "netns"
-name = "{n}"
-"#
+{router}"#
         ),
     );
     ok(&o);
@@ -638,6 +631,7 @@ name = "{n}"
 
     // A search up to the same unreachable rate: the rates the generator
     // could not offer fail, so the NDR stays at or below what it sent.
+    let router = netns_router(&n);
     let (o, out) = bench(
         &dir,
         &format!(
@@ -651,11 +645,7 @@ frames = [64]
 min_pps = 10000
 max_pps = 20000000
 resolution_pps = 1000000
-[[router]]
-config = "router.toml"
-platform = "netns"
-name = "{n}"
-"#
+{router}"#
         ),
     );
     ok(&o);
