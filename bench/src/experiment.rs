@@ -194,6 +194,13 @@ pub struct RouterSpec {
     /// Isolation mode: this router's offered rate per step, pps.
     #[serde(default)]
     pub rates_pps: Vec<u64>,
+    /// Isolation mode: offered as fast as its generator goes in every step
+    /// (instead of `rates_pps`).
+    #[serde(default)]
+    pub max_rate: bool,
+    /// Isolation mode: this router's frame size (default: the first of
+    /// `traffic.frames`).
+    pub frame: Option<u32>,
     /// netns, lxc: the CPUs the router forwards on (RPS on its ingress
     /// interface moves the receive and forwarding work there, off the
     /// generator's CPU). Default: every online CPU the generator does not
@@ -516,14 +523,25 @@ fn check(
             }
         }
         Mode::Isolation => {
-            let steps = routers[0].0.rates_pps.len();
             if routers.len() < 2 {
                 return Err("router: isolation needs at least two routers".into());
             }
+            let steps = isolation_steps(routers);
+            if steps == 0 {
+                return Err("router[0].rates_pps: isolation needs rates per step for at least one router (the others may say max_rate = true)".into());
+            }
             for (i, (r, _)) in routers.iter().enumerate() {
-                if r.rates_pps.is_empty() || r.rates_pps.len() != steps {
+                if r.max_rate {
+                    if !r.rates_pps.is_empty() {
+                        return Err(format!(
+                            "router[{i}].max_rate: a router offered max rate takes no rates_pps"
+                        ));
+                    }
+                    continue;
+                }
+                if r.rates_pps.len() != steps {
                     return Err(format!(
-                        "router[{i}].rates_pps: isolation needs the same number of steps for every router ({steps} in router[0])"
+                        "router[{i}].rates_pps: isolation needs the same number of steps for every router ({steps} steps) or max_rate = true"
                     ));
                 }
                 if let Some(j) = r.rates_pps.iter().position(|&x| x == 0 || x > MAX_RATE_PPS) {
@@ -570,6 +588,18 @@ fn check(
                         max_frame(mtu)
                     ));
                 }
+            }
+        }
+        if exp.mode != Mode::Isolation && (r.max_rate || r.frame.is_some()) {
+            let k = if r.max_rate { "max_rate" } else { "frame" };
+            return Err(format!("{at}.{k}: only for mode = \"isolation\""));
+        }
+        if let Some(size) = r.frame {
+            if size < MIN_FRAME || size > max_frame(mtu) {
+                return Err(format!(
+                    "{at}.frame: {size}: expected {MIN_FRAME} to {} bytes (the in interface's MTU {mtu} plus Ethernet header and FCS)",
+                    max_frame(mtu)
+                ));
             }
         }
         let vm_only = [
@@ -666,6 +696,15 @@ fn check(
         }
     }
     Ok(fr)
+}
+
+/// Isolation: how many steps, from the routers offered given rates.
+pub fn isolation_steps(routers: &[(RouterSpec, RouterConfig)]) -> usize {
+    routers
+        .iter()
+        .map(|(r, _)| r.rates_pps.len())
+        .max()
+        .unwrap_or(0)
 }
 
 pub fn resources(r: &RouterSpec) -> tinyvr_host::cgroup::Resources {
@@ -1071,11 +1110,25 @@ platform = "netns"
         for (rates, want) in [
             ("[0]", "router[1].rates_pps[0]: 0"),
             ("[100000001]", "router[1].rates_pps[0]: 100000001"),
-            ("[1000, 2000]", "router[1].rates_pps"),
+            ("[1000, 2000]", "isolation needs the same number of steps"),
+            ("[1000]\nmax_rate = true", "router[1].max_rate"),
+            ("[1000]\nframe = 40", "router[1].frame: 40"),
         ] {
             let e = try_load(&isolation(rates)).unwrap_err();
             assert!(e.contains(want), "{rates}: {e}");
         }
+        // A neighbour at max rate with its own frame size.
+        let l = try_load(&isolation("[]\nmax_rate = true\nframe = 128")).unwrap();
+        assert_eq!(isolation_steps(&l.routers), 1);
+        assert_eq!(l.routers[1].0.frame, Some(128));
+        // Isolation-only keys elsewhere.
+        let e =
+            try_load(&GOOD.replace("platform = \"netns\"", "platform = \"netns\"\nframe = 128"))
+                .unwrap_err();
+        assert!(
+            e.contains("router[0].frame: only for mode = \"isolation\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -276,7 +276,7 @@ fn trial(
     ctx: &Ctx,
     rs: &[&Running],
     rates: &[Option<u64>],
-    frame: FrameSpec,
+    frames: &[FrameSpec],
     latency: bool,
 ) -> Result<Vec<Trial>, String> {
     let before: Vec<Vec<Link>> = rs.iter().map(|r| read_hops(r)).collect::<Result<_, _>>()?;
@@ -318,8 +318,8 @@ fn trial(
         })
         .collect::<Result<_, _>>()?;
     let mut gens = Vec::new();
-    for (r, rate) in rs.iter().zip(rates) {
-        gens.push(gen::start_with(gen_spec(ctx, r, frame, *rate)?, &STOP)?);
+    for ((r, rate), frame) in rs.iter().zip(rates).zip(frames) {
+        gens.push(gen::start_with(gen_spec(ctx, r, *frame, *rate)?, &STOP)?);
     }
     let sent: Vec<Sent> = gens
         .into_iter()
@@ -398,7 +398,7 @@ fn trial(
             router: r.name.clone(),
             label: r.label.clone(),
             platform: r.platform,
-            frame: frame.label(),
+            frame: frames[i].label(),
             step: 0,
             repetition: 0,
             target_pps: rates[i],
@@ -525,7 +525,7 @@ fn total_trials(l: &Loaded) -> u64 {
             let lat = e.latency.as_ref().map_or(0, |l| l.at_pdr.len() as u64);
             l.routers.len() as u64 * frames * reps * (steps + 4 + lat)
         }
-        Mode::Isolation => l.routers[0].0.rates_pps.len() as u64 * reps,
+        Mode::Isolation => crate::experiment::isolation_steps(&l.routers) as u64 * reps,
         Mode::Scale => {
             let counts = e.scale.as_ref().map_or(1, |s| s.routers.len() as u64);
             let rates = e.traffic.rates_pps.len() as u64;
@@ -615,7 +615,7 @@ fn sweep(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
                         rate.map_or("max".into(), |x| format!("{} kpps", x / 1000)),
                         rep + 1
                     ));
-                    let mut t = trial(ctx, &[r], &[rate], frame, e.latency.is_some())?;
+                    let mut t = trial(ctx, &[r], &[rate], &[frame], e.latency.is_some())?;
                     t[0].step = step;
                     t[0].repetition = rep;
                     res.trials.extend(t);
@@ -670,7 +670,7 @@ fn ndr_pdr(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
                         pps / 1000,
                         rep + 1
                     ));
-                    let mut t = trial(ctx, &[r], &[Some(pps)], frame, false)?;
+                    let mut t = trial(ctx, &[r], &[Some(pps)], &[frame], false)?;
                     t[0].repetition = rep;
                     let loss = search_loss(pps, t[0].offered_pps, t[0].loss_ratio);
                     trials.extend(t);
@@ -688,7 +688,7 @@ fn ndr_pdr(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
                     let pps = ((found.pdr_pps as f64 * f) as u64).max(1);
                     ctx.pb
                         .set_message(format!("{} latency at {:.0}% of PDR", r.label, f * 100.0));
-                    let t = trial(ctx, &[r], &[Some(pps)], frame, true)?;
+                    let t = trial(ctx, &[r], &[Some(pps)], &[frame], true)?;
                     lat.push((f, pps, t[0].latency.clone()));
                     res.trials.extend(t);
                     ctx.pb.inc(1);
@@ -801,7 +801,7 @@ fn scale(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
                     ctx,
                     &rs,
                     &vec![Some(rate); rs.len()],
-                    frame,
+                    &vec![frame; rs.len()],
                     e.latency.is_some(),
                 )?;
                 for x in &mut t {
@@ -865,19 +865,25 @@ fn isolation(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
         bring_up(ctx, &mut fleet, i, env, res)?;
     }
     let rs: Vec<&Running> = fleet.0.iter().collect();
-    let frame = ctx.l.frames[0];
-    for step in 0..ctx.l.routers[0].0.rates_pps.len() {
+    // Each router's own frame size, and rate per step (None: max rate).
+    let frames: Vec<FrameSpec> = ctx
+        .l
+        .routers
+        .iter()
+        .map(|(s, _)| s.frame.map_or(ctx.l.frames[0], FrameSpec::Fixed))
+        .collect();
+    for step in 0..crate::experiment::isolation_steps(&ctx.l.routers) {
         let rates: Vec<Option<u64>> = ctx
             .l
             .routers
             .iter()
-            .map(|(s, _)| Some(s.rates_pps[step]))
+            .map(|(s, _)| (!s.max_rate).then(|| s.rates_pps[step]))
             .collect();
         let first = res.trials.len();
         for rep in 0..e.repetitions {
             ctx.pb
                 .set_message(format!("step {} (rep {})", step + 1, rep + 1));
-            let mut t = trial(ctx, &rs, &rates, frame, e.latency.is_some())?;
+            let mut t = trial(ctx, &rs, &rates, &frames, e.latency.is_some())?;
             for x in &mut t {
                 x.step = step;
                 x.repetition = rep;

@@ -487,7 +487,8 @@ config = "router.toml"
 platform = "netns"
 name = "{b}"
 label = "neighbour"
-rates_pps = [5000, 50000]
+max_rate = true
+frame = 128
 "#
         ),
     );
@@ -506,6 +507,18 @@ rates_pps = [5000, 50000]
     for t in r["trials"].as_array().unwrap() {
         assert!(
             t["timeline"]["forwarded_pps"].as_array().unwrap().len() >= 90,
+            "{t}"
+        );
+        // The neighbour at max rate with its own frame size; the probe at
+        // its rate with the experiment's.
+        let (frame, target) = if t["label"] == "neighbour" {
+            ("128", Value::Null)
+        } else {
+            ("64", 5000.into())
+        };
+        assert_eq!(
+            (&t["frame"], &t["target_pps"]),
+            (&Value::from(frame), &target),
             "{t}"
         );
     }
