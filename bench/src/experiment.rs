@@ -320,18 +320,25 @@ pub fn load(text: &str, path: &Path, online: &[u32]) -> Result<Loaded, String> {
 
 /// Gives the generator and the routers CPUs of their own where the file
 /// leaves them out and the host has two or more: the generator the first
-/// online CPU no router asked for, each netns/LXC router the rest. Explicit choices stay, and
+/// online CPU no router asked for, each netns/LXC router the rest (RPS),
+/// each VM's vCPU and emulator threads the rest too. Explicit choices stay, and
 /// `check` refuses overlaps.
 fn place(exp: &mut Experiment, routers: &mut [(RouterSpec, RouterConfig)], online: &[u32]) {
-    let shared_kernel = |r: &RouterSpec| r.platform != Platform::Vm;
-    if online.len() < 2 || !exp.routers.iter().any(shared_kernel) {
+    if online.len() < 2 {
         return;
     }
+    // CPUs the file gives routers: a default generator CPU avoids them.
     let taken: Vec<u32> = exp
         .routers
         .iter()
-        .filter_map(|r| r.router_cpus.as_ref())
-        .flat_map(|c| c.0.iter().copied())
+        .flat_map(|r| {
+            let own = r.router_cpus.iter().flat_map(|c| c.0.clone());
+            let vm = r
+                .affinity
+                .values()
+                .filter_map(|v| v.parse::<CpuList>().ok());
+            own.chain(vm.flat_map(|c| c.0)).collect::<Vec<_>>()
+        })
         .collect();
     let Some(free) = online.iter().find(|c| !taken.contains(c)) else {
         return;
@@ -349,13 +356,24 @@ fn place(exp: &mut Experiment, routers: &mut [(RouterSpec, RouterConfig)], onlin
     if rest.is_empty() {
         return;
     }
+    let rest = CpuList(rest);
     for r in exp
         .routers
         .iter_mut()
         .chain(routers.iter_mut().map(|(r, _)| r))
     {
-        if shared_kernel(r) && r.router_cpus.is_none() {
-            r.router_cpus = Some(CpuList(rest.clone()));
+        match r.platform {
+            // A VM forwards on its vCPUs (and, without vhost, in qemu's
+            // main loop): both off the generator's CPU unless the file
+            // places them.
+            Platform::Vm if r.affinity.is_empty() => {
+                for class in ["vcpu", "emulator"] {
+                    r.affinity.insert(class.into(), rest.to_string());
+                }
+            }
+            Platform::Vm => {}
+            _ if r.router_cpus.is_none() => r.router_cpus = Some(rest.clone()),
+            _ => {}
         }
     }
 }
@@ -1145,15 +1163,22 @@ platform = "netns"
         // A router that names its CPUs: the generator gets another.
         let l = try_load(&GOOD.replace("\"netns\"", "\"netns\"\nrouter_cpus = \"0\"")).unwrap();
         assert_eq!(l.exp.traffic.cpus, Some(CpuList(vec![1])));
-        // A VM alone: nothing is decided for it (its vCPUs are its CPUs).
+        // A VM: its vCPU and emulator threads off the generator's CPU.
         let l = try_load(&GOOD.replace("\"netns\"", "\"vm\"")).unwrap();
+        assert_eq!(l.exp.traffic.cpus, Some(CpuList(vec![0])));
+        assert_eq!(l.routers[0].0.router_cpus, None);
         assert_eq!(
             (
-                l.exp.traffic.cpus.clone(),
-                l.routers[0].0.router_cpus.clone()
+                l.routers[0].0.affinity["vcpu"].as_str(),
+                l.routers[0].0.affinity["emulator"].as_str()
             ),
-            (None, None)
+            ("1", "1")
         );
+        // A VM placed by the file: kept, and the generator avoids it.
+        let l =
+            try_load(&GOOD.replace("\"netns\"", "\"vm\"\naffinity = { vcpu = \"0\" }")).unwrap();
+        assert_eq!(l.exp.traffic.cpus, Some(CpuList(vec![1])));
+        assert_eq!(l.routers[0].0.affinity.len(), 1);
         // The router's ingress gets RPS to its CPUs.
         let cfg = crate::routers::effective(&l.routers[0].0, &l.routers[0].1, None).unwrap();
         assert_eq!(cfg.interfaces[0].rps_cpus, None);
