@@ -201,6 +201,9 @@ pub struct RouterSpec {
     /// Isolation mode: this router's frame size (default: the first of
     /// `traffic.frames`).
     pub frame: Option<u32>,
+    /// How the source reaches the router: `veth` (netns, lxc); `bridge`
+    /// (default) or `tap` for a VM.
+    pub datapath: Option<String>,
     /// netns, lxc: the CPUs the router forwards on (RPS on its ingress
     /// interface moves the receive and forwarding work there, off the
     /// generator's CPU). Default: every online CPU the generator does not
@@ -279,6 +282,11 @@ pub struct Loaded {
 }
 
 impl RouterSpec {
+    /// A VM's source reaches its tap through a bridge unless `datapath = "tap"`.
+    pub fn src_bridge(&self) -> bool {
+        self.platform == Platform::Vm && self.datapath.as_deref() != Some("tap")
+    }
+
     pub fn label(&self, cfg: &RouterConfig) -> String {
         self.label.clone().unwrap_or_else(|| cfg.name.clone())
     }
@@ -595,7 +603,7 @@ fn check(
                 cfg.name
             ));
         }
-        tinyvr_host::topology::plan(cfg, r.platform == Platform::Vm)
+        tinyvr_host::topology::plan_wired(cfg, r.platform == Platform::Vm, r.src_bridge())
             .map_err(|e| format!("{at}.config: {e}"))?;
         let mtu = cfg.interfaces[0].mtu.unwrap_or(1500);
         for f in &fr {
@@ -606,6 +614,25 @@ fn check(
                         max_frame(mtu)
                     ));
                 }
+            }
+        }
+        if let Some(d) = &r.datapath {
+            let known: &[&str] = match r.platform {
+                Platform::Vm => &["bridge", "tap"],
+                _ => &["veth"],
+            };
+            if !known.contains(&d.as_str()) {
+                let later = ["macvlan", "macvtap"].contains(&d.as_str());
+                return Err(format!(
+                    "{at}.datapath: {d:?}: expected {} for platform {}{}",
+                    known.join(" or "),
+                    r.platform.as_str(),
+                    if later {
+                        " (the tester does not build that datapath yet)"
+                    } else {
+                        ""
+                    }
+                ));
             }
         }
         if exp.mode != Mode::Isolation && (r.max_rate || r.frame.is_some()) {
@@ -930,6 +957,16 @@ platform = "netns"
                 "router[0].router_cpus",
             ),
             ("mode = \"sweep\"", "mode = \"scale\"", "scale"),
+            (
+                "platform = \"netns\"",
+                "platform = \"netns\"\ndatapath = \"tap\"",
+                "router[0].datapath: \"tap\": expected veth",
+            ),
+            (
+                "platform = \"netns\"",
+                "platform = \"vm\"\ndatapath = \"macvtap\"",
+                "router[0].datapath: \"macvtap\": expected bridge or tap for platform vm (the tester does not build that datapath yet)",
+            ),
             (
                 "mode = \"sweep\"",
                 "mode = \"scale\"\n[scale]\nrouters = [2, 4]",

@@ -83,7 +83,7 @@ pub fn effective(
             cfg.interfaces[0].rps_cpus = Some(c.clone());
         }
     }
-    let t = topology::plan(&cfg, spec.platform == Platform::Vm)?;
+    let t = topology::plan_wired(&cfg, spec.platform == Platform::Vm, spec.src_bridge())?;
     if let Some(d) = dst {
         if t.sink.subnet.contains(d.addr) && !(d.len == 32 && d.addr == t.sink.ip) {
             return Err(format!(
@@ -180,11 +180,11 @@ fn finish_up(
                 .as_u64()
                 .ok_or("qemu's pid is unknown")? as u32;
             procs.push((name.clone(), pid, true));
+            // With datapath = "tap" the source's device is the tap itself.
             let tap = topo
                 .src_bridge
                 .as_ref()
-                .map(|b| b.tap.clone())
-                .expect("a VM topology has the bridge");
+                .map_or_else(|| topo.src.dev.clone(), |b| b.tap.clone());
             hops.push(Hop {
                 name: "vm tap in".into(),
                 ns: Ns::Named(topo.src.netns.clone()),
@@ -246,6 +246,7 @@ fn start(spec: &RouterSpec, cfg: &RouterConfig, env: &Env) -> Result<serde_json:
             name: None,
             image: env.image.clone(),
             topology: true,
+            src_bridge: spec.src_bridge(),
             accel: spec.accel.clone().unwrap_or_else(|| "auto".into()),
             cpus: spec.cpus.unwrap_or(1),
             memory_mb: spec.memory_mb.unwrap_or(128),

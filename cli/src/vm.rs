@@ -21,6 +21,11 @@ pub struct UpArgs {
     /// the first and second interface into them.
     #[arg(long)]
     topology: bool,
+    /// With --topology, how the source reaches the VM's in tap: `bridge`
+    /// (a veth and a bridge in the source namespace, as a NIC's traffic
+    /// would) or `tap` (the generator writes into the tap itself).
+    #[arg(long, default_value = "bridge", value_parser = ["bridge", "tap"])]
+    datapath: String,
     /// auto (KVM only when /dev/kvm opens and the CPU has vmx/svm), kvm or tcg.
     #[arg(long, default_value = "auto")]
     accel: String,
@@ -88,6 +93,7 @@ fn opts<'a>(a: &'a UpArgs, cfg: &'a tinyvr_config::RouterConfig) -> Up<'a> {
         name: a.name.clone(),
         image: a.image.clone(),
         topology: a.topology,
+        src_bridge: a.datapath == "bridge",
         accel: a.accel.clone(),
         cpus: a.cpus,
         memory_mb: a.memory,

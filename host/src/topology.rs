@@ -84,8 +84,15 @@ fn nic_only(h: &HostLink) -> bool {
     )
 }
 
-/// Plans the ends for a router: pure, no system calls.
+/// Plans the ends for a router: pure, no system calls. A VM's source
+/// reaches its tap through a veth and a bridge (see [`Topology`]).
 pub fn plan(cfg: &RouterConfig, for_vm: bool) -> Result<Topology, String> {
+    plan_wired(cfg, for_vm, for_vm)
+}
+
+/// As [`plan`]; for a VM, `src_bridge` false makes the VM's tap itself
+/// the source's device (the generator writes into the tap).
+pub fn plan_wired(cfg: &RouterConfig, for_vm: bool, src_bridge: bool) -> Result<Topology, String> {
     if cfg.interfaces.len() < 2 {
         return Err(format!(
             "the topology needs two interfaces (in, out); {} has {}",
@@ -132,7 +139,7 @@ pub fn plan(cfg: &RouterConfig, for_vm: bool) -> Result<Topology, String> {
         })
     };
     let mut src = end(0, "src", 0x0a)?;
-    let src_bridge = for_vm.then(|| {
+    let src_bridge = (for_vm && src_bridge).then(|| {
         let tap = std::mem::replace(&mut src.dev, GEN_DEV.into());
         SrcBridge {
             bridge: GEN_BRIDGE.into(),
@@ -209,6 +216,18 @@ pub fn resolve(
     topology: bool,
     for_vm: bool,
 ) -> Result<(RouterConfig, Option<Topology>), HostError> {
+    resolve_wired(cfg, instance, topology, for_vm, for_vm)
+}
+
+/// As [`resolve`], choosing for a VM whether the source reaches its tap
+/// through a bridge (`src_bridge`) or writes into the tap itself.
+pub fn resolve_wired(
+    cfg: &RouterConfig,
+    instance: Option<&str>,
+    topology: bool,
+    for_vm: bool,
+    src_bridge: bool,
+) -> Result<(RouterConfig, Option<Topology>), HostError> {
     if !for_vm {
         // The baseline and a container share the host's kernel.
         tinyvr_config::sysctl_scope::check_per_netns(cfg)
@@ -232,7 +251,7 @@ pub fn resolve(
         }
     }
     let topo = if topology {
-        Some(plan(&cfg, for_vm).map_err(HostError::Other)?)
+        Some(plan_wired(&cfg, for_vm, src_bridge).map_err(HostError::Other)?)
     } else {
         None
     };

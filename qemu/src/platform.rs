@@ -28,6 +28,9 @@ pub struct Up<'a> {
     /// Directory with bzImage and initramfs.cpio.gz.
     pub image: PathBuf,
     pub topology: bool,
+    /// With the topology: the source reaches the VM's tap through a veth
+    /// and a bridge (true), or writes into the tap itself (false).
+    pub src_bridge: bool,
     pub accel: String,
     pub cpus: u32,
     pub memory_mb: u32,
@@ -80,7 +83,8 @@ fn prepare(o: &Up) -> Result<(RouterConfig, Option<topology::Topology>, Accel, S
             )));
         }
     }
-    let (mut cfg, topo) = topology::resolve(o.config, o.name.as_deref(), o.topology, true)?;
+    let (mut cfg, topo) =
+        topology::resolve_wired(o.config, o.name.as_deref(), o.topology, true, o.src_bridge)?;
     let online = cgroup::online_cpus();
     o.placement.check(&online).map_err(HostError::Other)?;
     cgroup::check(&o.resources, &online).map_err(HostError::Other)?;

@@ -324,6 +324,52 @@ txqueuelen = 50
 }
 
 #[test]
+fn a_vm_fed_through_its_tap_directly() {
+    require!(is_root(), "needs root (namespaces)");
+    require!(vm_ok().is_none(), vm_ok().unwrap_or(""));
+    let _one = one_at_a_time();
+    let n = name("t");
+    let dir = Scratch::new("bench-vm-tap");
+    // datapath = "tap": no bridge in the source namespace, the generator
+    // writes into the VM's tap; well below capacity nothing is lost.
+    let (o, out) = bench(
+        &dir,
+        &format!(
+            r#"name = "vm-tap"
+mode = "sweep"
+trial_secs = 1.0
+[traffic]
+frames = [64]
+flows = 16
+dst = "10.9.0.0/24"
+rates_pps = [5000]
+[[router]]
+config = "router.toml"
+platform = "vm"
+accel = "tcg"
+name = "{n}"
+datapath = "tap"
+"#
+        ),
+    );
+    ok(&o);
+    let r = results(&out);
+    assert!(
+        r["routers"][0]["topology"]["src_bridge"].is_null(),
+        "{}",
+        r["routers"][0]["topology"]
+    );
+    let t = &r["trials"][0];
+    assert_eq!(t["received"], t["sent"]["packets"], "{t}");
+    // The source's device is the tap: the first two stages count the same.
+    let path = t["path"].as_array().unwrap();
+    assert_eq!(path[1][0], "source tx");
+    assert_eq!(path[2][0], "vm tap in tx");
+    assert_eq!(path[1][1], path[2][1], "{path:?}");
+    assert_eq!(leftovers(&n), Vec::<String>::new());
+}
+
+#[test]
 fn the_ndr_is_confirmed_and_one_step_above_loses() {
     require!(is_root(), "needs root (namespaces, taps)");
     require!(vm_ok().is_none(), vm_ok().unwrap_or(""));
