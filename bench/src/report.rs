@@ -266,7 +266,7 @@ pub fn table(r: &Results) -> String {
 /// same total.
 pub fn scale_line(p: &crate::run::ScalePoint) -> String {
     format!(
-        "  {} routers x {:.1} kpps: aggregate {:.1} ± {:.1} kpps{}  Jain(fwd) {:.3}",
+        "  {} routers x {:.1} kpps: aggregate {:.1} ± {:.1} kpps{}  Jain(fwd) {:.3}{}",
         p.routers,
         p.rate_pps as f64 / 1e3,
         p.aggregate_pps.mean / 1e3,
@@ -278,7 +278,12 @@ pub fn scale_line(p: &crate::run::ScalePoint) -> String {
             ),
             _ => String::new(),
         },
-        p.jain_forwarded.unwrap_or(f64::NAN)
+        p.jain_forwarded.unwrap_or(f64::NAN),
+        if p.generator_bound {
+            "  (generator-bound: the rates were not offered)"
+        } else {
+            ""
+        }
     )
 }
 

@@ -178,6 +178,9 @@ pub struct ScalePoint {
     pub efficiency: Option<f64>,
     /// A point of the baseline at another count's total load only.
     pub baseline_only: bool,
+    /// Some copy's generator could not offer its rate: the aggregate (and
+    /// the efficiency) measured the generators, not the routers.
+    pub generator_bound: bool,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -842,6 +845,7 @@ fn scale(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
                 baseline_pps: base,
                 efficiency: base.filter(|b| *b > 0.0).map(|b| aggregate_pps.mean / b),
                 baseline_only: n == 1 && !e.traffic.rates_pps.contains(&rate),
+                generator_bound: per_router.iter().any(|p| p.generator_bound),
                 per_router,
             };
             // The baseline's extra totals are its own points, not a row.
