@@ -1223,4 +1223,21 @@ platform = "netns"
         let cfg = crate::routers::effective(&l.routers[0].0, &l.routers[0].1, None).unwrap();
         assert_eq!(cfg.interfaces[0].rps_cpus, Some(CpuList(vec![1])));
     }
+
+    #[test]
+    fn every_shipped_experiment_loads() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "toml")
+                && p.file_name() != Some("router.toml".as_ref())
+            {
+                let text = std::fs::read_to_string(&p).unwrap();
+                load(&text, &p, &[0, 1]).unwrap_or_else(|err| panic!("{}: {err}", p.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 7, "{n} experiments");
+    }
 }
