@@ -236,8 +236,10 @@ pub fn run(s: &Spec, stop: &AtomicBool) -> Result<Sent, String> {
                 if wait > SPIN {
                     std::thread::sleep(wait - SPIN);
                 }
+                // Yielding, not busy: other generator threads sharing this
+                // CPU (several routers in scale or isolation) get to send.
                 while Instant::now() < deadline {
-                    std::hint::spin_loop();
+                    std::thread::yield_now();
                 }
             } else if now - deadline > CATCH_UP.max(iv * 4) {
                 // Fallen far behind (descheduled): do not burst to catch up.
