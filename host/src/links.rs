@@ -237,6 +237,8 @@ pub fn move_to(
     Ok(())
 }
 
+/// Sets a link's MAC and reads it back: a driver that keeps another one
+/// (or a hook's change that did not take) fails naming both.
 pub fn set_mac(nl: &mut dyn Netlink, name: &str, mac: &MacAddr) -> Result<(), HostError> {
     let i = must_index(nl, name, "setting a MAC address")?;
     let mut m = LinkMessage::default();
@@ -247,7 +249,29 @@ pub fn set_mac(nl: &mut dyn Netlink, name: &str, mac: &MacAddr) -> Result<(), Ho
         M::SetLink(m),
         flags::NONE,
     )?;
-    Ok(())
+    let mut m = LinkMessage::default();
+    m.header.index = i;
+    let held = nl
+        .request(
+            &|| format!("reading back the MAC of {name}"),
+            M::GetLink(m),
+            flags::NONE,
+        )?
+        .into_iter()
+        .find_map(|r| match r {
+            M::NewLink(l) => l.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::Address(b) => <[u8; 6]>::try_from(b.as_slice()).ok().map(MacAddr),
+                _ => None,
+            }),
+            _ => None,
+        });
+    match held {
+        Some(h) if h == *mac => Ok(()),
+        other => Err(HostError::Other(format!(
+            "{name}: MAC {mac} was set, the kernel holds {}",
+            other.map_or("none".to_string(), |h| h.to_string())
+        ))),
+    }
 }
 
 pub fn set_master(nl: &mut dyn Netlink, name: &str, bridge: &str) -> Result<(), HostError> {
@@ -414,6 +438,8 @@ mod tests {
         sent: Vec<(M, u16)>,
         /// What the "kernel" reports as every link's txqueuelen.
         txqueuelen: u32,
+        /// ...and as every link's MAC.
+        mac: [u8; 6],
     }
 
     impl Netlink for Fake {
@@ -445,6 +471,7 @@ mod tests {
                     r.attributes.push(LinkAttribute::IfName(n.clone()));
                     r.attributes
                         .push(LinkAttribute::TxQueueLen(self.txqueuelen));
+                    r.attributes.push(LinkAttribute::Address(self.mac.to_vec()));
                     Ok(vec![M::NewLink(r)])
                 }
                 M::DelLink(l) => found(&l).map(|_| vec![]).ok_or_else(nodev),
@@ -505,6 +532,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(e, "vr1-in0: txqueuelen 35 was asked, the kernel holds 50");
+    }
+
+    #[test]
+    fn a_mac_that_did_not_take_fails() {
+        let mac: MacAddr = "02:74:00:00:00:0b".parse().unwrap();
+        let mut nl = Fake {
+            links: vec![(7, "vr1-out0".into())],
+            mac: mac.0,
+            ..Default::default()
+        };
+        set_mac(&mut nl, "vr1-out0", &mac).unwrap();
+        let other: MacAddr = "02:74:00:00:00:0c".parse().unwrap();
+        let e = set_mac(&mut nl, "vr1-out0", &other)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "vr1-out0: MAC 02:74:00:00:00:0c was set, the kernel holds 02:74:00:00:00:0b"
+        );
     }
 
     #[test]
