@@ -198,6 +198,11 @@ pub struct RouterSpec {
     /// (instead of `rates_pps`).
     #[serde(default)]
     pub max_rate: bool,
+    /// Isolation mode: this router's rate per step as a fraction of its NDR,
+    /// searched (with `[search]`) in the same run before the steps
+    /// (instead of `rates_pps`).
+    #[serde(default)]
+    pub rates_frac: Vec<f64>,
     /// Isolation mode: this router's frame size (default: the first of
     /// `traffic.frames`).
     pub frame: Option<u32>,
@@ -489,36 +494,11 @@ fn check(
         Mode::Sweep if t.rates_pps.is_empty() && !t.max_rate => {
             return Err("traffic.rates_pps: a sweep needs rates (or max_rate = true)".into())
         }
-        Mode::NdrPdr => {
-            let s = exp
-                .search
+        Mode::NdrPdr => check_search(
+            exp.search
                 .as_ref()
-                .ok_or("search: ndr-pdr needs a [search] table with max_pps")?;
-            if !(0.0..1.0).contains(&s.pdr_loss) {
-                return Err(format!(
-                    "search.pdr_loss: {}: expected a ratio in [0, 1)",
-                    s.pdr_loss
-                ));
-            }
-            if s.min_pps == 0 || s.min_pps >= s.max_pps {
-                return Err(format!(
-                    "search.min_pps/max_pps: {}..{}: expected 0 < min_pps < max_pps",
-                    s.min_pps, s.max_pps
-                ));
-            }
-            if s.max_pps > MAX_RATE_PPS {
-                return Err(format!(
-                    "search.max_pps: {}: expected at most {MAX_RATE_PPS} packets per second",
-                    s.max_pps
-                ));
-            }
-            if s.resolution_pps == 0 || s.resolution_pps > s.max_pps {
-                return Err(format!(
-                    "search.resolution_pps: {}: expected 1 to max_pps ({})",
-                    s.resolution_pps, s.max_pps
-                ));
-            }
-        }
+                .ok_or("search: ndr-pdr needs a [search] table with max_pps")?,
+        )?,
         Mode::Scale => {
             let s = exp.scale.as_ref().ok_or(
                 "scale: mode = \"scale\" needs a [scale] table with routers = [1, 2, ...]",
@@ -558,9 +538,40 @@ fn check(
             }
             for (i, (r, _)) in routers.iter().enumerate() {
                 if r.max_rate {
+                    if !r.rates_pps.is_empty() || !r.rates_frac.is_empty() {
+                        return Err(format!(
+                            "router[{i}].max_rate: a router offered max rate takes no rates_pps or rates_frac"
+                        ));
+                    }
+                    continue;
+                }
+                if !r.rates_frac.is_empty() {
                     if !r.rates_pps.is_empty() {
                         return Err(format!(
-                            "router[{i}].max_rate: a router offered max rate takes no rates_pps"
+                            "router[{i}].rates_frac: give rates_pps or rates_frac, not both"
+                        ));
+                    }
+                    match &exp.search {
+                        None => {
+                            return Err(format!(
+                                "router[{i}].rates_frac: fractions of the router's NDR need a [search] table to find it"
+                            ))
+                        }
+                        Some(s) => check_search(s)?,
+                    }
+                    if let Some((j, f)) = r
+                        .rates_frac
+                        .iter()
+                        .enumerate()
+                        .find(|(_, f)| !(**f > 0.0 && **f <= 10.0))
+                    {
+                        return Err(format!(
+                            "router[{i}].rates_frac[{j}]: {f}: expected a fraction of the NDR above 0 and at most 10"
+                        ));
+                    }
+                    if r.rates_frac.len() != steps {
+                        return Err(format!(
+                            "router[{i}].rates_frac: isolation needs the same number of steps for every router ({steps} steps)"
                         ));
                     }
                     continue;
@@ -635,8 +646,16 @@ fn check(
                 ));
             }
         }
-        if exp.mode != Mode::Isolation && (r.max_rate || r.frame.is_some()) {
-            let k = if r.max_rate { "max_rate" } else { "frame" };
+        if exp.mode != Mode::Isolation
+            && (r.max_rate || r.frame.is_some() || !r.rates_frac.is_empty())
+        {
+            let k = if r.max_rate {
+                "max_rate"
+            } else if r.frame.is_some() {
+                "frame"
+            } else {
+                "rates_frac"
+            };
             return Err(format!("{at}.{k}: only for mode = \"isolation\""));
         }
         if let Some(size) = r.frame {
@@ -743,11 +762,41 @@ fn check(
     Ok(fr)
 }
 
+/// The search interval and loss ratio, wherever a search runs (ndr-pdr,
+/// isolation with rates_frac).
+fn check_search(s: &Search) -> Result<(), String> {
+    if !(0.0..1.0).contains(&s.pdr_loss) {
+        return Err(format!(
+            "search.pdr_loss: {}: expected a ratio in [0, 1)",
+            s.pdr_loss
+        ));
+    }
+    if s.min_pps == 0 || s.min_pps >= s.max_pps {
+        return Err(format!(
+            "search.min_pps/max_pps: {}..{}: expected 0 < min_pps < max_pps",
+            s.min_pps, s.max_pps
+        ));
+    }
+    if s.max_pps > MAX_RATE_PPS {
+        return Err(format!(
+            "search.max_pps: {}: expected at most {MAX_RATE_PPS} packets per second",
+            s.max_pps
+        ));
+    }
+    if s.resolution_pps == 0 || s.resolution_pps > s.max_pps {
+        return Err(format!(
+            "search.resolution_pps: {}: expected 1 to max_pps ({})",
+            s.resolution_pps, s.max_pps
+        ));
+    }
+    Ok(())
+}
+
 /// Isolation: how many steps, from the routers offered given rates.
 pub fn isolation_steps(routers: &[(RouterSpec, RouterConfig)]) -> usize {
     routers
         .iter()
-        .map(|(r, _)| r.rates_pps.len())
+        .map(|(r, _)| r.rates_pps.len().max(r.rates_frac.len()))
         .max()
         .unwrap_or(0)
 }
@@ -1167,6 +1216,14 @@ platform = "netns"
             ("[100000001]", "router[1].rates_pps[0]: 100000001"),
             ("[1000, 2000]", "isolation needs the same number of steps"),
             ("[1000]\nmax_rate = true", "router[1].max_rate"),
+            (
+                "[]\nrates_frac = [0.5]",
+                "router[1].rates_frac: fractions of the router's NDR need a [search] table",
+            ),
+            (
+                "[1000]\nrates_frac = [0.5]",
+                "router[1].rates_frac: give rates_pps or rates_frac",
+            ),
             ("[1000]\nframe = 40", "router[1].frame: 40"),
         ] {
             let e = try_load(&isolation(rates)).unwrap_err();

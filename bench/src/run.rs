@@ -876,12 +876,57 @@ fn isolation(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
         .iter()
         .map(|(s, _)| s.frame.map_or(ctx.l.frames[0], FrameSpec::Fixed))
         .collect();
+    // Routers offered fractions of their NDR: searched first, each alone
+    // with the others up and idle, at its own frame size.
+    let mut ndr: Vec<Option<u64>> = vec![None; rs.len()];
+    for (i, (spec, _)) in ctx.l.routers.iter().enumerate() {
+        if spec.rates_frac.is_empty() {
+            continue;
+        }
+        let s = e.search.as_ref().expect("checked");
+        let r = rs[i];
+        let mut trials = Vec::new();
+        let mut one = |pps: u64| -> Result<f64, String> {
+            ctx.pb.set_message(format!(
+                "{}: its NDR first, at {} kpps",
+                r.label,
+                pps / 1000
+            ));
+            let t = trial(ctx, &[r], &[Some(pps)], &[frames[i]], false)?;
+            let loss = search_loss(pps, t[0].offered_pps, t[0].loss_ratio);
+            trials.extend(t);
+            Ok(loss)
+        };
+        let found = search::ndr_pdr(&mut one, s.min_pps, s.max_pps, s.resolution_pps, s.pdr_loss);
+        let bound = trials.iter().any(|t| t.generator_bound);
+        res.trials.append(&mut trials);
+        let found = found?;
+        ctx.say(format!(
+            "  {}: NDR {:.1} kpps, the base of its rates_frac",
+            r.label,
+            found.ndr_pps as f64 / 1e3
+        ));
+        ndr[i] = Some(found.ndr_pps);
+        res.searches.push(SearchRun {
+            router: r.name.clone(),
+            label: r.label.clone(),
+            frame: frames[i].label(),
+            repetition: 0,
+            found,
+            latency: Vec::new(),
+            generator_bound: bound,
+        });
+    }
     for step in 0..crate::experiment::isolation_steps(&ctx.l.routers) {
         let rates: Vec<Option<u64>> = ctx
             .l
             .routers
             .iter()
-            .map(|(s, _)| (!s.max_rate).then(|| s.rates_pps[step]))
+            .zip(&ndr)
+            .map(|((s, _), ndr)| match ndr {
+                Some(n) => Some(((*n as f64 * s.rates_frac[step]).round() as u64).max(1)),
+                None => (!s.max_rate).then(|| s.rates_pps[step]),
+            })
             .collect();
         let first = res.trials.len();
         for rep in 0..e.repetitions {

@@ -522,12 +522,16 @@ flows = 16
 dst = "10.9.0.0/24"
 [latency]
 sample_every = 20
+[search]
+min_pps = 1000
+max_pps = 20000
+resolution_pps = 5000
 [[router]]
 config = "router.toml"
 platform = "netns"
 name = "{a}"
 label = "probe"
-rates_pps = [5000, 5000]
+rates_frac = [0.25, 0.25]
 [[router]]
 config = "router.toml"
 platform = "netns"
@@ -550,17 +554,22 @@ frame = 128
             assert!(p["latency_p99_us"]["mean"].as_f64().unwrap() > 0.0, "{p}");
         }
     }
-    for t in r["trials"].as_array().unwrap() {
+    // The isolation steps' trials: 2 routers x 2 steps, after the probe's
+    // search.
+    let trials = r["trials"].as_array().unwrap();
+    for t in &trials[trials.len() - 4..] {
         assert!(
             t["timeline"]["forwarded_pps"].as_array().unwrap().len() >= 90,
             "{t}"
         );
         // The neighbour at max rate with its own frame size; the probe at
         // its rate with the experiment's.
+        // (The probe's rate is a quarter of the NDR searched first.)
+        let ndr = r["searches"][0]["found"]["ndr_pps"].as_f64().unwrap();
         let (frame, target) = if t["label"] == "neighbour" {
             ("128", Value::Null)
         } else {
-            ("64", 5000.into())
+            ("64", ((ndr * 0.25).round() as u64).into())
         };
         assert_eq!(
             (&t["frame"], &t["target_pps"]),
