@@ -306,15 +306,18 @@ fn down_named(platform: Platform, name: &str) -> Result<(), String> {
 pub type HeldNow = (Option<tinyvr_host::verify::Held>, Option<u64>);
 
 pub fn held(r: &Running) -> Result<HeldNow, String> {
+    // Every router's watcher (a VM's or container's init, a namespace
+    // router's `init --watch`) counts its departures since READY, which
+    // show a table lost and back between two read-backs.
+    let last =
+        held_lines(r).and_then(|p| tinyvr_host::console::all_tagged(&p, "TINYVR-HELD ").pop());
+    let departures = last.as_ref().and_then(|l| l["departures"].as_u64());
     let ns = match r.platform {
+        // A VM's kernel is the guest's: its latest line is the read-back.
         Platform::Vm => {
-            let console = std::path::PathBuf::from(tinyvr_host::state::DIR)
-                .join(format!("{}.console", r.name));
-            let Some(line) = tinyvr_host::console::all_tagged(&console, "TINYVR-HELD ").pop()
-            else {
+            let Some(line) = last else {
                 return Ok((None, None));
             };
-            let departures = line["departures"].as_u64();
             let held = serde_json::from_value(line)
                 .map_err(|e| format!("router {}: bad TINYVR-HELD line: {e}", r.name))?;
             return Ok((Some(held), departures));
@@ -328,26 +331,23 @@ pub fn held(r: &Running) -> Result<HeldNow, String> {
                 .map_err(|e| format!("router {}: its namespace: {e}", r.name))?
         }
     };
-    // A container's init watches its table as a VM's does (its console is
-    // a file of the container's directory): its departures since READY
-    // show a table lost and back between two read-backs.
-    // A namespace router's watcher (`init --watch`, its owner) does the
-    // same into its log.
-    let log = match (r.platform, r.ready["lxcpath"].as_str()) {
-        (Platform::Lxc, Some(dir)) => {
-            Some(std::path::Path::new(dir).join(&r.name).join("console.log"))
-        }
-        (Platform::Netns, _) => Some(tinyvr_host::platform_netns::held_log(&r.name)),
-        _ => None,
-    };
-    let departures = log.and_then(|p| {
-        tinyvr_host::console::all_tagged(&p, "TINYVR-HELD ")
-            .pop()
-            .and_then(|l| l["departures"].as_u64())
-    });
     tinyvr_host::verify::read_back(ns, &r.cfg)
         .map(|h| (Some(h), departures))
         .map_err(|e| format!("router {}: {e}", r.name))
+}
+
+/// Where a router's watcher writes its TINYVR-HELD lines: a VM's console,
+/// a container's console log, a namespace router's watch log.
+fn held_lines(r: &Running) -> Option<std::path::PathBuf> {
+    match r.platform {
+        Platform::Vm => Some(
+            std::path::PathBuf::from(tinyvr_host::state::DIR).join(format!("{}.console", r.name)),
+        ),
+        Platform::Lxc => r.ready["lxcpath"]
+            .as_str()
+            .map(|dir| std::path::Path::new(dir).join(&r.name).join("console.log")),
+        Platform::Netns => Some(tinyvr_host::platform_netns::held_log(&r.name)),
+    }
 }
 
 /// Routers that are up, torn down when dropped (errors, Ctrl-C).

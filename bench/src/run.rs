@@ -4,7 +4,7 @@
 
 use crate::counters::{self, Link};
 use crate::cpu;
-use crate::experiment::{FrameSpec, Loaded, Mode, Platform};
+use crate::experiment::{FrameSpec, Loaded, Mode, Platform, RouterSpec};
 use crate::gen::{self, Sent};
 use crate::routers::{self, Dir, Env, Fleet, Running};
 use crate::search;
@@ -586,6 +586,18 @@ fn bring_up(
     res: &mut Results,
 ) -> Result<(), String> {
     let (spec, cfg) = &ctx.l.routers[i];
+    bring_up_as(ctx, fleet, spec, cfg, env, res)
+}
+
+/// Brings up `cfg` as `spec` says and adds it to the fleet.
+fn bring_up_as(
+    ctx: &Ctx,
+    fleet: &mut Fleet,
+    spec: &RouterSpec,
+    cfg: &tinyvr_config::RouterConfig,
+    env: &Env,
+    res: &mut Results,
+) -> Result<(), String> {
     ctx.pb
         .set_message(format!("starting {} ({:?})", cfg.name, spec.platform));
     let r = routers::up(spec, cfg, env)?;
@@ -653,9 +665,41 @@ fn sweep(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
     Ok(())
 }
 
+/// One NDR/PDR search of router `r` alone with the experiment's
+/// `[search]`; every trial goes to the results, also when the search
+/// fails. Returns what it found and whether a trial was generator-bound.
+fn search_ndr(
+    ctx: &Ctx,
+    r: &Running,
+    frame: FrameSpec,
+    rep: u32,
+    res: &mut Results,
+) -> Result<(search::Found, bool), String> {
+    let s = ctx.l.exp.search.as_ref().expect("checked");
+    let mut trials = Vec::new();
+    let mut one = |pps: u64| -> Result<f64, String> {
+        ctx.pb.set_message(format!(
+            "{} {}B search at {} kpps (rep {})",
+            r.label,
+            frame.label(),
+            pps / 1000,
+            rep + 1
+        ));
+        let mut t = trial(ctx, &[r], &[Some(pps)], &[frame], false)?;
+        t[0].repetition = rep;
+        let loss = search_loss(pps, t[0].offered_pps, t[0].loss_ratio);
+        trials.extend(t);
+        ctx.pb.inc(1);
+        Ok(loss)
+    };
+    let found = search::ndr_pdr(&mut one, s.min_pps, s.max_pps, s.resolution_pps, s.pdr_loss);
+    let bound = trials.iter().any(|t| t.generator_bound);
+    res.trials.append(&mut trials);
+    Ok((found?, bound))
+}
+
 fn ndr_pdr(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
     let e = &ctx.l.exp;
-    let s = e.search.as_ref().expect("checked");
     for i in 0..ctx.l.routers.len() {
         let mut fleet = Fleet::default();
         bring_up(ctx, &mut fleet, i, env, res)?;
@@ -664,28 +708,8 @@ fn ndr_pdr(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
             let (mut ndrs, mut pdrs) = (Vec::new(), Vec::new());
             let mut searches_bound = false;
             for rep in 0..e.repetitions {
-                let mut trials = Vec::new();
-                let mut one = |pps: u64| -> Result<f64, String> {
-                    ctx.pb.set_message(format!(
-                        "{} {}B search at {} kpps (rep {})",
-                        r.label,
-                        frame.label(),
-                        pps / 1000,
-                        rep + 1
-                    ));
-                    let mut t = trial(ctx, &[r], &[Some(pps)], &[frame], false)?;
-                    t[0].repetition = rep;
-                    let loss = search_loss(pps, t[0].offered_pps, t[0].loss_ratio);
-                    trials.extend(t);
-                    ctx.pb.inc(1);
-                    Ok(loss)
-                };
-                let found =
-                    search::ndr_pdr(&mut one, s.min_pps, s.max_pps, s.resolution_pps, s.pdr_loss);
-                let bound = trials.iter().any(|t| t.generator_bound);
+                let (found, bound) = search_ndr(ctx, r, frame, rep, res)?;
                 searches_bound |= bound;
-                res.trials.append(&mut trials);
-                let found = found?;
                 let mut lat = Vec::new();
                 for &f in e.latency.as_ref().map_or(&[][..], |l| &l.at_pdr[..]) {
                     let pps = ((found.pdr_pps as f64 * f) as u64).max(1);
@@ -777,14 +801,7 @@ fn scale(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
             c.name = format!("{}{k}", cfg.name);
             let mut s = spec.clone();
             s.label = Some(format!("{} #{k}", spec.label(cfg)));
-            ctx.pb
-                .set_message(format!("starting {} ({n} routers)", c.name));
-            let r = routers::up(&s, &c, env)?;
-            res.routers.push(r.ready.clone());
-            fleet.0.push(r);
-            if stopped() {
-                return Err("interrupted".into());
-            }
+            bring_up_as(ctx, &mut fleet, &s, &c, env, res)?;
         }
         let rs: Vec<&Running> = fleet.0.iter().collect();
         let rates = if n == 1 {
@@ -883,24 +900,8 @@ fn isolation(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
         if spec.rates_frac.is_empty() {
             continue;
         }
-        let s = e.search.as_ref().expect("checked");
         let r = rs[i];
-        let mut trials = Vec::new();
-        let mut one = |pps: u64| -> Result<f64, String> {
-            ctx.pb.set_message(format!(
-                "{}: its NDR first, at {} kpps",
-                r.label,
-                pps / 1000
-            ));
-            let t = trial(ctx, &[r], &[Some(pps)], &[frames[i]], false)?;
-            let loss = search_loss(pps, t[0].offered_pps, t[0].loss_ratio);
-            trials.extend(t);
-            Ok(loss)
-        };
-        let found = search::ndr_pdr(&mut one, s.min_pps, s.max_pps, s.resolution_pps, s.pdr_loss);
-        let bound = trials.iter().any(|t| t.generator_bound);
-        res.trials.append(&mut trials);
-        let found = found?;
+        let (found, bound) = search_ndr(ctx, r, frames[i], 0, res)?;
         ctx.say(format!(
             "  {}: NDR {:.1} kpps, the base of its rates_frac",
             r.label,

@@ -177,6 +177,29 @@ pub fn add_macvtap(
     must_index(nl, name, "the new macvtap")
 }
 
+/// Reads link `index` back and picks one attribute from it (`what` names
+/// it in errors): what a setter compares with what it set.
+fn read_attr<T>(
+    nl: &mut dyn Netlink,
+    index: u32,
+    what: &str,
+    pick: impl Fn(LinkAttribute) -> Option<T>,
+) -> Result<Option<T>, HostError> {
+    let mut m = LinkMessage::default();
+    m.header.index = index;
+    Ok(nl
+        .request(
+            &|| format!("reading back {what}"),
+            M::GetLink(m),
+            flags::NONE,
+        )?
+        .into_iter()
+        .find_map(|r| match r {
+            M::NewLink(l) => l.attributes.into_iter().find_map(&pick),
+            _ => None,
+        }))
+}
+
 /// Sets a link's txqueuelen and reads it back: a value the kernel does not
 /// hold fails, naming the link (the queue length is an experiment's knob).
 pub fn set_txqueuelen(nl: &mut dyn Netlink, name: &str, len: u32) -> Result<u32, HostError> {
@@ -190,22 +213,10 @@ pub fn set_txqueuelen(nl: &mut dyn Netlink, name: &str, len: u32) -> Result<u32,
         M::SetLink(msg::set_link(i, &c)),
         flags::NONE,
     )?;
-    let mut m = LinkMessage::default();
-    m.header.index = i;
-    let held = nl
-        .request(
-            &|| format!("reading back the txqueuelen of {name}"),
-            M::GetLink(m),
-            flags::NONE,
-        )?
-        .into_iter()
-        .find_map(|r| match r {
-            M::NewLink(l) => l.attributes.into_iter().find_map(|a| match a {
-                LinkAttribute::TxQueueLen(q) => Some(q),
-                _ => None,
-            }),
-            _ => None,
-        });
+    let held = read_attr(nl, i, &format!("the txqueuelen of {name}"), |a| match a {
+        LinkAttribute::TxQueueLen(q) => Some(q),
+        _ => None,
+    })?;
     match held {
         Some(q) if q == len => Ok(q),
         other => Err(HostError::Other(format!(
@@ -249,22 +260,10 @@ pub fn set_mac(nl: &mut dyn Netlink, name: &str, mac: &MacAddr) -> Result<(), Ho
         M::SetLink(m),
         flags::NONE,
     )?;
-    let mut m = LinkMessage::default();
-    m.header.index = i;
-    let held = nl
-        .request(
-            &|| format!("reading back the MAC of {name}"),
-            M::GetLink(m),
-            flags::NONE,
-        )?
-        .into_iter()
-        .find_map(|r| match r {
-            M::NewLink(l) => l.attributes.into_iter().find_map(|a| match a {
-                LinkAttribute::Address(b) => <[u8; 6]>::try_from(b.as_slice()).ok().map(MacAddr),
-                _ => None,
-            }),
-            _ => None,
-        });
+    let held = read_attr(nl, i, &format!("the MAC of {name}"), |a| match a {
+        LinkAttribute::Address(b) => <[u8; 6]>::try_from(b.as_slice()).ok().map(MacAddr),
+        _ => None,
+    })?;
     match held {
         Some(h) if h == *mac => Ok(()),
         other => Err(HostError::Other(format!(

@@ -221,17 +221,8 @@ fn spawn_watcher(
     init: &Path,
     config: &Path,
 ) -> Result<u32, HostError> {
-    use std::os::unix::fs::OpenOptionsExt;
     let log = held_log(ns);
-    let e = state.intend(Resource::File { path: log.clone() })?;
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&log)
-        .map_err(|err| HostError::io(format!("creating {}", log.display()), err))?;
-    state.made(e, crate::state::file_id(&log)?)?;
+    let f = state.create_file(&log)?;
     let err = f
         .try_clone()
         .map_err(|e| HostError::io("duplicating the watcher's log", e))?;

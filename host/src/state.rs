@@ -357,8 +357,16 @@ impl State {
 
     /// Writes a file that must not exist yet (mode 0600), recorded as made.
     pub fn write_new(&mut self, path: &Path, text: &str) -> Result<(), HostError> {
+        self.create_file(path)?
+            .write_all(text.as_bytes())
+            .map_err(|e| HostError::io(format!("writing {}", path.display()), e))
+    }
+
+    /// Creates a file that must not exist yet (mode 0600), recorded as
+    /// made; returns it open for writing.
+    pub fn create_file(&mut self, path: &Path) -> Result<File, HostError> {
         let e = self.intend(Resource::File { path: path.into() })?;
-        let mut f = OpenOptions::new()
+        let f = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
@@ -366,8 +374,7 @@ impl State {
             .open(path)
             .map_err(|e| HostError::io(format!("creating {}", path.display()), e))?;
         self.made(e, file_id(path)?)?;
-        f.write_all(text.as_bytes())
-            .map_err(|e| HostError::io(format!("writing {}", path.display()), e))
+        Ok(f)
     }
 
     /// `up` succeeded: the router no longer depends on its builder.
