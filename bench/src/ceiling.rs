@@ -1,8 +1,10 @@
 //! Know the instrument: before any router, the generator sends as fast as
 //! it can, from the experiment's generator CPUs, into a bare sink (a veth
-//! pair between two namespaces, no router). What it reaches per frame size
-//! is the ceiling every router's rate is read against: a router whose
-//! zero-loss rate sits at this ceiling measured the generator.
+//! pair between two namespaces, no router) whose receive is steered to the
+//! other CPUs, as a router's is. What it offers per frame size (taken by
+//! the sink or dropped at its backlog) is the ceiling every router's rate
+//! is read against: a router whose zero-loss rate sits at this ceiling
+//! measured the generator.
 //!
 //! The two namespaces are made through the same lifecycle as a netns
 //! router (`tinyvr netns down NAME` or `gc` removes them after a crash);
@@ -15,7 +17,7 @@ use crate::gen;
 use serde::Serialize;
 use std::net::Ipv4Addr;
 use std::time::Duration;
-use tinyvr_config::MacAddr;
+use tinyvr_config::{CpuList, MacAddr};
 use tinyvr_host::{lifecycle, links, netns, platform_netns, topology, HostError};
 
 #[derive(Debug, Clone, Serialize)]
@@ -57,8 +59,9 @@ pub fn remove(name: &str) -> Result<(), HostError> {
 }
 
 /// Makes the bare sink: two quiet namespaces joined by a veth pair, up,
-/// through the netns lifecycle under instance name `name`.
-pub fn build(name: &str) -> Result<(), HostError> {
+/// through the netns lifecycle under instance name `name`; with
+/// `sink_cpus`, the sink receives on those CPUs (RPS).
+pub fn build(name: &str, sink_cpus: Option<CpuList>) -> Result<(), HostError> {
     let (src, snk) = wire(name);
     lifecycle::up(name, "netns", |state| {
         for ns in [&src, &snk] {
@@ -74,6 +77,14 @@ pub fn build(name: &str) -> Result<(), HostError> {
         )?;
         links::set_up(&mut nl, SRC_DEV)?;
         links::set_up(&mut netns::socket(Some(&snk))?, SINK_DEV)?;
+        if let Some(c) = sink_cpus {
+            // The sink's receive off the generator's CPUs, as a router's
+            // is: the generator pays for sending only.
+            netns::with_sysfs(&snk, move || {
+                tinyvr_init::sysfs::write_queue_masks(SINK_DEV, "rx", "rps_cpus", &c)
+                    .map_err(|e| HostError::Other(e.to_string()))
+            })?;
+        }
         Ok(())
     })
 }
@@ -81,7 +92,14 @@ pub fn build(name: &str) -> Result<(), HostError> {
 /// Measures the ceiling for each of the experiment's frame sizes, one run
 /// of `trial_secs` each, under the instance name `name`.
 pub fn measure(l: &Loaded, name: &str) -> Result<Vec<Ceiling>, String> {
-    build(name).map_err(|e| format!("the generator's bare sink: {e}"))?;
+    // Every online CPU the generator does not send from.
+    let gen = l.exp.traffic.cpus.clone();
+    let rest: Vec<u32> = tinyvr_host::cgroup::online_cpus()
+        .into_iter()
+        .filter(|c| gen.as_ref().is_some_and(|g| !g.0.contains(c)))
+        .collect();
+    let sink_cpus = (!rest.is_empty()).then_some(CpuList(rest));
+    build(name, sink_cpus).map_err(|e| format!("the generator's bare sink: {e}"))?;
     let r = l.frames.iter().map(|&f| one(l, name, f)).collect();
     remove(name).map_err(|e| format!("removing the generator's bare sink: {e}"))?;
     r
@@ -125,7 +143,8 @@ fn one(l: &Loaded, name: &str, frame: FrameSpec) -> Result<Ceiling, String> {
     let got = rx(&counters::read(&sink)?).saturating_sub(before);
     Ok(Ceiling {
         frame: frame.label(),
-        offered_pps: sent.pps(),
+        // Frames the sink's veth dropped were sent all the same.
+        offered_pps: (sent.packets + sent.refused) as f64 / sent.secs.max(1e-9),
         delivered_pps: got as f64 / sent.secs.max(1e-9),
         generator_cpu: (sent.cpu_secs / sent.secs.max(1e-9) * 1000.0).round() / 10.0,
     })

@@ -28,6 +28,8 @@ pub enum Ns {
     Named(String),
     /// The namespace of a process (a container's init).
     Pid(u32),
+    /// tinyvr's own (the lowers of a macvlan or macvtap datapath).
+    Host,
 }
 
 /// Parses /proc/net/dev.
@@ -57,6 +59,8 @@ pub fn parse(text: &str) -> BTreeMap<String, Link> {
 
 pub fn read(ns: &Ns) -> Result<BTreeMap<String, Link>, String> {
     let text = match ns {
+        Ns::Host => std::fs::read_to_string("/proc/self/net/dev")
+            .map_err(|e| format!("reading /proc/self/net/dev: {e}"))?,
         Ns::Pid(p) => std::fs::read_to_string(format!("/proc/{p}/net/dev"))
             .map_err(|e| format!("reading /proc/{p}/net/dev: {e}"))?,
         Ns::Named(n) => {

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tinyvr_config::{CpuList, Prefix, RouterConfig};
+use tinyvr_host::topology::Datapath;
 
 /// The RFC 2544 frame sizes (bytes, Ethernet frame including the FCS).
 pub const RFC2544: [u32; 7] = [64, 128, 256, 512, 1024, 1280, 1518];
@@ -287,9 +288,19 @@ pub struct Loaded {
 }
 
 impl RouterSpec {
-    /// A VM's source reaches its tap through a bridge unless `datapath = "tap"`.
-    pub fn src_bridge(&self) -> bool {
-        self.platform == Platform::Vm && self.datapath.as_deref() != Some("tap")
+    /// The datapath the experiment names, or the platform's default
+    /// (veth; a bridge in front of a VM's tap).
+    pub fn datapath_checked(&self) -> Result<Datapath, String> {
+        let vm = self.platform == Platform::Vm;
+        self.datapath
+            .as_deref()
+            .map_or(Ok(Datapath::default_for(vm)), |d| Datapath::parse(d, vm))
+    }
+
+    /// As [`Self::datapath_checked`], once the file is validated.
+    pub fn datapath(&self) -> Datapath {
+        self.datapath_checked()
+            .unwrap_or(Datapath::default_for(self.platform == Platform::Vm))
     }
 
     pub fn label(&self, cfg: &RouterConfig) -> String {
@@ -614,7 +625,10 @@ fn check(
                 cfg.name
             ));
         }
-        tinyvr_host::topology::plan_wired(cfg, r.platform == Platform::Vm, r.src_bridge())
+        let datapath = r
+            .datapath_checked()
+            .map_err(|e| format!("{at}.datapath: {e}"))?;
+        tinyvr_host::topology::plan_wired(cfg, datapath)
             .map_err(|e| format!("{at}.config: {e}"))?;
         let mtu = cfg.interfaces[0].mtu.unwrap_or(1500);
         for f in &fr {
@@ -625,25 +639,6 @@ fn check(
                         max_frame(mtu)
                     ));
                 }
-            }
-        }
-        if let Some(d) = &r.datapath {
-            let known: &[&str] = match r.platform {
-                Platform::Vm => &["bridge", "tap"],
-                _ => &["veth"],
-            };
-            if !known.contains(&d.as_str()) {
-                let later = ["macvlan", "macvtap"].contains(&d.as_str());
-                return Err(format!(
-                    "{at}.datapath: {d:?}: expected {} for platform {}{}",
-                    known.join(" or "),
-                    r.platform.as_str(),
-                    if later {
-                        " (the tester does not build that datapath yet)"
-                    } else {
-                        ""
-                    }
-                ));
             }
         }
         if exp.mode != Mode::Isolation
@@ -1009,12 +1004,12 @@ platform = "netns"
             (
                 "platform = \"netns\"",
                 "platform = \"netns\"\ndatapath = \"tap\"",
-                "router[0].datapath: \"tap\": expected veth",
+                "router[0].datapath: \"tap\": expected veth or macvlan for platform netns and lxc",
             ),
             (
                 "platform = \"netns\"",
-                "platform = \"vm\"\ndatapath = \"macvtap\"",
-                "router[0].datapath: \"macvtap\": expected bridge or tap for platform vm (the tester does not build that datapath yet)",
+                "platform = \"vm\"\ndatapath = \"macvlan\"",
+                "router[0].datapath: \"macvlan\": expected bridge, tap or macvtap for platform vm",
             ),
             (
                 "mode = \"sweep\"",

@@ -46,7 +46,9 @@ pub struct Sent {
     /// On the wire, counting the FCS (RFC 2544 frame sizes).
     pub bytes: u64,
     pub secs: f64,
-    /// Frames sendmmsg did not take (errors other than a full batch).
+    /// Frames the device dropped as they were sent (sendmmsg stopped at
+    /// them): the generator's own count; a trial takes the device's
+    /// tx_dropped counter as the truth.
     pub refused: u64,
     /// CPU time of the generator thread, seconds.
     pub cpu_secs: f64,
@@ -262,25 +264,47 @@ pub fn run(s: &Spec, stop: &AtomicBool) -> Result<Sent, String> {
             v.iov_len = t.len();
             seq += 1;
         }
-        // SAFETY: msgs point at iovecs into bufs, both alive and sized.
-        let n = unsafe { libc::sendmmsg(fd.as_raw_fd(), msgs.as_mut_ptr(), batch as u32, 0) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::ENOBUFS) | Some(libc::EAGAIN) | Some(libc::EINTR) => {
-                    refused += batch as u64;
-                    continue;
+        // Every frame of the batch is offered once. The socket blocks, so
+        // a frame the call stops at was dropped by the device (a veth whose
+        // receiver's backlog is full, a tap whose queue is): offered and
+        // lost at the first hop (the device's tx_dropped counts it), not
+        // sent again.
+        let mut off = 0;
+        while off < batch {
+            // SAFETY: msgs[off..batch] point at iovecs into bufs, alive and sized.
+            let n = unsafe {
+                libc::sendmmsg(
+                    fd.as_raw_fd(),
+                    msgs[off..].as_mut_ptr(),
+                    (batch - off) as u32,
+                    0,
+                )
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::ENOBUFS) => {
+                        refused += 1;
+                        off += 1;
+                    }
+                    Some(libc::EINTR) | Some(libc::EAGAIN) if !stop.load(Ordering::Relaxed) => {}
+                    Some(libc::EINTR) | Some(libc::EAGAIN) => break,
+                    _ => return Err(format!("sendmmsg on {}: {e}", s.dev)),
                 }
-                _ => return Err(format!("sendmmsg on {}: {e}", s.dev)),
+                continue;
+            }
+            let n = n as usize;
+            sent += n as u64;
+            bytes += iov[off..off + n]
+                .iter()
+                .map(|v| (v.iov_len + FCS as usize) as u64)
+                .sum::<u64>();
+            off += n;
+            if off < batch {
+                refused += 1;
+                off += 1;
             }
         }
-        let n = n as usize;
-        refused += (batch - n) as u64;
-        sent += n as u64;
-        bytes += iov[..n]
-            .iter()
-            .map(|v| (v.iov_len + FCS as usize) as u64)
-            .sum::<u64>();
     }
     Ok(Sent {
         packets: sent,

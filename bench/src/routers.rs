@@ -83,7 +83,7 @@ pub fn effective(
             cfg.interfaces[0].rps_cpus = Some(c.clone());
         }
     }
-    let t = topology::plan_wired(&cfg, spec.platform == Platform::Vm, spec.src_bridge())?;
+    let t = topology::plan_wired(&cfg, spec.datapath())?;
     if let Some(d) = dst {
         if t.sink.subnet.contains(d.addr) && !(d.len == 32 && d.addr == t.sink.ip) {
             return Err(format!(
@@ -150,6 +150,17 @@ fn finish_up(
         dev: topo.src.dev.clone(),
         dir: Dir::Tx,
     }];
+    // macvlan/macvtap: the veth ends in the host the router's devices sit
+    // on; a drop at the router's backlog shows between source and lower in.
+    let lower = |i: usize, name: &str, dir| {
+        topo.lowers.as_ref().map(|l| Hop {
+            name: name.into(),
+            ns: Ns::Host,
+            dev: l.devs[i].clone(),
+            dir,
+        })
+    };
+    hops.extend(lower(0, "lower in", Dir::Rx));
     match spec.platform {
         Platform::Netns => {
             for (n, d, dir) in [("router in", &i0, Dir::Rx), ("router out", &i1, Dir::Tx)] {
@@ -180,25 +191,42 @@ fn finish_up(
                 .as_u64()
                 .ok_or("qemu's pid is unknown")? as u32;
             procs.push((name.clone(), pid, true));
-            // With datapath = "tap" the source's device is the tap itself.
-            let tap = topo
-                .src_bridge
-                .as_ref()
-                .map_or_else(|| topo.src.dev.clone(), |b| b.tap.clone());
-            hops.push(Hop {
-                name: "vm tap in".into(),
-                ns: Ns::Named(topo.src.netns.clone()),
-                dev: tap,
-                dir: Dir::Tx,
-            });
-            hops.push(Hop {
-                name: "vm tap out".into(),
-                ns: Ns::Named(topo.sink.netns.clone()),
-                dev: topo.sink.dev.clone(),
-                dir: Dir::Rx,
-            });
+            if topo.lowers.is_some() {
+                // The macvtaps are in the host: what arrives for the guest
+                // counts as their rx, a full queue as rx_dropped.
+                for (n, i, dir) in [
+                    ("vm macvtap in", 0, Dir::Rx),
+                    ("vm macvtap out", 1, Dir::Tx),
+                ] {
+                    hops.push(Hop {
+                        name: n.into(),
+                        ns: Ns::Host,
+                        dev: cfg.interfaces[i].host_name(&name),
+                        dir,
+                    });
+                }
+            } else {
+                // With datapath = "tap" the source's device is the tap itself.
+                let tap = topo
+                    .src_bridge
+                    .as_ref()
+                    .map_or_else(|| topo.src.dev.clone(), |b| b.tap.clone());
+                hops.push(Hop {
+                    name: "vm tap in".into(),
+                    ns: Ns::Named(topo.src.netns.clone()),
+                    dev: tap,
+                    dir: Dir::Tx,
+                });
+                hops.push(Hop {
+                    name: "vm tap out".into(),
+                    ns: Ns::Named(topo.sink.netns.clone()),
+                    dev: topo.sink.dev.clone(),
+                    dir: Dir::Rx,
+                });
+            }
         }
     }
+    hops.extend(lower(1, "lower out", Dir::Tx));
     hops.push(Hop {
         name: "sink".into(),
         ns: Ns::Named(topo.sink.netns.clone()),
@@ -228,6 +256,7 @@ fn start(spec: &RouterSpec, cfg: &RouterConfig, env: &Env) -> Result<serde_json:
             config: cfg,
             name: None,
             topology: true,
+            datapath: spec.datapath(),
             init: env.init.clone(),
         })
         .map_err(e),
@@ -236,6 +265,7 @@ fn start(spec: &RouterSpec, cfg: &RouterConfig, env: &Env) -> Result<serde_json:
             name: None,
             rootfs: env.image.join("rootfs"),
             topology: true,
+            datapath: spec.datapath(),
             resources: experiment::resources(spec),
             lxcpath: PathBuf::from(tinyvr_lxc::platform::DEFAULT_LXCPATH),
             timeout: LXC_TIMEOUT,
@@ -246,7 +276,7 @@ fn start(spec: &RouterSpec, cfg: &RouterConfig, env: &Env) -> Result<serde_json:
             name: None,
             image: env.image.clone(),
             topology: true,
-            src_bridge: spec.src_bridge(),
+            datapath: spec.datapath(),
             accel: spec.accel.clone().unwrap_or_else(|| "auto".into()),
             cpus: spec.cpus.unwrap_or(1),
             memory_mb: spec.memory_mb.unwrap_or(128),

@@ -351,7 +351,13 @@ fn trial(
             .map(|(a, b)| a.since(b))
             .collect();
         let s = sent[i];
-        let mut path = vec![("generator sent".to_string(), s.packets)];
+        // Offered: what the generator handed to its device, taken or
+        // dropped there (hop 0 is the source: a veth whose peer's backlog
+        // is full or a tap whose queue is drops as it is sent, and the
+        // kernel's tx_dropped is the count).
+        let offered = s.packets + d[0].tx_dropped;
+        let offered_pps = offered as f64 / s.secs.max(1e-9);
+        let mut path = vec![("generator offered".to_string(), offered)];
         for (h, l) in r.hops.iter().zip(&d) {
             let n = match h.dir {
                 Dir::Rx => l.rx_packets,
@@ -372,7 +378,7 @@ fn trial(
             })
             .collect();
         let received = d.last().map_or(0, |l| l.rx_packets);
-        let lost = s.packets as i64 - received as i64;
+        let lost = offered as i64 - received as i64;
         let mut cpu: BTreeMap<String, f64> = cpu_pct
             .iter()
             .filter(|(k, _)| k.starts_with(&format!("{}/", r.name)) || k.starts_with("host/"))
@@ -383,13 +389,13 @@ fn trial(
             (s.cpu_secs / secs * 1000.0).round() / 10.0,
         );
         let (held, departures) = crate::routers::held(r)?;
-        let loss_ratio = if s.packets > 0 {
-            lost.max(0) as f64 / s.packets as f64
+        let loss_ratio = if offered > 0 {
+            lost.max(0) as f64 / offered as f64
         } else {
             0.0
         };
         out.push(Trial {
-            generator_bound: generator_bound(rates[i], s.pps(), loss_ratio),
+            generator_bound: generator_bound(rates[i], offered_pps, loss_ratio),
             softnet: softnet.clone(),
             cores: cpu::cores(&cpu0, &cpu1),
             timeline: timelines[i].clone(),
@@ -406,7 +412,7 @@ fn trial(
             repetition: 0,
             target_pps: rates[i],
             sent: s,
-            offered_pps: s.pps(),
+            offered_pps,
             received,
             forwarded_pps: received as f64 / s.secs.max(1e-9),
             lost,

@@ -21,6 +21,10 @@ pub struct UpArgs {
     /// router's first and second interface.
     #[arg(long)]
     topology: bool,
+    /// With --topology: `veth` (a veth pair to each end) or `macvlan` (a
+    /// macvlan in bridge mode on a veth from each end).
+    #[arg(long, default_value = "veth", value_parser = ["veth", "macvlan"])]
+    datapath: String,
     #[command(flatten)]
     resources: crate::resources::ResourceArgs,
     /// Where container directories live.
@@ -66,6 +70,8 @@ fn up_opts<'a>(a: &'a UpArgs, cfg: &'a tinyvr_config::RouterConfig) -> Up<'a> {
         name: a.name.clone(),
         rootfs: a.rootfs.clone(),
         topology: a.topology,
+        datapath: tinyvr_host::topology::Datapath::parse(&a.datapath, false)
+            .expect("clap checked the name"),
         resources: a.resources.resources(),
         lxcpath: a.lxcpath.clone(),
         timeout: Duration::from_secs(a.timeout),

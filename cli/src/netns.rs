@@ -18,6 +18,10 @@ pub enum NetnsCmd {
         /// permanent neighbours.
         #[arg(long)]
         topology: bool,
+        /// With --topology: `veth` (a veth pair to each end) or `macvlan`
+        /// (a macvlan in bridge mode on a veth from each end).
+        #[arg(long, default_value = "veth", value_parser = ["veth", "macvlan"])]
+        datapath: String,
     },
     /// Remove everything `up` created (also after a crash).
     Down { name: String },
@@ -41,11 +45,14 @@ pub fn run(cmd: NetnsCmd) -> Result<()> {
             config,
             name,
             topology,
+            datapath,
         } => {
             let ready = platform_netns::up(&Up {
                 config: &tinyvr_host::topology::read(&config)?,
                 name,
                 topology,
+                datapath: tinyvr_host::topology::Datapath::parse(&datapath, false)
+                    .expect("clap checked the name"),
                 init: init_binary()?,
             })?;
             println!("{ready}");

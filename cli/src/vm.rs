@@ -21,10 +21,12 @@ pub struct UpArgs {
     /// the first and second interface into them.
     #[arg(long)]
     topology: bool,
-    /// With --topology, how the source reaches the VM's in tap: `bridge`
-    /// (a veth and a bridge in the source namespace, as a NIC's traffic
-    /// would) or `tap` (the generator writes into the tap itself).
-    #[arg(long, default_value = "bridge", value_parser = ["bridge", "tap"])]
+    /// With --topology, how the source and sink reach the VM: `bridge`
+    /// (a veth and a bridge in the source namespace in front of the in tap,
+    /// as a NIC's traffic would), `tap` (the generator writes into the tap
+    /// itself) or `macvtap` (a macvtap in bridge mode on a veth from each
+    /// end; its queue is where overload drops).
+    #[arg(long, default_value = "bridge", value_parser = ["bridge", "tap", "macvtap"])]
     datapath: String,
     /// auto (KVM only when /dev/kvm opens and the CPU has vmx/svm), kvm or tcg.
     #[arg(long, default_value = "auto")]
@@ -93,7 +95,8 @@ fn opts<'a>(a: &'a UpArgs, cfg: &'a tinyvr_config::RouterConfig) -> Up<'a> {
         name: a.name.clone(),
         image: a.image.clone(),
         topology: a.topology,
-        src_bridge: a.datapath == "bridge",
+        datapath: tinyvr_host::topology::Datapath::parse(&a.datapath, true)
+            .expect("clap checked the name"),
         accel: a.accel.clone(),
         cpus: a.cpus,
         memory_mb: a.memory,

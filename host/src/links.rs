@@ -203,24 +203,44 @@ fn read_attr<T>(
 /// Sets a link's txqueuelen and reads it back: a value the kernel does not
 /// hold fails, naming the link (the queue length is an experiment's knob).
 pub fn set_txqueuelen(nl: &mut dyn Netlink, name: &str, len: u32) -> Result<u32, HostError> {
-    let i = must_index(nl, name, "setting txqueuelen")?;
+    set_number(nl, name, "txqueuelen", len, |a| match a {
+        LinkAttribute::TxQueueLen(q) => Some(q),
+        _ => None,
+    })
+}
+
+/// Sets a link's MTU and reads it back.
+pub fn set_mtu(nl: &mut dyn Netlink, name: &str, mtu: u32) -> Result<u32, HostError> {
+    set_number(nl, name, "mtu", mtu, |a| match a {
+        LinkAttribute::Mtu(q) => Some(q),
+        _ => None,
+    })
+}
+
+/// Sets the link attribute `what` (mtu or txqueuelen) to `v` and reads it
+/// back through `pick`: a value the kernel does not hold fails, naming it.
+fn set_number(
+    nl: &mut dyn Netlink,
+    name: &str,
+    what: &str,
+    v: u32,
+    pick: fn(LinkAttribute) -> Option<u32>,
+) -> Result<u32, HostError> {
+    let i = must_index(nl, name, &format!("setting {what}"))?;
     let c = LinkChange {
-        txqueuelen: Some(len),
+        txqueuelen: (what == "txqueuelen").then_some(v),
+        mtu: (what == "mtu").then_some(v),
         ..Default::default()
     };
     nl.request(
-        &|| format!("setting txqueuelen {len} on {name}"),
+        &|| format!("setting {what} {v} on {name}"),
         M::SetLink(msg::set_link(i, &c)),
         flags::NONE,
     )?;
-    let held = read_attr(nl, i, &format!("the txqueuelen of {name}"), |a| match a {
-        LinkAttribute::TxQueueLen(q) => Some(q),
-        _ => None,
-    })?;
-    match held {
-        Some(q) if q == len => Ok(q),
+    match read_attr(nl, i, &format!("the {what} of {name}"), pick)? {
+        Some(q) if q == v => Ok(q),
         other => Err(HostError::Other(format!(
-            "{name}: txqueuelen {len} was asked, the kernel holds {}",
+            "{name}: {what} {v} was asked, the kernel holds {}",
             other.map_or("none".to_string(), |q| q.to_string())
         ))),
     }

@@ -177,6 +177,37 @@ pub fn run_in_file<T: Send>(
     })
 }
 
+/// As [`run_in`], with /sys remounted in a mount namespace of the
+/// thread's own, so /sys/class/net shows namespace `name`'s devices (their
+/// queue files: RPS masks). The mount goes with the thread.
+pub fn with_sysfs<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> Result<T, HostError> + Send + 'static,
+) -> Result<T, HostError> {
+    run_in(Some(name), move || {
+        let sys = |what: &str, e| HostError::sys(format!("{what} (sysfs of namespace)"), e);
+        unshare(CloneFlags::CLONE_NEWNS).map_err(|e| sys("unshare", e))?;
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_SLAVE,
+            None::<&str>,
+        )
+        .map_err(|e| sys("making / a slave", e))?;
+        umount2("/sys", MntFlags::MNT_DETACH).map_err(|e| sys("unmounting /sys", e))?;
+        mount(
+            Some("sysfs"),
+            "/sys",
+            Some("sysfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|e| sys("mounting sysfs", e))?;
+        f()
+    })
+}
+
 /// A netlink socket bound to namespace `name`.
 pub fn socket(name: Option<&str>) -> Result<tinyvr_init::netlink::Socket, HostError> {
     run_in(name, || Ok(tinyvr_init::netlink::Socket::open()?))

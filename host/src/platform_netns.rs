@@ -15,6 +15,8 @@ pub struct Up<'a> {
     pub name: Option<String>,
     /// Also build the source/sink topology around the router.
     pub topology: bool,
+    /// With the topology: veth or macvlan.
+    pub datapath: topology::Datapath,
     /// The tinyvr-init binary that applies the config.
     pub init: PathBuf,
 }
@@ -283,7 +285,7 @@ fn spawn_watcher(
 /// Brings a router up; on any failure everything it created so far is
 /// removed, and nothing it did not create is touched.
 pub fn up(o: &Up) -> Result<serde_json::Value, HostError> {
-    let (cfg, topo) = topology::resolve(o.config, o.name.as_deref(), o.topology, false)?;
+    let (cfg, topo) = topology::resolve_wired(o.config, o.name.as_deref(), o.topology, o.datapath)?;
     let name = cfg.name.clone();
     crate::lifecycle::up(&name, "netns", |state| {
         if let Some(t) = &topo {

@@ -7,7 +7,7 @@ use crate::{links, netns, HostError};
 use serde::Serialize;
 use std::net::IpAddr;
 use tinyvr_config::values::{from_bits, to_bits};
-use tinyvr_config::{HostLink, MacAddr, Neighbor, Prefix, RouterConfig};
+use tinyvr_config::{CpuList, HostLink, MacAddr, MacvlanMode, Neighbor, Prefix, RouterConfig};
 
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct End {
@@ -30,6 +30,101 @@ pub struct Topology {
     /// that falls behind drops at its tap's queue instead of pushing back on
     /// the generator's socket.
     pub src_bridge: Option<SrcBridge>,
+    /// macvlan (netns, LXC) and macvtap (VM): the router's in and out
+    /// devices sit on these, one veth end each in the host namespace whose
+    /// peers are `src.dev` and `sink.dev`.
+    #[serde(default)]
+    pub lowers: Option<Lowers>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Lowers {
+    /// In the host namespace: [in side, out side].
+    pub devs: [String; 2],
+    /// RPS on each lower: a macvlan's receive runs in its lower's softirq
+    /// (the macvlan has no backlog of its own), so the CPUs the config asks
+    /// for the router's interface are steered to here instead.
+    pub rps_cpus: [Option<CpuList>; 2],
+    /// The router interface's MTU, on the lower and its peer: a macvlan
+    /// cannot be larger than its lower.
+    pub mtu: [Option<u32>; 2],
+}
+
+/// How the source and the sink reach the router's in and out interfaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Datapath {
+    /// netns, LXC: a veth pair from each end's namespace to the router.
+    Veth,
+    /// netns, LXC: a macvlan (bridge mode) in the router on a veth the end feeds.
+    Macvlan,
+    /// VM: the source writes into the VM's tap itself.
+    Tap,
+    /// VM: the source reaches the VM's tap through a veth and a bridge.
+    Bridge,
+    /// VM: a macvtap (bridge mode) on a veth the end feeds.
+    Macvtap,
+}
+
+impl Datapath {
+    pub const NETNS: &'static [&'static str] = &["veth", "macvlan"];
+    pub const VM: &'static [&'static str] = &["bridge", "tap", "macvtap"];
+
+    pub fn default_for(for_vm: bool) -> Datapath {
+        if for_vm {
+            Datapath::Bridge
+        } else {
+            Datapath::Veth
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Datapath::Veth => "veth",
+            Datapath::Macvlan => "macvlan",
+            Datapath::Tap => "tap",
+            Datapath::Bridge => "bridge",
+            Datapath::Macvtap => "macvtap",
+        }
+    }
+
+    pub fn for_vm(self) -> bool {
+        matches!(self, Datapath::Tap | Datapath::Bridge | Datapath::Macvtap)
+    }
+
+    /// The datapath named `s` for a VM (`for_vm`) or a netns/LXC router;
+    /// the error says which names the platform takes.
+    pub fn parse(s: &str, for_vm: bool) -> Result<Datapath, String> {
+        let d = match s {
+            "veth" => Datapath::Veth,
+            "macvlan" => Datapath::Macvlan,
+            "tap" => Datapath::Tap,
+            "bridge" => Datapath::Bridge,
+            "macvtap" => Datapath::Macvtap,
+            _ => return Err(Self::expected(s, for_vm)),
+        };
+        if d.for_vm() != for_vm {
+            return Err(Self::expected(s, for_vm));
+        }
+        Ok(d)
+    }
+
+    fn expected(s: &str, for_vm: bool) -> String {
+        let (names, platform) = if for_vm {
+            (Self::VM, "vm")
+        } else {
+            (Self::NETNS, "netns and lxc")
+        };
+        let (last, rest) = names.split_last().expect("names");
+        format!(
+            "{s:?}: expected {} or {last} for platform {platform}",
+            rest.join(", ")
+        )
+    }
+
+    fn lowered(self) -> bool {
+        matches!(self, Datapath::Macvlan | Datapath::Macvtap)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
@@ -46,6 +141,9 @@ pub struct SrcBridge {
 const GEN_DEV: &str = "gen0";
 const GEN_PORT: &str = "gen0-br";
 const GEN_BRIDGE: &str = "br0";
+/// The sink's device when it feeds a lower (the sink namespace is the
+/// router's own too).
+const SNK_DEV: &str = "snk0";
 
 /// A host address in the same subnet as the router's `a`: the next one,
 /// or the previous one when `a` is the last usable.
@@ -87,12 +185,13 @@ fn nic_only(h: &HostLink) -> bool {
 /// Plans the ends for a router: pure, no system calls. A VM's source
 /// reaches its tap through a veth and a bridge (see [`Topology`]).
 pub fn plan(cfg: &RouterConfig, for_vm: bool) -> Result<Topology, String> {
-    plan_wired(cfg, for_vm, for_vm)
+    plan_wired(cfg, Datapath::default_for(for_vm))
 }
 
-/// As [`plan`]; for a VM, `src_bridge` false makes the VM's tap itself
-/// the source's device (the generator writes into the tap).
-pub fn plan_wired(cfg: &RouterConfig, for_vm: bool, src_bridge: bool) -> Result<Topology, String> {
+/// As [`plan`], through the given datapath (which also says the platform:
+/// VM or not).
+pub fn plan_wired(cfg: &RouterConfig, datapath: Datapath) -> Result<Topology, String> {
+    let for_vm = datapath.for_vm();
     if cfg.interfaces.len() < 2 {
         return Err(format!(
             "the topology needs two interfaces (in, out); {} has {}",
@@ -139,7 +238,8 @@ pub fn plan_wired(cfg: &RouterConfig, for_vm: bool, src_bridge: bool) -> Result<
         })
     };
     let mut src = end(0, "src", 0x0a)?;
-    let src_bridge = (for_vm && src_bridge).then(|| {
+    let mut sink = end(1, "snk", 0x0b)?;
+    let src_bridge = (datapath == Datapath::Bridge).then(|| {
         let tap = std::mem::replace(&mut src.dev, GEN_DEV.into());
         SrcBridge {
             bridge: GEN_BRIDGE.into(),
@@ -147,10 +247,43 @@ pub fn plan_wired(cfg: &RouterConfig, for_vm: bool, src_bridge: bool) -> Result<
             tap,
         }
     });
+    let lowers = if datapath.lowered() {
+        let devs = [0, 1].map(|i| format!("{}-p{i}", cfg.name));
+        if let Some(d) = devs.iter().find(|d| d.len() > 15) {
+            return Err(format!(
+                "datapath {}: the lower device {d:?} would be longer than 15 characters; use a router name of at most 12",
+                datapath.as_str()
+            ));
+        }
+        if datapath == Datapath::Macvlan {
+            if let Some(i) = (0..2).find(|&i| cfg.interfaces[i].xps_cpus.is_some()) {
+                return Err(format!(
+                    "interface[{i}] ({}).xps_cpus: a macvlan has no transmit queue to steer (it sends in the caller's context); drop it for datapath macvlan",
+                    cfg.interfaces[i].name
+                ));
+            }
+        }
+        src.dev = GEN_DEV.into();
+        sink.dev = SNK_DEV.into();
+        // A VM steers its own receive inside the guest.
+        let rps = |i: usize| {
+            (datapath == Datapath::Macvlan)
+                .then(|| cfg.interfaces[i].rps_cpus.clone())
+                .flatten()
+        };
+        Some(Lowers {
+            devs,
+            rps_cpus: [rps(0), rps(1)],
+            mtu: [0, 1].map(|i| cfg.interfaces[i].mtu),
+        })
+    } else {
+        None
+    };
     Ok(Topology {
         src,
-        sink: end(1, "snk", 0x0b)?,
+        sink,
         src_bridge,
+        lowers,
     })
 }
 
@@ -166,7 +299,30 @@ pub fn attach(cfg: &mut RouterConfig, t: &Topology, for_vm: bool) {
                 .parse()
                 .expect("validated name"),
         );
-        ifc.host = Some(if for_vm {
+        let lower = t
+            .lowers
+            .as_ref()
+            .map(|l| l.devs[i].parse().expect("checked when planned"));
+        ifc.host = Some(if let Some(parent) = lower {
+            if for_vm {
+                let nic = match ifc.host.take() {
+                    Some(HostLink::Tap { nic, .. }) => nic,
+                    _ => Default::default(),
+                };
+                HostLink::Macvtap {
+                    parent,
+                    mode: MacvlanMode::Bridge,
+                    nic,
+                }
+            } else {
+                // Its RPS is the lower's (see Lowers::rps_cpus).
+                ifc.rps_cpus = None;
+                HostLink::Macvlan {
+                    parent,
+                    mode: MacvlanMode::Bridge,
+                }
+            }
+        } else if for_vm {
             // A VM's end is its tap, moved into the namespace (and on the
             // source side put on the bridge there).
             let nic = match ifc.host.take() {
@@ -216,18 +372,17 @@ pub fn resolve(
     topology: bool,
     for_vm: bool,
 ) -> Result<(RouterConfig, Option<Topology>), HostError> {
-    resolve_wired(cfg, instance, topology, for_vm, for_vm)
+    resolve_wired(cfg, instance, topology, Datapath::default_for(for_vm))
 }
 
-/// As [`resolve`], choosing for a VM whether the source reaches its tap
-/// through a bridge (`src_bridge`) or writes into the tap itself.
+/// As [`resolve`], through the given datapath (which says the platform).
 pub fn resolve_wired(
     cfg: &RouterConfig,
     instance: Option<&str>,
     topology: bool,
-    for_vm: bool,
-    src_bridge: bool,
+    datapath: Datapath,
 ) -> Result<(RouterConfig, Option<Topology>), HostError> {
+    let for_vm = datapath.for_vm();
     if !for_vm {
         // The baseline and a container share the host's kernel.
         tinyvr_config::sysctl_scope::check_per_netns(cfg)
@@ -251,7 +406,7 @@ pub fn resolve_wired(
         }
     }
     let topo = if topology {
-        Some(plan_wired(&cfg, for_vm, src_bridge).map_err(HostError::Other)?)
+        Some(plan_wired(&cfg, datapath).map_err(HostError::Other)?)
     } else {
         None
     };
@@ -261,11 +416,22 @@ pub fn resolve_wired(
     Ok((cfg, topo))
 }
 
-/// Creates the source and sink namespaces (tinyvr's once made), quiet.
+/// Creates the source and sink namespaces (tinyvr's once made), quiet,
+/// and the lowers a macvlan or macvtap datapath sits on.
 pub fn create_namespaces(t: &Topology, state: &mut crate::state::State) -> Result<(), HostError> {
+    let mut host = netns::socket(None)?;
+    // A name clash is an error before anything is made.
+    for d in t.lowers.iter().flat_map(|l| &l.devs) {
+        links::must_be_free(&mut host, d, None)?;
+    }
     for ns in [&t.src.netns, &t.sink.netns] {
         crate::platform_netns::create_netns(state, ns)?;
         quiet(ns)?;
+    }
+    if let Some(l) = &t.lowers {
+        for (i, e) in [&t.src, &t.sink].into_iter().enumerate() {
+            add_lower(&mut host, &l.devs[i], e, l, i, state)?;
+        }
     }
     if let Some(b) = &t.src_bridge {
         // Inside the namespace: deleted with it.
@@ -283,6 +449,89 @@ pub fn create_namespaces(t: &Topology, state: &mut crate::state::State) -> Resul
         }
     }
     Ok(())
+}
+
+/// A veth from the end's namespace (`e.dev`) to `dev` in the host's: made
+/// whole inside the end's namespace (it would go with it), recorded, and
+/// only then is `dev` moved out; quiet, up, with its RPS written and read
+/// back.
+fn add_lower(
+    host: &mut dyn tinyvr_init::netlink::Netlink,
+    dev: &str,
+    e: &End,
+    l: &Lowers,
+    i: usize,
+    state: &mut crate::state::State,
+) -> Result<(), HostError> {
+    use crate::state::Resource;
+    use std::os::fd::AsRawFd;
+    let mut enl = netns::socket(Some(&e.netns))?;
+    links::add_veth(&mut enl, (&e.dev, Some(&e.mac)), (dev, None), None)?;
+    let index = links::must_index(&mut enl, dev, "the new lower")?;
+    let entry = state.add_made(
+        Resource::Link {
+            name: dev.into(),
+            netns: None,
+        },
+        index as u64,
+    )?;
+    if let Some(m) = l.mtu[i] {
+        links::set_mtu(&mut enl, &e.dev, m)?;
+        links::set_mtu(&mut enl, dev, m)?;
+    }
+    let to = netns::open_or_own(None)?;
+    links::move_to(&mut enl, dev, to.as_raw_fd(), None)?;
+    let moved = links::must_index(host, dev, "the moved lower")?;
+    if moved != index {
+        state.relocate(entry, None, moved as u64)?;
+    }
+    links::quiet_ipv6(dev)?;
+    links::set_up(host, dev)?;
+    if let Some(c) = &l.rps_cpus[i] {
+        tinyvr_init::sysfs::write_queue_masks(dev, "rx", "rps_cpus", c)
+            .map_err(|e| HostError::Other(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// The lowers' RPS as the kernel holds it now, per lower and queue,
+/// compared with what the topology asks: the READY json's `datapath`.
+fn lowers_held(t: &Topology) -> Result<serde_json::Value, HostError> {
+    let Some(l) = &t.lowers else {
+        return Ok(serde_json::Value::Null);
+    };
+    let mut out = Vec::new();
+    for (dev, asked) in l.devs.iter().zip(&l.rps_cpus) {
+        let dir = std::path::Path::new("/sys/class/net")
+            .join(dev)
+            .join("queues");
+        let mut queues = serde_json::Map::new();
+        let rd = std::fs::read_dir(&dir)
+            .map_err(|e| HostError::io(format!("reading {}", dir.display()), e))?;
+        for q in rd.filter_map(|q| q.ok()) {
+            let name = q.file_name().to_string_lossy().into_owned();
+            if !name.starts_with("rx-") {
+                continue;
+            }
+            let p = q.path().join("rps_cpus");
+            let text = std::fs::read_to_string(&p)
+                .map_err(|e| HostError::io(format!("reading {}", p.display()), e))?;
+            let held = CpuList::from_mask(&text).unwrap_or(CpuList(vec![]));
+            let want = asked.clone().unwrap_or(CpuList(vec![]));
+            if !held.same_cpus(&want) {
+                return Err(HostError::Other(format!(
+                    "lower {dev} {name}: rps_cpus asked CPUs \"{want}\", the kernel holds CPUs \"{held}\""
+                )));
+            }
+            queues.insert(name, held.to_string().into());
+        }
+        out.push(serde_json::json!({
+            "dev": dev,
+            "rps_cpus": asked.as_ref().map(|c| c.to_string()),
+            "rps_cpus_held": queues,
+        }));
+    }
+    Ok(serde_json::json!({ "lowers": out }))
 }
 
 /// After READY: configures both ends from the router's MACs in the READY
@@ -305,6 +554,7 @@ pub fn finish(t: &Topology, ready: &mut serde_json::Value) -> Result<(), HostErr
     }
     configure_ends(t, [mac(0)?, mac(1)?])?;
     ready["topology"] = serde_json::to_value(t).expect("a topology serializes");
+    ready["datapath"] = lowers_held(t)?;
     Ok(())
 }
 
@@ -421,6 +671,72 @@ mod tests {
             nic: Default::default(),
         });
         assert!(plan(&cfg, true).is_err());
+    }
+
+    #[test]
+    fn a_macvlan_or_macvtap_sits_on_a_lower_per_end() {
+        let mut cfg = tinyvr_config::load(include_str!("../../examples/router.toml")).unwrap();
+        let err = plan_wired(&cfg, Datapath::Macvlan).unwrap_err();
+        assert!(err.starts_with("interface[1] (out0).xps_cpus"), "{err}");
+        cfg.interfaces[1].xps_cpus = None;
+        let t = plan_wired(&cfg, Datapath::Macvlan).unwrap();
+        let l = t.lowers.clone().unwrap();
+        assert_eq!(l.devs, ["vr1-p0".to_string(), "vr1-p1".to_string()]);
+        assert_eq!((t.src.dev.as_str(), t.sink.dev.as_str()), ("gen0", "snk0"));
+        // The in interface's RPS goes on its lower, and its MTU on both.
+        assert_eq!(
+            l.rps_cpus[0].as_ref().map(|c| c.to_string()),
+            Some("0".into())
+        );
+        assert_eq!(l.mtu, [Some(1500), Some(9000)]);
+        let mut m = cfg.clone();
+        attach(&mut m, &t, false);
+        assert!(m.interfaces[0].rps_cpus.is_none());
+        assert!(matches!(
+            &m.interfaces[1].host,
+            Some(HostLink::Macvlan { parent, mode: MacvlanMode::Bridge }) if parent.as_str() == "vr1-p1"
+        ));
+        m.validate().unwrap();
+        // A VM's macvtap keeps the NIC settings; no RPS on the lower.
+        cfg.interfaces[0].host = Some(HostLink::Tap {
+            name: None,
+            netns: None,
+            bridge: None,
+            nic: tinyvr_config::VirtioNic {
+                txqueuelen: Some(5),
+                ..Default::default()
+            },
+        });
+        let t = plan_wired(&cfg, Datapath::Macvtap).unwrap();
+        assert_eq!(t.lowers.as_ref().unwrap().rps_cpus, [None, None]);
+        attach(&mut cfg, &t, true);
+        assert!(matches!(
+            &cfg.interfaces[0].host,
+            Some(HostLink::Macvtap { parent, nic, .. })
+                if parent.as_str() == "vr1-p0" && nic.txqueuelen == Some(5)
+        ));
+        cfg.name = "thirteen-char".into();
+        cfg.interfaces[0].host = None;
+        cfg.interfaces[1].host = None;
+        let err = plan_wired(&cfg, Datapath::Macvtap).unwrap_err();
+        assert!(err.contains("\"thirteen-char-p0\""), "{err}");
+    }
+
+    #[test]
+    fn a_datapath_belongs_to_its_platform() {
+        assert_eq!(Datapath::parse("macvtap", true), Ok(Datapath::Macvtap));
+        assert_eq!(
+            Datapath::parse("macvtap", false).unwrap_err(),
+            "\"macvtap\": expected veth or macvlan for platform netns and lxc"
+        );
+        assert_eq!(
+            Datapath::parse("veth", true).unwrap_err(),
+            "\"veth\": expected bridge, tap or macvtap for platform vm"
+        );
+        for d in Datapath::NETNS.iter().chain(Datapath::VM) {
+            let vm = Datapath::VM.contains(d);
+            assert_eq!(Datapath::parse(d, vm).unwrap().as_str(), *d);
+        }
     }
 
     #[test]

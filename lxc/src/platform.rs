@@ -23,6 +23,8 @@ pub struct Up<'a> {
     pub name: Option<String>,
     pub rootfs: PathBuf,
     pub topology: bool,
+    /// With the topology: veth or macvlan.
+    pub datapath: topology::Datapath,
     pub resources: Resources,
     pub lxcpath: PathBuf,
     pub timeout: Duration,
@@ -106,7 +108,7 @@ pub fn check_lxcpath(p: &Path) -> Result<(), HostError> {
 
 fn load(o: &Up) -> Result<(tinyvr_config::RouterConfig, Option<topology::Topology>), HostError> {
     check_lxcpath(&o.lxcpath)?;
-    let loaded = topology::resolve(o.config, o.name.as_deref(), o.topology, false)?;
+    let loaded = topology::resolve_wired(o.config, o.name.as_deref(), o.topology, o.datapath)?;
     tinyvr_host::cgroup::check(&o.resources, &online_cpus()).map_err(HostError::Other)?;
     Ok(loaded)
 }

@@ -28,9 +28,9 @@ pub struct Up<'a> {
     /// Directory with bzImage and initramfs.cpio.gz.
     pub image: PathBuf,
     pub topology: bool,
-    /// With the topology: the source reaches the VM's tap through a veth
-    /// and a bridge (true), or writes into the tap itself (false).
-    pub src_bridge: bool,
+    /// With the topology: how the source and sink reach the VM's NICs
+    /// (bridge, tap or macvtap).
+    pub datapath: topology::Datapath,
     pub accel: String,
     pub cpus: u32,
     pub memory_mb: u32,
@@ -84,7 +84,7 @@ fn prepare(o: &Up) -> Result<(RouterConfig, Option<topology::Topology>, Accel, S
         }
     }
     let (mut cfg, topo) =
-        topology::resolve_wired(o.config, o.name.as_deref(), o.topology, true, o.src_bridge)?;
+        topology::resolve_wired(o.config, o.name.as_deref(), o.topology, o.datapath)?;
     let online = cgroup::online_cpus();
     o.placement.check(&online).map_err(HostError::Other)?;
     cgroup::check(&o.resources, &online).map_err(HostError::Other)?;
@@ -113,12 +113,16 @@ fn prepare(o: &Up) -> Result<(RouterConfig, Option<topology::Topology>, Accel, S
                 )));
             }
         }
+        // The topology's lowers are made with it; any other parent must exist.
+        let lowers = topo.as_ref().and_then(|t| t.lowers.as_ref());
         if let Some(HostLink::Macvtap { parent, .. }) = &ifc.host {
-            links::must_index(
-                &mut nl,
-                parent.as_str(),
-                &format!("interface[{i}] ({}) macvtap parent", ifc.name),
-            )?;
+            if !lowers.is_some_and(|l| l.devs.iter().any(|d| d == parent.as_str())) {
+                links::must_index(
+                    &mut nl,
+                    parent.as_str(),
+                    &format!("interface[{i}] ({}) macvtap parent", ifc.name),
+                )?;
+            }
         }
         if let Some(HostLink::Vfio { pci }) = &ifc.host {
             if acc != Accel::Kvm {

@@ -284,7 +284,12 @@ txqueuelen = 50
     let got = t["received"].as_u64().unwrap();
     let lost = t["lost"].as_i64().unwrap();
     assert!(lost > 0, "no loss at 150 kpps through a TCG VM: {t}");
-    assert_eq!(lost, sent as i64 - got as i64);
+    // Offered: what the generator sent plus what its own device dropped
+    // as it was sent (the kernel's count).
+    let at_source = t["hops"][0][1]["tx_dropped"].as_u64().unwrap();
+    assert_eq!(t["path"][0][0], "generator offered");
+    assert_eq!(t["path"][0][1].as_u64(), Some(sent + at_source));
+    assert_eq!(lost, (sent + at_source) as i64 - got as i64);
     let between: i64 = t["lost_between"]
         .as_array()
         .unwrap()
@@ -670,10 +675,12 @@ rates_pps = [5000, 20000000]
     assert_eq!(c["frame"], "64", "{c}");
     let ceiling = c["offered_pps"].as_f64().unwrap();
     assert!(ceiling > 0.0 && ceiling < 19_600_000.0, "{c}");
+    // The sink receives on the other CPUs (as a router would): on a small
+    // host its backlog may drop some of what the generator offers.
     let delivered = c["delivered_pps"].as_f64().unwrap();
     assert!(
-        delivered > 0.9 * ceiling,
-        "a bare sink takes what it is sent: {c}"
+        delivered > 0.0 && delivered <= ceiling * 1.001,
+        "the sink saw at most what was offered: {c}"
     );
     let table = String::from_utf8_lossy(&o.stdout);
     assert!(
@@ -905,4 +912,147 @@ fn the_demo_compares_the_three_platforms() {
     for n in ["d-ns", "d-lxc", "d-vm"] {
         assert_eq!(leftovers(n), Vec::<String>::new());
     }
+}
+
+/// The hop named `name` of a trial: its link counters.
+fn hop<'a>(t: &'a Value, name: &str) -> &'a Value {
+    &t["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h[0] == name)
+        .unwrap_or_else(|| panic!("no hop {name}: {}", t["hops"]))[1]
+}
+
+#[test]
+fn macvlan_and_macvtap_datapaths_are_built_counted_and_removed() {
+    require!(is_root(), "needs root (namespaces, macvlans)");
+    require!(
+        has_cmd("lxc-start"),
+        "needs lxc-start (scripts/setup installs it)"
+    );
+    require!(vm_ok().is_none(), vm_ok().unwrap_or(""));
+    let _one = one_at_a_time();
+    let (m, l, v) = (name("m"), name("l"), name("v"));
+    let dir = Scratch::new("bench-lowers");
+    let (o, out) = bench(
+        &dir,
+        &format!(
+            r#"name = "lowers"
+mode = "sweep"
+trial_secs = 1.0
+[traffic]
+frames = [64]
+flows = 16
+dst = "10.9.0.0/24"
+rates_pps = [5000]
+max_rate = true
+[[router]]
+config = "router.toml"
+platform = "netns"
+name = "{m}"
+datapath = "macvlan"
+[[router]]
+config = "router.toml"
+platform = "lxc"
+name = "{l}"
+datapath = "macvlan"
+[[router]]
+config = "router.toml"
+platform = "vm"
+accel = "tcg"
+name = "{v}"
+datapath = "macvtap"
+txqueuelen = 20
+"#
+        ),
+    );
+    ok(&o);
+    let r = results(&out);
+    for (i, n) in [&m, &l, &v].into_iter().enumerate() {
+        let router = &r["routers"][i];
+        // Each end feeds a veth whose host end is the lower.
+        let lowers = router["datapath"]["lowers"].as_array().unwrap();
+        assert_eq!(lowers[0]["dev"], format!("{n}-p0"), "{router}");
+        let rps = &lowers[0]["rps_cpus_held"]["rx-0"];
+        if i < 2 {
+            // The router's CPUs steer the lower's receive (the macvlan's
+            // own happens in it), never the generator's CPU 0.
+            assert_eq!(Some(rps.as_str().unwrap()), lowers[0]["rps_cpus"].as_str());
+            assert!(!rps.as_str().unwrap().split(',').any(|c| c == "0"), "{rps}");
+        } else {
+            assert_eq!(rps, "", "a VM steers inside the guest");
+        }
+        for t in r["trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["router"] == *n)
+        {
+            assert_eq!(t["held_as_ready"], true, "{}", t["held"]);
+            let path = t["path"].as_array().unwrap();
+            assert_eq!(path[2][0], "lower in rx", "{path:?}");
+            assert_eq!(path[path.len() - 2][0], "lower out tx", "{path:?}");
+            // Offered is sent plus what the source's device dropped as it
+            // was sent, and the stages add up to the loss.
+            let sent = t["sent"]["packets"].as_u64().unwrap();
+            let at_source = hop(t, "source")["tx_dropped"].as_u64().unwrap();
+            assert_eq!(path[0][1].as_u64(), Some(sent + at_source), "{t}");
+            let between: i64 = t["lost_between"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x[1].as_i64().unwrap())
+                .sum();
+            assert_eq!(between, t["lost"].as_i64().unwrap(), "{t}");
+            if t["target_pps"].is_null() && i == 2 {
+                // In overload a macvtap drops at its own queue (rx_dropped),
+                // not at the lower and not back at the generator.
+                let q = hop(t, "vm macvtap in");
+                assert!(q["rx_dropped"].as_u64().unwrap() > 0, "{t}");
+                assert_eq!(at_source, 0, "{t}");
+            }
+            if t["target_pps"] == 5000 && i < 2 {
+                assert_eq!(t["lost"], 0, "{t}");
+            }
+        }
+    }
+    for n in [&m, &l, &v] {
+        assert_eq!(leftovers(n), Vec::<String>::new());
+    }
+}
+
+#[test]
+fn a_lower_name_taken_on_the_host_is_an_error_and_left_alone() {
+    require!(is_root(), "needs root (namespaces, links)");
+    let _one = one_at_a_time();
+    let n = name("k");
+    let dir = Scratch::new("bench-lower-clash");
+    let theirs = format!("{n}-p0");
+    let add = run(Command::new("ip").args(["link", "add", &theirs, "type", "bridge"]));
+    assert!(add.status.success(), "{add:?}");
+    let (o, _) = bench(
+        &dir,
+        &format!(
+            r#"name = "clash"
+mode = "sweep"
+trial_secs = 1.0
+[traffic]
+frames = [64]
+rates_pps = [1000]
+{}datapath = "macvlan"
+"#,
+            netns_router(&n)
+        ),
+    );
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    let kept = leftovers(&n);
+    run(Command::new("ip").args(["link", "del", &theirs]));
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains(&theirs), "{err}");
+    assert_eq!(
+        kept,
+        vec![format!("link {theirs}")],
+        "only the clash remains"
+    );
 }
