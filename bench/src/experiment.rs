@@ -262,6 +262,9 @@ pub struct Experiment {
     pub scale: Option<Scale>,
     #[serde(rename = "router")]
     pub routers: Vec<RouterSpec>,
+    /// Isolation: neighbours that only burn, on or frozen per step.
+    #[serde(default, rename = "neighbour")]
+    pub neighbours: Vec<crate::neighbours::NeighbourSpec>,
     /// Directory with bzImage, initramfs.cpio.gz and rootfs/ (relative to
     /// the experiment file); default: `out` in the current directory.
     pub image: Option<PathBuf>,
@@ -754,6 +757,8 @@ fn check(
             }
         }
     }
+    let names: Vec<&str> = routers.iter().map(|(_, c)| c.name.as_str()).collect();
+    crate::neighbours::check(exp, isolation_steps(routers), &names, online)?;
     Ok(fr)
 }
 
@@ -1224,6 +1229,64 @@ platform = "netns"
             let e = try_load(&isolation(rates)).unwrap_err();
             assert!(e.contains(want), "{rates}: {e}");
         }
+        // Burning neighbours: one state per step, on CPUs that exist.
+        let burner = |extra: &str| {
+            format!(
+                "{}[[neighbour]]\nname = \"hog\"\nplatform = \"lxc\"\ncpus = \"1\"\nburn = [true]\n{extra}",
+                isolation("[2000]")
+            )
+        };
+        let l = try_load(&burner("")).unwrap();
+        assert_eq!(l.exp.neighbours[0].memory_mb, 64);
+        for (extra, want) in [
+            ("threads = 0", "neighbour[0].threads: expected 1 to 64"),
+            (
+                "memory_mb = 5000",
+                "neighbour[0].memory_mb: expected 1 to 4096",
+            ),
+            ("color = 1", "unknown field `color`"),
+        ] {
+            let e = try_load(&burner(extra)).unwrap_err();
+            assert!(e.contains(want), "{extra}: {e}");
+        }
+        for (from, to, want) in [
+            (
+                "burn = [true]",
+                "burn = [true, false]",
+                "neighbour[0].burn: 2 entries: expected one per isolation step (1)",
+            ),
+            (
+                "cpus = \"1\"",
+                "cpus = \"7\"",
+                "neighbour[0].cpus: CPU 7 is not online",
+            ),
+            (
+                "platform = \"lxc\"",
+                "platform = \"netns\"",
+                "neighbour[0].platform: \"netns\": expected lxc or vm",
+            ),
+            (
+                "name = \"hog\"",
+                "name = \"b\"",
+                "neighbour[0].name: \"b\" is used twice",
+            ),
+            (
+                "name = \"hog\"",
+                "name = \"hog-is-long\"",
+                "neighbour[0].name",
+            ),
+        ] {
+            let e = try_load(&burner("").replace(from, to)).unwrap_err();
+            assert!(e.contains(want), "{to}: {e}");
+        }
+        let e = try_load(&format!(
+            "{GOOD}[[neighbour]]\nname = \"hog\"\nplatform = \"lxc\"\ncpus = \"1\"\nburn = [true]\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("neighbour[0]: neighbours are for mode = \"isolation\""),
+            "{e}"
+        );
         // A neighbour at max rate with its own frame size.
         let l = try_load(&isolation("[]\nmax_rate = true\nframe = 128")).unwrap();
         assert_eq!(isolation_steps(&l.routers), 1);

@@ -11,6 +11,7 @@ pub mod cpu;
 pub mod experiment;
 pub mod frame;
 pub mod gen;
+pub mod neighbours;
 pub mod plot;
 pub mod report;
 pub mod routers;

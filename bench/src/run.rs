@@ -159,6 +159,9 @@ pub struct IsolationStep {
     pub jain_forwarded: Option<f64>,
     /// ...and over their CPU (cgroup where there is one, else threads).
     pub jain_cpu: Option<f64>,
+    /// Each neighbour's state in this step, as read back (true: burning;
+    /// false: frozen or paused).
+    pub neighbours_burning: Vec<(String, bool)>,
 }
 
 /// One scale point: `routers` copies, each offered `rate_pps`.
@@ -188,6 +191,8 @@ pub struct Results {
     pub interrupted: bool,
     pub error: Option<String>,
     pub routers: Vec<serde_json::Value>,
+    /// Isolation's burning neighbours: their READY jsons.
+    pub neighbours: Vec<serde_json::Value>,
     pub trials: Vec<Trial>,
     pub points: Vec<Point>,
     pub searches: Vec<SearchRun>,
@@ -891,6 +896,21 @@ fn isolation(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
     for i in 0..ctx.l.routers.len() {
         bring_up(ctx, &mut fleet, i, env, res)?;
     }
+    let neighbours = &ctx.l.exp.neighbours;
+    ctx.pb.set_message("starting the neighbours");
+    let (mut burners, ready) = crate::neighbours::Up::start(neighbours, &ctx.l.image)?;
+    res.neighbours = ready;
+    // Quiet while the NDRs are searched.
+    if !neighbours.is_empty() {
+        let idle = neighbours
+            .iter()
+            .map(|n| crate::neighbours::NeighbourSpec {
+                burn: vec![false],
+                ..n.clone()
+            })
+            .collect::<Vec<_>>();
+        burners.set_step(&idle, 0)?;
+    }
     let rs: Vec<&Running> = fleet.0.iter().collect();
     // Each router's own frame size, and rate per step (None: max rate).
     let frames: Vec<FrameSpec> = ctx
@@ -935,6 +955,7 @@ fn isolation(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
                 None => (!s.max_rate).then(|| s.rates_pps[step]),
             })
             .collect();
+        let burning = burners.set_step(neighbours, step)?;
         let first = res.trials.len();
         for rep in 0..e.repetitions {
             ctx.pb
@@ -959,18 +980,35 @@ fn isolation(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
             .collect();
         let fwd: Vec<f64> = points.iter().map(|p| p.forwarded_pps.mean).collect();
         let cpus: Vec<f64> = points.iter().map(router_cpu).collect();
+        let burning: Vec<(String, bool)> = neighbours
+            .iter()
+            .map(|n| n.name.clone())
+            .zip(burning)
+            .collect();
+        let hot: Vec<&str> = burning
+            .iter()
+            .filter(|(_, b)| *b)
+            .map(|(n, _)| n.as_str())
+            .collect();
         ctx.say(format!(
-            "  {}",
-            crate::report::step_line(step, &points, stats::jain(&fwd))
+            "  {}{}",
+            crate::report::step_line(step, &points, stats::jain(&fwd)),
+            if hot.is_empty() {
+                String::new()
+            } else {
+                format!("  (burning: {})", hot.join(", "))
+            }
         ));
         res.isolation.push(IsolationStep {
             step,
             jain_forwarded: stats::jain(&fwd),
             jain_cpu: stats::jain(&cpus),
             routers: points,
+            neighbours_burning: burning,
         });
     }
-    let errs = fleet.down_all();
+    let mut errs = burners.down_all();
+    errs.extend(fleet.down_all());
     if !errs.is_empty() {
         return Err(errs.join("; "));
     }

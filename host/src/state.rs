@@ -284,6 +284,17 @@ impl State {
         Ok(s)
     }
 
+    /// This record, if it is a router of `platform`.
+    pub fn of_platform(self, platform: &str) -> Result<State, HostError> {
+        if self.platform != platform {
+            return Err(HostError::Other(format!(
+                "router {} runs on {}, not {platform}",
+                self.name, self.platform
+            )));
+        }
+        Ok(self)
+    }
+
     /// Writes the record to <name>.json.tmp (under the lock) and returns its path.
     fn write_tmp(&self) -> Result<PathBuf, HostError> {
         let tmp = path(&self.name).with_extension("json.tmp");

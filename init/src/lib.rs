@@ -2,6 +2,7 @@
 //! PID 1 binary, the `--apply` baseline mode and the host tools.
 
 pub mod apply;
+pub mod burn;
 pub mod check;
 pub mod held;
 pub mod netlink;

@@ -7,6 +7,9 @@
 //!   tinyvr-init --watch FILE     follow the current namespace's router: a
 //!                                TINYVR-HELD line after every change (the
 //!                                owner of a `tinyvr netns` router)
+//!   tinyvr-init --burn THREADS MB
+//!                                burn CPU and memory bandwidth for ever (the
+//!                                service of a router-less neighbour)
 
 use nix::sys::signalfd::SignalFd;
 use std::panic::AssertUnwindSafe;
@@ -22,7 +25,7 @@ use tinyvr_init::{apply, netlink};
 const RCU_EXPEDITED: &str = "/sys/kernel/rcu_expedited";
 
 const USAGE: &str =
-    "usage: tinyvr-init [--config FILE] | --apply FILE | --check FILE | --watch FILE | --version";
+    "usage: tinyvr-init [--config FILE] | --apply FILE | --check FILE | --watch FILE | --burn THREADS MB | --version";
 
 #[derive(Debug, PartialEq)]
 enum Mode {
@@ -30,6 +33,7 @@ enum Mode {
     Apply(PathBuf),
     Check(PathBuf),
     Watch(PathBuf),
+    Burn(tinyvr_init::burn::Burn),
     Version,
 }
 
@@ -48,6 +52,10 @@ fn parse_args(args: &[String], pid: u32) -> Result<Mode, String> {
         Some("--apply") => return Ok(Mode::Apply(file(0)?)),
         Some("--check") => return Ok(Mode::Check(file(0)?)),
         Some("--watch") => return Ok(Mode::Watch(file(0)?)),
+        Some("--burn") => {
+            let w = |i: usize| args.get(i).map(String::as_str);
+            return tinyvr_init::burn::Burn::parse(w(1), w(2)).map(Mode::Burn);
+        }
         Some("--version") => return Ok(Mode::Version),
         // The kernel passes unknown command-line words to init: ignore them as PID 1.
         Some(_) if pid == 1 => Mode::Init(None),
@@ -75,6 +83,10 @@ fn main() {
         Ok(Mode::Check(f)) => std::process::exit(check(&f)),
         Ok(Mode::Apply(f)) => std::process::exit(apply_only(&f)),
         Ok(Mode::Watch(f)) => std::process::exit(watch(&f)),
+        Ok(Mode::Burn(b)) => {
+            eprintln!("{}", b.run());
+            std::process::exit(1)
+        }
         Ok(Mode::Version) => println!("tinyvr-init {}", env!("CARGO_PKG_VERSION")),
         Err(msg) => {
             eprintln!("{msg}");

@@ -41,6 +41,12 @@ pub fn generate(cfg: &RouterConfig, dir: &str, res: &Resources, cg: Cgroup, hook
     // Hooks get their facts (LXC_NET_PEER: a veth's host end) in the
     // environment, not as arguments.
     kv("lxc.hook.version", "1");
+    if cfg.interfaces.is_empty() {
+        // A network namespace of its own with only loopback: without any
+        // lxc.net entry the container would share the host's, and its init
+        // would set the router sysctls there.
+        kv("lxc.net.0.type", "empty");
+    }
     for (i, ifc) in cfg.interfaces.iter().enumerate() {
         let n = format!("lxc.net.{i}");
         let host = ifc.host_name(&cfg.name);
@@ -135,6 +141,19 @@ mod tests {
     use super::*;
 
     const HOOK: &str = "/usr/bin/tinyvr";
+
+    #[test]
+    fn a_router_without_interfaces_gets_an_empty_namespace_not_the_hosts() {
+        let mut r = tinyvr_config::load(include_str!("../../examples/router.toml")).unwrap();
+        r.interfaces.clear();
+        r.routes.clear();
+        r.route_ranges.clear();
+        r.rules.clear();
+        r.neighbors.clear();
+        let c = generate(&r, "/d", &Resources::default(), Cgroup::V2, "/t");
+        let net: Vec<&str> = c.lines().filter(|l| l.starts_with("lxc.net.")).collect();
+        assert_eq!(net, ["lxc.net.0.type = empty"]);
+    }
 
     #[test]
     fn a_veth_end_in_a_namespace_is_moved_by_lxc_s_up_hook() {

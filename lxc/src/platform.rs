@@ -361,6 +361,40 @@ pub fn init_pid(name: &str, lxcpath: &Path) -> Option<u32> {
     String::from_utf8_lossy(&o.stdout).trim().parse().ok()
 }
 
+/// Freezes a container tinyvr runs (`frozen`; lxc-freeze, the cgroup
+/// freezer) or thaws it (lxc-unfreeze), and reads its state back from
+/// lxc-info: a state other than the one asked is an error naming both.
+pub fn set_frozen(name: &str, lxcpath: &Path, frozen: bool) -> Result<(), HostError> {
+    check_lxcpath(lxcpath)?;
+    // Held (locked) while it acts: no `down` in between.
+    let _s = tinyvr_host::state::State::load(name)?.of_platform("lxc")?;
+    let tool = if frozen { "lxc-freeze" } else { "lxc-unfreeze" };
+    let o = Command::new(tool)
+        .args(["-n", name, "-P"])
+        .arg(lxcpath)
+        .output()
+        .map_err(|e| HostError::io(format!("running {tool}"), e))?;
+    if !o.status.success() {
+        return Err(HostError::Other(format!(
+            "{tool} {name}: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )));
+    }
+    let want = if frozen { "FROZEN" } else { "RUNNING" };
+    let o = Command::new("lxc-info")
+        .args(["-n", name, "-s", "-H", "-P"])
+        .arg(lxcpath)
+        .output()
+        .map_err(|e| HostError::io("running lxc-info", e))?;
+    let held = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    if held != want {
+        return Err(HostError::Other(format!(
+            "container {name}: {tool} asked {want}, lxc-info says {held:?}"
+        )));
+    }
+    Ok(())
+}
+
 /// Stops the container (SIGPWR; SIGKILL after `timeout`), shows how its
 /// init ended, and removes everything `up` created.
 pub fn down(name: &str, lxcpath: &Path, timeout: Duration) -> Result<Vec<String>, HostError> {

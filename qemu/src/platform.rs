@@ -60,6 +60,26 @@ fn vhost_on(v: Vhost) -> bool {
     }
 }
 
+/// Pauses a VM tinyvr runs (`running` false: QMP `stop`, its vCPUs halt)
+/// or resumes it (`cont`), and reads the run state back (`query-status`):
+/// a state other than the one asked is an error naming both.
+pub fn set_running(name: &str, running: bool) -> Result<(), HostError> {
+    // Held (locked) while it acts: no `down` in between.
+    let _s = state::State::load(name)?.of_platform("vm")?;
+    let e = |e: crate::qmp::QmpError| HostError::Other(format!("VM {name}: {e}"));
+    let mut q = Qmp::connect(&run_file(name, "qmp"), Duration::from_secs(5)).map_err(e)?;
+    q.execute(if running { "cont" } else { "stop" }, None)
+        .map_err(e)?;
+    let s = q.execute("query-status", None).map_err(e)?;
+    match s["running"].as_bool() {
+        Some(r) if r == running => Ok(()),
+        _ => Err(HostError::Other(format!(
+            "VM {name}: asked {}, query-status says {s}",
+            if running { "running" } else { "paused" }
+        ))),
+    }
+}
+
 /// Files of one VM under /run/tinyvr.
 fn run_file(name: &str, ext: &str) -> PathBuf {
     PathBuf::from(state::DIR).join(format!("{name}.{ext}"))

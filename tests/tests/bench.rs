@@ -1056,3 +1056,94 @@ rates_pps = [1000]
         "only the clash remains"
     );
 }
+
+#[test]
+fn burning_neighbours_burn_only_in_their_steps_and_leave_nothing() {
+    require!(is_root(), "needs root (namespaces, containers)");
+    require!(
+        has_cmd("lxc-start"),
+        "needs lxc-start (scripts/setup installs it)"
+    );
+    require!(vm_ok().is_none(), vm_ok().unwrap_or(""));
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
+    require!(
+        online.trim() != "0",
+        "needs two online CPUs: the generator's and the routers'"
+    );
+    let _one = one_at_a_time();
+    let (p, c, v) = (name("p"), name("hc"), name("hv"));
+    let dir = Scratch::new("bench-burn");
+    // A light probe on CPU 1 while a container and a VM that only burn
+    // share that CPU: frozen/paused in step 1, burning in step 2.
+    let (o, out) = bench(
+        &dir,
+        &format!(
+            r#"name = "burn"
+mode = "isolation"
+trial_secs = 1.0
+[traffic]
+frames = [64]
+flows = 16
+dst = "10.9.0.0/24"
+[latency]
+sample_every = 100
+{}router_cpus = "1"
+rates_pps = [5000, 5000]
+{}router_cpus = "1"
+rates_pps = [5000, 5000]
+[[neighbour]]
+name = "{c}"
+platform = "lxc"
+cpus = "1"
+burn = [false, true]
+[[neighbour]]
+name = "{v}"
+platform = "vm"
+cpus = "1"
+memory_mb = 16
+burn = [false, true]
+"#,
+            netns_router(&p),
+            netns_router(&format!("{p}b"))
+        ),
+    );
+    ok(&o);
+    let r = results(&out);
+    assert_eq!(r["neighbours"].as_array().unwrap().len(), 2);
+    let steps = r["isolation"].as_array().unwrap();
+    for (s, burning) in steps.iter().zip([false, true]) {
+        let states: Vec<bool> = s["neighbours_burning"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x[1].as_bool().unwrap())
+            .collect();
+        assert_eq!(states, [burning, burning], "{s}");
+    }
+    // CPU 1 is idle most of step 1 and has no idle time left in step 2.
+    let idle = |step: u64| -> f64 {
+        let t = r["trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["step"] == step)
+            .unwrap();
+        t["cores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["cpu"] == 1)
+            .unwrap()["idle"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(idle(0) > 50.0, "CPU 1 idle {} in step 1", idle(0));
+    assert!(idle(1) < 10.0, "CPU 1 idle {} in step 2", idle(1));
+    for n in [&p, &c, &v] {
+        assert_eq!(leftovers(n), Vec::<String>::new());
+    }
+    assert!(
+        !std::path::Path::new(&format!("/var/lib/tinyvr/lxc/{c}")).exists(),
+        "the container's directory is gone"
+    );
+}
