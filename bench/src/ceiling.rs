@@ -23,7 +23,8 @@ use tinyvr_host::{lifecycle, links, netns, platform_netns, topology, HostError};
 #[derive(Debug, Clone, Serialize)]
 pub struct Ceiling {
     pub frame: String,
-    /// What the generator sent, per second.
+    /// What the generator offered per second: taken by the sink's veth or
+    /// dropped there (the generator's own count).
     pub offered_pps: f64,
     /// What the sink's device received, per second.
     pub delivered_pps: f64,

@@ -303,7 +303,7 @@ impl RouterSpec {
     /// As [`Self::datapath_checked`], once the file is validated.
     pub fn datapath(&self) -> Datapath {
         self.datapath_checked()
-            .unwrap_or(Datapath::default_for(self.platform == Platform::Vm))
+            .expect("the datapath was checked when the file was loaded")
     }
 
     pub fn label(&self, cfg: &RouterConfig) -> String {

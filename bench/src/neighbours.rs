@@ -75,6 +75,13 @@ pub fn check(
                 "{at}.cpus: CPU {c} is not online (online: {online:?})"
             ));
         }
+        if let Some(g) = &exp.traffic.cpus {
+            if let Some(c) = n.cpus.0.iter().find(|c| g.0.contains(c)) {
+                return Err(format!(
+                    "{at}.cpus: CPU {c} is also in traffic.cpus ({g}): it would burn the generator's CPU"
+                ));
+            }
+        }
         burn::Burn::parse(Some(&n.threads.to_string()), Some(&n.memory_mb.to_string())).map_err(
             |e| {
                 let k = if e.contains("THREADS") {
@@ -170,18 +177,23 @@ impl Up {
 
     /// Burning or not, as step `step` of each spec says; read back.
     pub fn set_step(&self, specs: &[NeighbourSpec], step: usize) -> Result<Vec<bool>, String> {
+        specs.iter().map(|n| self.set(n, n.burn[step])).collect()
+    }
+
+    /// Every neighbour frozen or paused (while NDRs are searched).
+    pub fn quiet(&self, specs: &[NeighbourSpec]) -> Result<(), String> {
         specs
             .iter()
-            .map(|n| {
-                let on = n.burn[step];
-                match n.platform {
-                    Platform::Lxc => tinyvr_lxc::platform::set_frozen(&n.name, &self.lxcpath, !on),
-                    _ => tinyvr_qemu::platform::set_running(&n.name, on),
-                }
-                .map(|_| on)
-                .map_err(|e| format!("neighbour {}: {e}", n.name))
-            })
-            .collect()
+            .try_for_each(|n| self.set(n, false).map(|_| ()))
+    }
+
+    fn set(&self, n: &NeighbourSpec, on: bool) -> Result<bool, String> {
+        match n.platform {
+            Platform::Lxc => tinyvr_lxc::platform::set_frozen(&n.name, &self.lxcpath, !on),
+            _ => tinyvr_qemu::platform::set_running(&n.name, on),
+        }
+        .map(|_| on)
+        .map_err(|e| format!("neighbour {}: {e}", n.name))
     }
 
     pub fn down_all(&mut self) -> Vec<String> {
@@ -189,14 +201,19 @@ impl Up {
         self.up
             .drain(..)
             .filter_map(|(p, name)| {
+                // Thawed or resumed first (a frozen container or a paused
+                // guest cannot take its halt signal or power button), and
+                // taken down whether that worked or not.
                 let r = match p {
-                    // A frozen container cannot take its halt signal.
-                    Platform::Lxc => tinyvr_lxc::platform::set_frozen(&name, &lxcpath, false)
-                        .and_then(|_| {
-                            tinyvr_lxc::platform::down(&name, &lxcpath, Duration::from_secs(20))
-                        })
-                        .map(|_| ()),
-                    _ => tinyvr_qemu::platform::down(&name, Duration::from_secs(20)).map(|_| ()),
+                    Platform::Lxc => {
+                        let _ = tinyvr_lxc::platform::set_frozen(&name, &lxcpath, false);
+                        tinyvr_lxc::platform::down(&name, &lxcpath, Duration::from_secs(20))
+                            .map(|_| ())
+                    }
+                    _ => {
+                        let _ = tinyvr_qemu::platform::set_running(&name, true);
+                        tinyvr_qemu::platform::down(&name, Duration::from_secs(20)).map(|_| ())
+                    }
                 };
                 r.err().map(|e| format!("neighbour {name}: {e}"))
             })

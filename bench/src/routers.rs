@@ -32,6 +32,27 @@ pub struct Hop {
 pub enum Dir {
     Rx,
     Tx,
+    /// Received and kept: rx minus rx_dropped (a macvtap counts a frame as
+    /// received before its queue drops it).
+    Queued,
+}
+
+impl Dir {
+    pub fn count(self, l: &crate::counters::Link) -> u64 {
+        match self {
+            Dir::Rx => l.rx_packets,
+            Dir::Tx => l.tx_packets,
+            Dir::Queued => l.rx_packets.saturating_sub(l.rx_dropped),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dir::Rx => "rx",
+            Dir::Tx => "tx",
+            Dir::Queued => "queued",
+        }
+    }
 }
 
 pub struct Running {
@@ -151,7 +172,8 @@ fn finish_up(
         dir: Dir::Tx,
     }];
     // macvlan/macvtap: the veth ends in the host the router's devices sit
-    // on; a drop at the router's backlog shows between source and lower in.
+    // on. (A drop at the router's backlog is the source's tx_dropped: it
+    // shows between "generator offered" and "source tx".)
     let lower = |i: usize, name: &str, dir| {
         topo.lowers.as_ref().map(|l| Hop {
             name: name.into(),
@@ -195,7 +217,7 @@ fn finish_up(
                 // The macvtaps are in the host: what arrives for the guest
                 // counts as their rx, a full queue as rx_dropped.
                 for (n, i, dir) in [
-                    ("vm macvtap in", 0, Dir::Rx),
+                    ("vm macvtap in", 0, Dir::Queued),
                     ("vm macvtap out", 1, Dir::Tx),
                 ] {
                     hops.push(Hop {

@@ -6,7 +6,7 @@ use crate::counters::{self, Link};
 use crate::cpu;
 use crate::experiment::{FrameSpec, Loaded, Mode, Platform, RouterSpec};
 use crate::gen::{self, Sent};
-use crate::routers::{self, Dir, Env, Fleet, Running};
+use crate::routers::{self, Env, Fleet, Running};
 use crate::search;
 use crate::stats::{self, Summary};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -364,14 +364,7 @@ fn trial(
         let offered_pps = offered as f64 / s.secs.max(1e-9);
         let mut path = vec![("generator offered".to_string(), offered)];
         for (h, l) in r.hops.iter().zip(&d) {
-            let n = match h.dir {
-                Dir::Rx => l.rx_packets,
-                Dir::Tx => l.tx_packets,
-            };
-            path.push((
-                format!("{} {}", h.name, if h.dir == Dir::Rx { "rx" } else { "tx" }),
-                n,
-            ));
+            path.push((format!("{} {}", h.name, h.dir.as_str()), h.dir.count(l)));
         }
         let lost_between = path
             .windows(2)
@@ -901,16 +894,7 @@ fn isolation(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
     let (mut burners, ready) = crate::neighbours::Up::start(neighbours, &ctx.l.image)?;
     res.neighbours = ready;
     // Quiet while the NDRs are searched.
-    if !neighbours.is_empty() {
-        let idle = neighbours
-            .iter()
-            .map(|n| crate::neighbours::NeighbourSpec {
-                burn: vec![false],
-                ..n.clone()
-            })
-            .collect::<Vec<_>>();
-        burners.set_step(&idle, 0)?;
-    }
+    burners.quiet(neighbours)?;
     let rs: Vec<&Running> = fleet.0.iter().collect();
     // Each router's own frame size, and rate per step (None: max rate).
     let frames: Vec<FrameSpec> = ctx

@@ -23,7 +23,7 @@ pub struct UpArgs {
     topology: bool,
     /// With --topology: `veth` (a veth pair to each end) or `macvlan` (a
     /// macvlan in bridge mode on a veth from each end).
-    #[arg(long, default_value = "veth", value_parser = ["veth", "macvlan"])]
+    #[arg(long, default_value = "veth", value_parser = ["veth", "macvlan"], requires = "topology")]
     datapath: String,
     #[command(flatten)]
     resources: crate::resources::ResourceArgs,

@@ -26,7 +26,7 @@ pub struct UpArgs {
     /// as a NIC's traffic would), `tap` (the generator writes into the tap
     /// itself) or `macvtap` (a macvtap in bridge mode on a veth from each
     /// end; its queue is where overload drops).
-    #[arg(long, default_value = "bridge", value_parser = ["bridge", "tap", "macvtap"])]
+    #[arg(long, default_value = "bridge", value_parser = ["bridge", "tap", "macvtap"], requires = "topology")]
     datapath: String,
     /// auto (KVM only when /dev/kvm opens and the CPU has vmx/svm), kvm or tcg.
     #[arg(long, default_value = "auto")]

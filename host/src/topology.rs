@@ -51,8 +51,7 @@ pub struct Lowers {
 }
 
 /// How the source and the sink reach the router's in and out interfaces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Datapath {
     /// netns, LXC: a veth pair from each end's namespace to the router.
     Veth,
@@ -263,6 +262,18 @@ pub fn plan_wired(cfg: &RouterConfig, datapath: Datapath) -> Result<Topology, St
                 ));
             }
         }
+        if let Some(ifc) = cfg
+            .interfaces
+            .iter()
+            .find(|i| devs.contains(&i.host_name(&cfg.name)))
+        {
+            return Err(format!(
+                "interface {}: its host-side name {} is the lower of datapath {}; rename the interface",
+                ifc.name,
+                ifc.host_name(&cfg.name),
+                datapath.as_str()
+            ));
+        }
         src.dev = GEN_DEV.into();
         sink.dev = SNK_DEV.into();
         // A VM steers its own receive inside the guest.
@@ -468,10 +479,11 @@ fn add_lower(
     let mut enl = netns::socket(Some(&e.netns))?;
     links::add_veth(&mut enl, (&e.dev, Some(&e.mac)), (dev, None), None)?;
     let index = links::must_index(&mut enl, dev, "the new lower")?;
+    // Recorded where it is now, and relocated once it has moved.
     let entry = state.add_made(
         Resource::Link {
             name: dev.into(),
-            netns: None,
+            netns: Some(e.netns.clone()),
         },
         index as u64,
     )?;
@@ -482,9 +494,7 @@ fn add_lower(
     let to = netns::open_or_own(None)?;
     links::move_to(&mut enl, dev, to.as_raw_fd(), None)?;
     let moved = links::must_index(host, dev, "the moved lower")?;
-    if moved != index {
-        state.relocate(entry, None, moved as u64)?;
-    }
+    state.relocate(entry, None, moved as u64)?;
     links::quiet_ipv6(dev)?;
     links::set_up(host, dev)?;
     if let Some(c) = &l.rps_cpus[i] {
@@ -516,9 +526,15 @@ fn lowers_held(t: &Topology) -> Result<serde_json::Value, HostError> {
             let p = q.path().join("rps_cpus");
             let text = std::fs::read_to_string(&p)
                 .map_err(|e| HostError::io(format!("reading {}", p.display()), e))?;
-            let held = CpuList::from_mask(&text).unwrap_or(CpuList(vec![]));
-            let want = asked.clone().unwrap_or(CpuList(vec![]));
-            if !held.same_cpus(&want) {
+            let held = CpuList::from_mask(&text).ok_or_else(|| {
+                HostError::Other(format!(
+                    "{}: {:?} is not a CPU mask",
+                    p.display(),
+                    text.trim()
+                ))
+            })?;
+            // Unasked, it is the host's default (rps_default_mask), recorded.
+            if let Some(want) = asked.as_ref().filter(|w| !held.same_cpus(w)) {
                 return Err(HostError::Other(format!(
                     "lower {dev} {name}: rps_cpus asked CPUs \"{want}\", the kernel holds CPUs \"{held}\""
                 )));

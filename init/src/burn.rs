@@ -14,6 +14,20 @@ pub const MAX_THREADS: u32 = 64;
 pub const MAX_MB: u32 = 4096;
 
 impl Burn {
+    /// From `THREADS MB` (the words after `--burn`, nothing more).
+    pub fn parse_words(words: &[String]) -> Result<Burn, String> {
+        if words.len() > 2 {
+            return Err(format!(
+                "--burn: {:?}: expected THREADS MB and nothing after them",
+                words[2]
+            ));
+        }
+        Burn::parse(
+            words.first().map(String::as_str),
+            words.get(1).map(String::as_str),
+        )
+    }
+
     pub fn parse(threads: Option<&str>, mb: Option<&str>) -> Result<Burn, String> {
         let num = |w: Option<&str>, what: &str, max: u32| -> Result<u32, String> {
             w.and_then(|w| w.parse().ok())
@@ -86,5 +100,9 @@ mod tests {
             let e = Burn::parse(t, m).unwrap_err();
             assert!(e.starts_with(&format!("--burn {what}:")), "{e}");
         }
+        let w = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert!(Burn::parse_words(&w(&["1", "8"])).is_ok());
+        let e = Burn::parse_words(&w(&["1", "8", "x"])).unwrap_err();
+        assert!(e.contains("\"x\""), "{e}");
     }
 }

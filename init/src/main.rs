@@ -52,10 +52,7 @@ fn parse_args(args: &[String], pid: u32) -> Result<Mode, String> {
         Some("--apply") => return Ok(Mode::Apply(file(0)?)),
         Some("--check") => return Ok(Mode::Check(file(0)?)),
         Some("--watch") => return Ok(Mode::Watch(file(0)?)),
-        Some("--burn") => {
-            let w = |i: usize| args.get(i).map(String::as_str);
-            return tinyvr_init::burn::Burn::parse(w(1), w(2)).map(Mode::Burn);
-        }
+        Some("--burn") => return tinyvr_init::burn::Burn::parse_words(&args[1..]).map(Mode::Burn),
         Some("--version") => return Ok(Mode::Version),
         // The kernel passes unknown command-line words to init: ignore them as PID 1.
         Some(_) if pid == 1 => Mode::Init(None),

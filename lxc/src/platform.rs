@@ -366,8 +366,20 @@ pub fn init_pid(name: &str, lxcpath: &Path) -> Option<u32> {
 /// lxc-info: a state other than the one asked is an error naming both.
 pub fn set_frozen(name: &str, lxcpath: &Path, frozen: bool) -> Result<(), HostError> {
     check_lxcpath(lxcpath)?;
-    // Held (locked) while it acts: no `down` in between.
-    let _s = tinyvr_host::state::State::load(name)?.of_platform("lxc")?;
+    // Held (locked) while it acts: no `down` in between; and only the
+    // container its record says tinyvr made, in that directory.
+    let s = tinyvr_host::state::State::load(name)?.of_platform("lxc")?;
+    let ours = s.resources.iter().any(|e| {
+        e.id.is_some()
+            && matches!(&e.what, tinyvr_host::state::Resource::Container { name: n, lxcpath: p }
+                if n == name && p == lxcpath)
+    });
+    if !ours {
+        return Err(HostError::Other(format!(
+            "router {name}: no container of tinyvr's in {}",
+            lxcpath.display()
+        )));
+    }
     let tool = if frozen { "lxc-freeze" } else { "lxc-unfreeze" };
     let o = Command::new(tool)
         .args(["-n", name, "-P"])

@@ -1009,8 +1009,18 @@ txqueuelen = 20
                 // In overload a macvtap drops at its own queue (rx_dropped),
                 // not at the lower and not back at the generator.
                 let q = hop(t, "vm macvtap in");
-                assert!(q["rx_dropped"].as_u64().unwrap() > 0, "{t}");
+                let dropped = q["rx_dropped"].as_u64().unwrap();
+                assert!(dropped > 0, "{t}");
                 assert_eq!(at_source, 0, "{t}");
+                // ...and the path puts them there.
+                let at_queue = t["lost_between"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|x| x[0] == "lower in rx -> vm macvtap in queued")
+                    .unwrap_or_else(|| panic!("{}", t["lost_between"]))[1]
+                    .as_u64();
+                assert_eq!(at_queue, Some(dropped), "{t}");
             }
             if t["target_pps"] == 5000 && i < 2 {
                 assert_eq!(t["lost"], 0, "{t}");
