@@ -119,6 +119,11 @@ pub struct Traffic {
     /// As fast as the generator goes, as the last point of a sweep.
     #[serde(default)]
     pub max_rate: bool,
+    /// Every trial also tracks each frame's sequence number at the sink:
+    /// which were lost, duplicated or reordered, and the longest gap (a
+    /// receiver that sees every frame: costs CPU where the sink receives).
+    #[serde(default)]
+    pub sequence: bool,
 }
 
 fn default_frames() -> Frames {

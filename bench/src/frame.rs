@@ -71,15 +71,24 @@ pub fn stamp(f: &mut [u8], seq: u64, ns: u64, sampled: bool) {
     f[MARK] = if sampled { SAMPLED } else { 0 };
 }
 
-/// (seq, send time) of a received frame, if it is one of ours.
+/// (seq, send time) of a received frame, if it is one of ours with the
+/// sample mark.
 pub fn read_stamp(f: &[u8]) -> Option<(u64, u64)> {
-    if f.len() <= MARK || f[12..14] != [0x08, 0x00] || f[MARK] != SAMPLED {
+    read_any(f).filter(|s| s.2).map(|(seq, ns, _)| (seq, ns))
+}
+
+/// (seq, send time, sampled) of any IPv4 frame long enough to be ours.
+pub fn read_any(f: &[u8]) -> Option<(u64, u64, bool)> {
+    if f.len() <= MARK || f[12..14] != [0x08, 0x00] {
         return None;
     }
     let seq = u64::from_le_bytes(f[SEQ..SEQ + 8].try_into().ok()?);
     let ns = u64::from_le_bytes(f[STAMP..STAMP + 8].try_into().ok()?);
-    Some((seq, ns))
+    Some((seq, ns, f[MARK] == SAMPLED))
 }
+
+/// What a receiver keeps of a frame: the headers and the stamp.
+pub const SNAP: u32 = (MARK + 1) as u32;
 
 /// The Internet checksum (RFC 1071).
 pub fn checksum(b: &[u8]) -> u16 {
@@ -100,8 +109,23 @@ pub fn sample_filter() -> Vec<libc::sock_filter> {
     vec![
         op(0x30, 0, 0, MARK as u32),    // ldb [MARK]
         op(0x15, 0, 1, SAMPLED as u32), // jeq #SAMPLED, accept, drop
-        op(0x06, 0, 0, 0xffff),         // ret #65535
+        op(0x06, 0, 0, SNAP),           // ret #SNAP
         op(0x06, 0, 0, 0),              // ret #0
+    ]
+}
+
+/// A classic BPF program accepting every IPv4 UDP frame, truncated to the
+/// stamp, for the sequence receiver (the sink's device carries only the
+/// offered load: IPv6 is off and the neighbours are permanent).
+pub fn udp_filter() -> Vec<libc::sock_filter> {
+    let op = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+    vec![
+        op(0x28, 0, 0, 12),               // ldh [12]: ethertype
+        op(0x15, 0, 3, 0x0800),           // IPv4, else drop
+        op(0x30, 0, 0, (ETH + 9) as u32), // ldb [23]: protocol
+        op(0x15, 0, 1, 17),               // UDP, else drop
+        op(0x06, 0, 0, SNAP),             // ret #SNAP
+        op(0x06, 0, 0, 0),                // ret #0
     ]
 }
 

@@ -52,6 +52,8 @@ pub struct Sent {
     pub refused: u64,
     /// CPU time of the generator thread, seconds.
     pub cpu_secs: f64,
+    /// Sequence numbers used: frames 0..sequences were offered.
+    pub sequences: u64,
 }
 
 impl Sent {
@@ -312,6 +314,7 @@ pub fn run(s: &Spec, stop: &AtomicBool) -> Result<Sent, String> {
         secs: t0.elapsed().as_secs_f64(),
         refused,
         cpu_secs: thread_cpu_secs() - cpu0,
+        sequences: seq,
     })
 }
 

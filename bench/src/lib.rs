@@ -17,6 +17,7 @@ pub mod report;
 pub mod routers;
 pub mod run;
 pub mod search;
+pub mod seq;
 pub mod sink;
 pub mod softnet;
 pub mod stats;

@@ -51,6 +51,8 @@ pub struct Trial {
     /// Percent of one core per thread class, softirq and cgroup.
     pub cpu: BTreeMap<String, f64>,
     pub latency: Option<stats::Latency>,
+    /// With `traffic.sequence`: loss by sequence number at the sink.
+    pub sequence: Option<Sequence>,
     /// What the router's kernel held after the trial (routes, addresses,
     /// neighbours, rules): read back in its namespace, or for a VM the
     /// guest's own latest count from its console. A trial whose router had
@@ -162,6 +164,16 @@ pub struct IsolationStep {
     /// Each neighbour's state in this step, as read back (true: burning;
     /// false: frozen or paused).
     pub neighbours_burning: Vec<(String, bool)>,
+}
+
+/// Loss by sequence number at the sink, and whether the receiver saw
+/// every frame that arrived (`receiver_dropped` 0: the counts are exact).
+#[derive(Debug, Clone, Serialize)]
+pub struct Sequence {
+    #[serde(flatten)]
+    pub stats: crate::seq::SeqStats,
+    /// Frames the sink's receiving socket dropped itself (None: unread).
+    pub receiver_dropped: Option<u64>,
 }
 
 /// One scale point: `routers` copies, each offered `rate_pps`.
@@ -302,16 +314,22 @@ fn trial(
     }
     let _stop_receivers = StopOnDrop(rx_stop.clone());
     let mut receivers = Vec::new();
-    if latency {
+    let track = ctx.l.exp.traffic.sequence;
+    if latency || track {
         for r in rs {
             let (dev, stop) = (r.topo.sink.dev.clone(), rx_stop.clone());
             // Opened in the sink's namespace (a socket stays bound to it)
-            // before the generator starts, so no sample is missed.
-            let fd = gen::spawn_in(&r.topo.sink.netns, move || crate::sink::open(&dev))?
+            // before the generator starts, so no frame is missed.
+            let fd = gen::spawn_in(&r.topo.sink.netns, move || crate::sink::open(&dev, track))?
                 .join()
-                .map_err(|_| "opening the latency receiver panicked".to_string())??;
+                .map_err(|_| "opening the sink's receiver panicked".to_string())??;
+            // On the generator's CPUs, as the rate sampler: off the router's.
+            let cpus = ctx.l.exp.traffic.cpus.clone();
             receivers.push(std::thread::spawn(move || {
-                Ok::<_, String>(crate::sink::receive(fd, stop))
+                if let Some(c) = &cpus {
+                    gen::pin(c)?;
+                }
+                Ok::<_, String>(crate::sink::receive(fd, stop, track))
             }));
         }
     }
@@ -339,7 +357,7 @@ fn trial(
         .map(|s| s.finish())
         .collect::<Result<_, _>>()?;
     rx_stop.store(true, Ordering::Relaxed);
-    let lat: Vec<Vec<u64>> = receivers
+    let got: Vec<crate::sink::Received> = receivers
         .into_iter()
         .map(|h| h.join().map_err(|_| "receiver panicked".to_string())?)
         .collect::<Result<_, _>>()?;
@@ -419,7 +437,16 @@ fn trial(
             path,
             lost_between,
             cpu,
-            latency: lat.get(i).and_then(|v| stats::latency(v.clone())),
+            latency: got
+                .get(i)
+                .filter(|_| latency)
+                .and_then(|g| stats::latency(g.latencies.clone())),
+            sequence: got.get(i).and_then(|g| {
+                g.seq.as_ref().map(|t| Sequence {
+                    stats: t.finish(s.sequences),
+                    receiver_dropped: g.socket_dropped,
+                })
+            }),
         });
     }
     if stopped() {

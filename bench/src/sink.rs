@@ -1,6 +1,7 @@
-//! The latency receiver: a packet socket on the sink's device that only
-//! sees sampled frames (a BPF filter drops the rest in the kernel), with
-//! the kernel's receive timestamp of each.
+//! The sink's receiver: a packet socket on the sink's device that sees
+//! only sampled frames (a BPF filter drops the rest in the kernel), or
+//! every frame when sequence numbers are tracked, with the kernel's
+//! receive timestamp of each.
 
 use crate::frame;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -28,8 +29,9 @@ fn setopt<T>(fd: &OwnedFd, level: i32, opt: i32, v: &T, what: &str) -> Result<()
     Ok(())
 }
 
-/// Opens the receiver on `dev` (the calling thread's namespace).
-pub fn open(dev: &str) -> Result<OwnedFd, String> {
+/// Opens the receiver on `dev` (the calling thread's namespace): sampled
+/// frames only, or with `every` all of them.
+pub fn open(dev: &str, every: bool) -> Result<OwnedFd, String> {
     let proto = (libc::ETH_P_IP as u16).to_be() as i32;
     // SAFETY: plain socket(2); owned right away.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, proto) };
@@ -38,7 +40,11 @@ pub fn open(dev: &str) -> Result<OwnedFd, String> {
     }
     // SAFETY: fd was just returned by socket(2).
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let filter = frame::sample_filter();
+    let filter = if every {
+        frame::udp_filter()
+    } else {
+        frame::sample_filter()
+    };
     let prog = libc::sock_fprog {
         len: filter.len() as u16,
         filter: filter.as_ptr() as *mut libc::sock_filter,
@@ -58,6 +64,18 @@ pub fn open(dev: &str) -> Result<OwnedFd, String> {
         &one,
         "SO_TIMESTAMPNS",
     )?;
+    if every {
+        // Room for bursts: a frame the socket drops would count as lost
+        // (the drops are read back and reported with the counts).
+        let size: libc::c_int = 32 << 20;
+        setopt(
+            &fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            &size,
+            "SO_RCVBUFFORCE",
+        )?;
+    }
     let tv = libc::timeval {
         tv_sec: 0,
         tv_usec: 100_000,
@@ -88,10 +106,25 @@ pub fn open(dev: &str) -> Result<OwnedFd, String> {
     Ok(fd)
 }
 
-/// Receives until `stop`: one-way latencies in ns (kernel receive time
-/// minus the send time the generator wrote; one host, one clock).
-pub fn receive(fd: OwnedFd, stop: Arc<AtomicBool>) -> Vec<u64> {
-    let mut out = Vec::new();
+/// What a receiver saw until it was stopped.
+#[derive(Default)]
+pub struct Received {
+    /// One-way latencies of the sampled frames, ns (kernel receive time
+    /// minus the send time the generator wrote; one host, one clock).
+    pub latencies: Vec<u64>,
+    /// Every frame's sequence number, when tracked.
+    pub seq: Option<crate::seq::Tracker>,
+    /// Frames the socket itself dropped (its buffer full): with any, the
+    /// sequence counts overstate the loss. None: could not be read.
+    pub socket_dropped: Option<u64>,
+}
+
+/// Receives until `stop`; with `track`, every frame's sequence number.
+pub fn receive(fd: OwnedFd, stop: Arc<AtomicBool>, track: bool) -> Received {
+    let mut out = Received {
+        seq: track.then(crate::seq::Tracker::default),
+        ..Default::default()
+    };
     let mut buf = [0u8; 128];
     let mut ctl = [0u64; 16];
     while !stop.load(Ordering::Relaxed) {
@@ -110,24 +143,55 @@ pub fn receive(fd: OwnedFd, stop: Arc<AtomicBool>) -> Vec<u64> {
         if n < 0 {
             continue; // timeout: look at `stop` again
         }
-        let Some((_, sent)) = frame::read_stamp(&buf[..(n as usize).min(buf.len())]) else {
+        let Some((seq, sent, sampled)) = frame::read_any(&buf[..(n as usize).min(buf.len())])
+        else {
             continue;
         };
-        // SAFETY: walking the control messages the kernel wrote into ctl.
-        let mut c = unsafe { libc::CMSG_FIRSTHDR(&m) };
-        while !c.is_null() {
-            // SAFETY: c points into ctl, as CMSG_* guarantee.
-            unsafe {
-                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SO_TIMESTAMPNS {
-                    let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
-                    let rx = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
-                    if rx >= sent {
-                        out.push(rx - sent);
-                    }
-                }
-                c = libc::CMSG_NXTHDR(&m, c);
-            }
+        let Some(rx) = rx_time(&m) else { continue };
+        if let Some(t) = &mut out.seq {
+            t.arrive(seq, rx);
+        }
+        if sampled && rx >= sent {
+            out.latencies.push(rx - sent);
         }
     }
+    out.socket_dropped = socket_drops(&fd);
     out
+}
+
+/// The kernel's receive timestamp in a received message's control data, ns.
+fn rx_time(m: &libc::msghdr) -> Option<u64> {
+    // SAFETY: walking the control messages the kernel wrote for `m`.
+    let mut c = unsafe { libc::CMSG_FIRSTHDR(m) };
+    while !c.is_null() {
+        // SAFETY: c points into m's control buffer, as CMSG_* guarantee.
+        unsafe {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SO_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
+                return Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+            }
+            c = libc::CMSG_NXTHDR(m, c);
+        }
+    }
+    None
+}
+
+/// PACKET_STATISTICS: frames the socket dropped since it was opened.
+fn socket_drops(fd: &OwnedFd) -> Option<u64> {
+    let mut st = libc::tpacket_stats {
+        tp_packets: 0,
+        tp_drops: 0,
+    };
+    let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+    // SAFETY: st is a tpacket_stats of the length given.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            &mut st as *mut _ as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    (r == 0).then_some(st.tp_drops as u64)
 }
