@@ -87,6 +87,24 @@ pub enum VmCmd {
     },
     /// Print the qemu command line `up` would run.
     Argv(UpArgs),
+    /// Live-migrate a running router VM to a new qemu on this host
+    /// (--local); its NICs must be macvtaps (datapath macvtap). Prints what
+    /// QMP measured and what was read back.
+    Migrate {
+        name: String,
+        /// Migrate to a new qemu on this host (the only target built yet).
+        #[arg(long, required = true)]
+        local: bool,
+        /// The longest pause qemu may plan for the final copy, ms.
+        #[arg(long, default_value_t = 300)]
+        downtime_limit: u64,
+        /// Migration bandwidth cap, MB/s (default: qemu's).
+        #[arg(long)]
+        bandwidth: Option<u64>,
+        /// Seconds before an unfinished migration is cancelled.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
 }
 
 fn opts<'a>(a: &'a UpArgs, cfg: &'a tinyvr_config::RouterConfig) -> Up<'a> {
@@ -136,6 +154,21 @@ pub fn run(cmd: VmCmd) -> Result<()> {
                     .join(" ")
             );
         }
+        VmCmd::Migrate {
+            name,
+            local: _,
+            downtime_limit,
+            bandwidth,
+            timeout,
+        } => println!(
+            "{}",
+            tinyvr_qemu::migrate::local(&tinyvr_qemu::migrate::Migrate {
+                name,
+                downtime_limit_ms: downtime_limit,
+                bandwidth_mbps: bandwidth,
+                timeout: Duration::from_secs(timeout),
+            })?
+        ),
         VmCmd::Down { name, timeout } => {
             for note in platform::down(&name, Duration::from_secs(timeout))? {
                 eprintln!("{name}: {note}");

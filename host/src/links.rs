@@ -158,11 +158,17 @@ pub fn add_macvtap(
     name: &str,
     parent: &str,
     mode: MacvlanMode,
+    mac: Option<&MacAddr>,
 ) -> Result<u32, HostError> {
     let parent_index = must_index(nl, parent, &format!("macvtap {name}: parent"))?;
     let mut m = LinkMessage::default();
     m.attributes.push(LinkAttribute::IfName(name.into()));
     m.attributes.push(LinkAttribute::Link(parent_index));
+    // Given at creation: a MAC another (up) macvtap on the lower has can
+    // be created but not set later.
+    if let Some(mac) = mac {
+        m.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+    }
     m.attributes.push(LinkAttribute::LinkInfo(vec![
         LinkInfo::Kind(InfoKind::MacVtap),
         LinkInfo::Data(InfoData::MacVtap(vec![
@@ -308,17 +314,75 @@ pub fn set_master(nl: &mut dyn Netlink, name: &str, bridge: &str) -> Result<(), 
 }
 
 pub fn set_up(nl: &mut dyn Netlink, name: &str) -> Result<(), HostError> {
-    let i = must_index(nl, name, "setting a link up")?;
+    set_state(nl, name, true)
+}
+
+/// Sets a link up or down.
+pub fn set_state(nl: &mut dyn Netlink, name: &str, up: bool) -> Result<(), HostError> {
+    let i = must_index(nl, name, "setting a link up or down")?;
     let c = LinkChange {
-        up: Some(true),
+        up: Some(up),
         ..Default::default()
     };
     nl.request(
-        &|| format!("setting {name} up"),
+        &|| format!("setting {name} {}", if up { "up" } else { "down" }),
         M::SetLink(msg::set_link(i, &c)),
         flags::NONE,
     )?;
     Ok(())
+}
+
+/// Renames a link (it must be down).
+pub fn rename(nl: &mut dyn Netlink, name: &str, to: &str) -> Result<(), HostError> {
+    let i = must_index(nl, name, "renaming a link")?;
+    let c = LinkChange {
+        name: Some(to),
+        ..Default::default()
+    };
+    nl.request(
+        &|| format!("renaming {name} to {to}"),
+        M::SetLink(msg::set_link(i, &c)),
+        flags::NONE,
+    )?;
+    Ok(())
+}
+
+/// What a migration copies of a macvtap: its name, lower, MAC and queue
+/// length, read from the kernel by ifindex.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MacvtapFacts {
+    pub name: String,
+    pub lower: String,
+    pub mac: MacAddr,
+    pub txqueuelen: u32,
+}
+
+pub fn macvtap_facts(nl: &mut dyn Netlink, index: u32) -> Result<MacvtapFacts, HostError> {
+    let what = |w: &str| format!("the {w} of link {index}");
+    let name = read_attr(nl, index, &what("name"), |a| match a {
+        LinkAttribute::IfName(n) => Some(n),
+        _ => None,
+    })?;
+    let lower = read_attr(nl, index, &what("lower"), |a| match a {
+        LinkAttribute::Link(l) => Some(l),
+        _ => None,
+    })?;
+    let mac = read_attr(nl, index, &what("MAC"), |a| match a {
+        LinkAttribute::Address(m) => <[u8; 6]>::try_from(m.as_slice()).ok(),
+        _ => None,
+    })?;
+    let txqueuelen = read_attr(nl, index, &what("txqueuelen"), |a| match a {
+        LinkAttribute::TxQueueLen(q) => Some(q),
+        _ => None,
+    })?;
+    let missing = || HostError::Other(format!("link {index}: not a macvtap on a lower"));
+    let lower = name_of(nl, lower.ok_or_else(missing)?)?.ok_or_else(missing)?;
+    Ok(MacvtapFacts {
+        name: name.ok_or_else(missing)?,
+        lower,
+        mac: MacAddr(mac.ok_or_else(missing)?),
+        txqueuelen: txqueuelen.ok_or_else(missing)?,
+    })
 }
 
 /// The name of link `index`, or None when there is no such link.

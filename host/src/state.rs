@@ -388,6 +388,114 @@ impl State {
         Ok(f)
     }
 
+    /// A migrated VM's destination takes this router's place: the entries
+    /// `replaced` picks (the source's qemu, its macvtaps, its run files)
+    /// are removed, newest first; then every entry of `dest` joins this
+    /// record, its run files renamed from `<dest>.*` to `<name>.*` (qemu
+    /// keeps its open files; a socket answers at its new path), its owner
+    /// becomes this router's, and `dest`'s own record is deleted.
+    pub fn hand_over(
+        &mut self,
+        mut dest: State,
+        replaced: impl Fn(&Resource) -> bool,
+    ) -> Result<(), HostError> {
+        let (old, keep): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut self.resources)
+            .into_iter()
+            .partition(|e| replaced(&e.what));
+        self.resources = keep;
+        let mut errors = Vec::new();
+        for e in old.into_iter().rev() {
+            let Some(id) = e.id else { continue };
+            match remove(&e.what, id) {
+                Ok(Removal::Done) => {}
+                Ok(Removal::NotOurs(why)) => log::warn!("{why}: left alone"),
+                Err(err) => {
+                    errors.push(format!("{}: {err}", describe(&e.what)));
+                    self.resources.push(e);
+                }
+            }
+        }
+        // What is recorded from here on is the router's.
+        self.save()?;
+        let from = format!("{}.", dest.name);
+        for mut e in std::mem::take(&mut dest.resources) {
+            if let Resource::File { path: p } = &mut e.what {
+                let renamed = p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_prefix(&from))
+                    .filter(|_| p.parent() == Some(Path::new(DIR)))
+                    .map(|rest| PathBuf::from(DIR).join(format!("{}.{rest}", self.name)));
+                if let Some(to) = renamed {
+                    if e.id.is_some() {
+                        match std::fs::rename(&*p, &to) {
+                            Ok(()) => {}
+                            // Gone already (qemu unlinks a socket it accepted on).
+                            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                            Err(err) => {
+                                errors.push(format!(
+                                    "renaming {} to {}: {err}",
+                                    p.display(),
+                                    to.display()
+                                ));
+                                self.resources.push(e);
+                                continue;
+                            }
+                        }
+                    }
+                    *p = to;
+                }
+            }
+            self.resources.push(e);
+        }
+        self.owner_pid = dest.owner_pid;
+        self.save()?;
+        let _ = std::fs::remove_file(path(&dest.name));
+        let _ = std::fs::remove_file(lock_path(&dest.name));
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(HostError::Other(format!(
+                "router {}: handing over to {}: {} (kept in the record)",
+                self.name,
+                dest.name,
+                errors.join("; ")
+            )))
+        }
+    }
+
+    /// A host link this record made was renamed from `old` to `new`.
+    pub fn renamed_link(&mut self, old: &str, new: &str) -> Result<(), HostError> {
+        for e in &mut self.resources {
+            if let Resource::Link { name, netns: None } = &mut e.what {
+                if name == old {
+                    *name = new.to_string();
+                }
+            }
+        }
+        self.save()
+    }
+
+    /// Removes a file this record made and drops its entry.
+    pub fn forget_file(&mut self, p: &Path) -> Result<(), HostError> {
+        let Some(i) = self
+            .resources
+            .iter()
+            .position(|e| matches!(&e.what, Resource::File { path } if path == p))
+        else {
+            return Ok(());
+        };
+        let e = self.resources.remove(i);
+        if let Some(id) = e.id {
+            if let Err(err) = remove(&e.what, id) {
+                self.resources.push(e);
+                self.save()?;
+                return Err(err);
+            }
+        }
+        self.save()
+    }
+
     /// `up` succeeded: the router no longer depends on its builder.
     pub fn finish(mut self) -> Result<(), HostError> {
         self.builder = None;

@@ -4,6 +4,7 @@
 pub mod accel;
 pub mod argv;
 pub mod memory;
+pub mod migrate;
 pub mod platform;
 pub mod qmp;
 pub mod sched;

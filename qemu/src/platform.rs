@@ -81,7 +81,7 @@ pub fn set_running(name: &str, running: bool) -> Result<(), HostError> {
 }
 
 /// Files of one VM under /run/tinyvr.
-fn run_file(name: &str, ext: &str) -> PathBuf {
+pub(crate) fn run_file(name: &str, ext: &str) -> PathBuf {
     PathBuf::from(state::DIR).join(format!("{name}.{ext}"))
 }
 
@@ -304,7 +304,7 @@ fn plumb(
                     name: mname.clone(),
                     netns: None,
                 })?;
-                let index = links::add_macvtap(&mut nl, &mname, parent.as_str(), *mode)?;
+                let index = links::add_macvtap(&mut nl, &mname, parent.as_str(), *mode, None)?;
                 state.made(e, index as u64)?;
                 links::set_mac(&mut nl, &mname, &mac)?;
                 links::quiet_ipv6(&mname)?;
@@ -466,16 +466,6 @@ fn start(
         .collect::<Result<_, _>>()?;
     let spec = spec(o, cfg, acc, nics);
     let args = argv::argv(&spec);
-    let log = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&files[4])
-        .map_err(|e| HostError::io("opening the qemu log", e))?;
-    let mut cmd = Command::new(&args[0]);
-    cmd.args(&args[1..]).stdin(Stdio::null());
-    if !o.console {
-        cmd.stdout(log.try_clone().map_err(|e| HostError::io("qemu log", e))?)
-            .stderr(log);
-    }
     // The VM's cgroup, made and set before qemu exists: qemu joins it
     // between fork and exec, so every thread and allocation of it is inside.
     let rt = if o.placement.wants_rt() {
@@ -485,42 +475,9 @@ fn start(
     };
     let cgroup = cgroup::prepare(state, &format!("tinyvr-{name}"), &o.resources, rt)?;
     let procs = cgroup::procs_files(&cgroup)?;
-    let procs_fds: Vec<i32> = procs.iter().map(|f| f.as_raw_fd()).collect();
-    // qemu gets the tap fds as 3, 4, ... and its own session (Ctrl-C on
-    // the caller's terminal must not reach it).
-    let raw: Vec<i32> = fds.into_iter().map(|f| f.into_raw_fd()).collect();
-    let keep = raw.clone();
     let thp = o.thp.enabled(acc);
-    // SAFETY: only write/dup2/fcntl/setsid/prctl between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            // First, before the fds below are moved over 3, 4, ...
-            cgroup::join_in_child(&procs_fds)?;
-            libc::setsid();
-            if !thp {
-                memory::disable_thp()?;
-            }
-            // Move every fd above the target range first, then into place.
-            let high: Vec<i32> = keep
-                .iter()
-                .map(|&fd| libc::fcntl(fd, libc::F_DUPFD, 100))
-                .collect();
-            for (k, &fd) in high.iter().enumerate() {
-                if fd < 0 || libc::dup2(fd, 3 + k as i32) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
     let t0 = Instant::now();
-    let spawned = cmd.spawn();
-    drop(procs);
-    for fd in raw {
-        // SAFETY: these fds were ours; qemu holds its own copies now.
-        unsafe { libc::close(fd) };
-    }
-    let mut child = spawned.map_err(|e| HostError::io(format!("running {}", o.qemu), e))?;
+    let mut child = spawn_qemu(&args, fds, &procs, thp, &files[4], o.console)?;
     state.owner_pid = Some(child.id());
     state.add_process(child.id())?;
 
@@ -585,6 +542,62 @@ fn start(
         "argv": args,
     });
     Ok(ready)
+}
+
+/// Runs qemu as `args` says: the tap fds as 3, 4, ... in `fds` order, in
+/// the cgroups whose `cgroup.procs` files are `procs` (joined between fork
+/// and exec, so every thread and allocation is inside), in a session of
+/// its own (Ctrl-C on the caller's terminal must not reach it), THP off
+/// for it unless `thp`, its output to `log` unless `console`.
+pub(crate) fn spawn_qemu(
+    args: &[String],
+    fds: Vec<std::fs::File>,
+    procs: &[std::fs::File],
+    thp: bool,
+    log: &Path,
+    console: bool,
+) -> Result<std::process::Child, HostError> {
+    let mut cmd = Command::new(&args[0]);
+    cmd.args(&args[1..]).stdin(Stdio::null());
+    if !console {
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(log)
+            .map_err(|e| HostError::io("opening the qemu log", e))?;
+        cmd.stdout(log.try_clone().map_err(|e| HostError::io("qemu log", e))?)
+            .stderr(log);
+    }
+    let procs_fds: Vec<i32> = procs.iter().map(|f| f.as_raw_fd()).collect();
+    let raw: Vec<i32> = fds.into_iter().map(|f| f.into_raw_fd()).collect();
+    let keep = raw.clone();
+    // SAFETY: only write/dup2/fcntl/setsid/prctl between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // First, before the fds below are moved over 3, 4, ...
+            cgroup::join_in_child(&procs_fds)?;
+            libc::setsid();
+            if !thp {
+                memory::disable_thp()?;
+            }
+            // Move every fd above the target range first, then into place.
+            let high: Vec<i32> = keep
+                .iter()
+                .map(|&fd| libc::fcntl(fd, libc::F_DUPFD, 100))
+                .collect();
+            for (k, &fd) in high.iter().enumerate() {
+                if fd < 0 || libc::dup2(fd, 3 + k as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let spawned = cmd.spawn();
+    for fd in raw {
+        // SAFETY: these fds were ours; qemu holds its own copies now.
+        unsafe { libc::close(fd) };
+    }
+    spawned.map_err(|e| HostError::io(format!("running {}", args[0]), e))
 }
 
 /// Each virtio NIC's virtqueue sizes as asked (qemu's default is 256) and
@@ -654,7 +667,7 @@ pub fn virtqueues(
 
 /// The threads of qemu `pid` by class: vCPUs from QMP, vhost workers,
 /// and the emulator (main) thread.
-fn threads(pid: u32, qmp: &Path) -> Result<Vec<(Class, usize, u32)>, HostError> {
+pub(crate) fn threads(pid: u32, qmp: &Path) -> Result<Vec<(Class, usize, u32)>, HostError> {
     let mut q =
         Qmp::connect(qmp, Duration::from_secs(5)).map_err(|e| HostError::Other(e.to_string()))?;
     let cpus = q
@@ -681,7 +694,7 @@ fn threads(pid: u32, qmp: &Path) -> Result<Vec<(Class, usize, u32)>, HostError> 
 /// Applies affinity and policy per thread class, then reads every thread
 /// back from /proc and sched_getattr. A refusal, or a value that did not
 /// stick, is an error naming the thread.
-fn place(
+pub(crate) fn place(
     p: &Placement,
     pid: u32,
     qmp: &Path,
