@@ -185,27 +185,31 @@ pub fn with_sysfs<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, HostError> + Send + 'static,
 ) -> Result<T, HostError> {
     run_in(Some(name), move || {
-        let sys = |what: &str, e| HostError::sys(format!("{what} (sysfs of namespace)"), e);
-        unshare(CloneFlags::CLONE_NEWNS).map_err(|e| sys("unshare", e))?;
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_SLAVE,
-            None::<&str>,
-        )
-        .map_err(|e| sys("making / a slave", e))?;
-        umount2("/sys", MntFlags::MNT_DETACH).map_err(|e| sys("unmounting /sys", e))?;
-        mount(
-            Some("sysfs"),
-            "/sys",
-            Some("sysfs"),
-            MsFlags::empty(),
-            None::<&str>,
-        )
-        .map_err(|e| sys("mounting sysfs", e))?;
+        own_sysfs().map_err(|e| HostError::sys("remounting /sys for the namespace", e))?;
         f()
     })
+}
+
+/// In a mount namespace of the caller's own (thread or freshly forked
+/// child), /sys remounted so it shows the current network namespace's
+/// devices (what `ip netns exec` does). Syscalls only: safe after fork.
+pub fn own_sysfs() -> nix::Result<()> {
+    unshare(CloneFlags::CLONE_NEWNS)?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )?;
+    umount2("/sys", MntFlags::MNT_DETACH)?;
+    mount(
+        Some("sysfs"),
+        "/sys",
+        Some("sysfs"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
 }
 
 /// A netlink socket bound to namespace `name`.

@@ -25,8 +25,7 @@ pub struct Up<'a> {
 /// namespace and /sys remounted so /sys/class/net shows that namespace's
 /// devices (what `ip netns exec` does). Returns the READY json.
 pub fn apply_in(ns: &str, init: &Path, config: &Path) -> Result<serde_json::Value, HostError> {
-    use nix::mount::{mount, umount2, MntFlags, MsFlags};
-    use nix::sched::{setns, unshare, CloneFlags};
+    use nix::sched::{setns, CloneFlags};
     let fd = netns::open(ns)?;
     let raw = fd.as_raw_fd();
     let mut cmd = std::process::Command::new(init);
@@ -36,22 +35,7 @@ pub fn apply_in(ns: &str, init: &Path, config: &Path) -> Result<serde_json::Valu
         cmd.pre_exec(move || {
             let f = std::os::fd::BorrowedFd::borrow_raw(raw);
             setns(f, CloneFlags::CLONE_NEWNET)?;
-            unshare(CloneFlags::CLONE_NEWNS)?;
-            mount(
-                None::<&str>,
-                "/",
-                None::<&str>,
-                MsFlags::MS_REC | MsFlags::MS_SLAVE,
-                None::<&str>,
-            )?;
-            umount2("/sys", MntFlags::MNT_DETACH)?;
-            mount(
-                Some("sysfs"),
-                "/sys",
-                Some("sysfs"),
-                MsFlags::empty(),
-                None::<&str>,
-            )?;
+            netns::own_sysfs()?;
             Ok(())
         });
     }

@@ -450,6 +450,26 @@ pub fn built_image(dir: &str) -> PathBuf {
     out
 }
 
+/// The image the VM tests boot, built once per test process.
+pub fn vm_image() -> &'static Path {
+    static I: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    I.get_or_init(|| built_image("tinyvr-vm-image"))
+}
+
+/// Why the VM tests cannot run here, if they cannot.
+pub fn vm_can_run() -> Option<&'static str> {
+    if !is_root() {
+        return Some("needs root");
+    }
+    if !has_cmd("qemu-system-x86_64") {
+        return Some("needs qemu-system-x86_64 (scripts/setup installs it)");
+    }
+    if !Path::new(tinyvr_image::kernel::DEFAULT_SOURCE).exists() {
+        return Some("needs linux-source-6.1 to build the image (scripts/setup installs it)");
+    }
+    None
+}
+
 /// Whether this host can run a KVM guest, read independently of tinyvr:
 /// /dev/kvm opens read-write and the CPU flags have vmx or svm. Tests
 /// assert the accelerator tinyvr picks for the host they find.

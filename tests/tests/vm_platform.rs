@@ -6,25 +6,14 @@
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 use tinyvr_tests::*;
 
 fn image() -> &'static Path {
-    static I: OnceLock<PathBuf> = OnceLock::new();
-    I.get_or_init(|| built_image("tinyvr-vm-image"))
+    vm_image()
 }
 
 fn can_run() -> Option<&'static str> {
-    if !is_root() {
-        return Some("needs root");
-    }
-    if !has_cmd("qemu-system-x86_64") {
-        return Some("needs qemu-system-x86_64 (scripts/setup installs it)");
-    }
-    if !Path::new(tinyvr_image::kernel::DEFAULT_SOURCE).exists() {
-        return Some("needs linux-source-6.1 to build the image (scripts/setup installs it)");
-    }
-    None
+    vm_can_run()
 }
 
 fn router(tag: char, in_host: &str, out_host: &str) -> (String, String) {
