@@ -36,6 +36,7 @@ pub enum Mode {
     NdrPdr,
     Isolation,
     Scale,
+    Migrate,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -141,6 +142,28 @@ pub struct Scale {
     /// How many routers at a time, e.g. [1, 2, 4]; 1 is the baseline every
     /// other count is compared with (at the same total offered load).
     pub routers: Vec<u32>,
+}
+
+/// `mode = "migrate"`: each trial migrates the VM router once, `after_ms`
+/// into it, while the offered load runs.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateSpec {
+    /// When the migration starts, ms after the trial's start.
+    #[serde(default = "default_after")]
+    pub after_ms: u64,
+    /// QMP downtime-limit, ms.
+    #[serde(default = "default_downtime")]
+    pub downtime_limit_ms: u64,
+    /// QMP max-bandwidth, MB/s (default: qemu's).
+    pub bandwidth_mbps: Option<u64>,
+}
+
+fn default_after() -> u64 {
+    2000
+}
+fn default_downtime() -> u64 {
+    300
 }
 
 /// The most routers a scale point brings up at once.
@@ -265,6 +288,7 @@ pub struct Experiment {
     pub search: Option<Search>,
     pub latency: Option<Latency>,
     pub scale: Option<Scale>,
+    pub migrate: Option<MigrateSpec>,
     #[serde(rename = "router")]
     pub routers: Vec<RouterSpec>,
     /// Isolation: neighbours that only burn, on or frozen per step.
@@ -337,6 +361,10 @@ pub fn load(text: &str, path: &Path, online: &[u32]) -> Result<Loaded, String> {
     }
     let mut exp = exp;
     place(&mut exp, &mut routers, online);
+    // A migration's traffic side is counted by sequence number.
+    if exp.mode == Mode::Migrate {
+        exp.traffic.sequence = true;
+    }
     let frames = check(&exp, &routers, online)?;
     let image = exp
         .image
@@ -509,6 +537,9 @@ fn check(
             ));
         }
     }
+    if exp.migrate.is_some() && exp.mode != Mode::Migrate {
+        return Err("migrate: only for mode = \"migrate\"".into());
+    }
     match exp.mode {
         Mode::Sweep if t.rates_pps.is_empty() && !t.max_rate => {
             return Err("traffic.rates_pps: a sweep needs rates (or max_rate = true)".into())
@@ -545,6 +576,38 @@ fn check(
                     "router[0].name: {:?}: at most 6 characters in scale mode (the copies are named <name>1, <name>2, ...)",
                     routers[0].1.name
                 ));
+            }
+        }
+        Mode::Migrate => {
+            let m = exp.migrate.as_ref().ok_or(
+                "migrate: mode = \"migrate\" needs a [migrate] table (after_ms, downtime_limit_ms)",
+            )?;
+            if t.rates_pps.is_empty() || t.max_rate {
+                return Err("traffic.rates_pps: a migrate run offers these rates as cross traffic (max_rate is not used)".into());
+            }
+            if m.after_ms == 0 || m.after_ms as f64 >= exp.trial_secs * 1000.0 {
+                return Err(format!(
+                    "migrate.after_ms: {}: expected at least 1 and less than the trial (trial_secs = {} s), so the migration starts under load",
+                    m.after_ms, exp.trial_secs
+                ));
+            }
+            if m.downtime_limit_ms == 0 {
+                return Err("migrate.downtime_limit_ms: 0: expected at least 1 ms".into());
+            }
+            if m.bandwidth_mbps == Some(0) {
+                return Err("migrate.bandwidth_mbps: 0: expected at least 1 MB/s".into());
+            }
+            for (i, (r, _)) in routers.iter().enumerate() {
+                if r.platform != Platform::Vm {
+                    return Err(format!(
+                        "router[{i}].platform: a migrate run moves VM routers (platform = \"vm\")"
+                    ));
+                }
+                if r.datapath.as_deref() != Some("macvtap") {
+                    return Err(format!(
+                        "router[{i}].datapath: a migrated VM needs datapath = \"macvtap\" (the destination joins the same lowers)"
+                    ));
+                }
             }
         }
         Mode::Isolation => {
@@ -1304,6 +1367,57 @@ platform = "netns"
             e.contains("router[0].frame: only for mode = \"isolation\""),
             "{e}"
         );
+    }
+
+    #[test]
+    fn migrate_runs_are_checked() {
+        let m = |platform: &str, tail: &str| {
+            GOOD.replace("mode = \"sweep\"", "mode = \"migrate\"\ntrial_secs = 5.0")
+                .replace("platform = \"netns\"", platform)
+                + tail
+        };
+        let vm = "platform = \"vm\"\ndatapath = \"macvtap\"";
+        let l = try_load(&m(vm, "[migrate]\n")).unwrap();
+        assert!(l.exp.traffic.sequence, "sequence numbers are tracked");
+        assert_eq!(l.exp.migrate.as_ref().unwrap().after_ms, 2000);
+        for (platform, tail, want) in [
+            (
+                vm,
+                "",
+                "migrate: mode = \"migrate\" needs a [migrate] table",
+            ),
+            (
+                "platform = \"netns\"",
+                "[migrate]\n",
+                "router[0].platform: a migrate run moves VM routers",
+            ),
+            (
+                "platform = \"vm\"",
+                "[migrate]\n",
+                "router[0].datapath: a migrated VM needs datapath = \"macvtap\"",
+            ),
+            (vm, "[migrate]\nafter_ms = 0\n", "migrate.after_ms: 0"),
+            (
+                vm,
+                "[migrate]\nafter_ms = 2000\ntrial_secs = 1\n",
+                "unknown field `trial_secs`",
+            ),
+            (
+                vm,
+                "[migrate]\ndowntime_limit_ms = 0\n",
+                "migrate.downtime_limit_ms: 0",
+            ),
+            (
+                vm,
+                "[migrate]\nbandwidth_mbps = 0\n",
+                "migrate.bandwidth_mbps: 0",
+            ),
+        ] {
+            let e = try_load(&m(platform, tail)).unwrap_err();
+            assert!(e.contains(want), "{tail}: {e}");
+        }
+        let e = try_load(&format!("{GOOD}[migrate]\n")).unwrap_err();
+        assert!(e.contains("migrate: only for mode = \"migrate\""), "{e}");
     }
 
     #[test]

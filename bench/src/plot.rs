@@ -482,6 +482,9 @@ pub fn charts(r: &Results) -> Vec<(&'static str, Chart)> {
             ),
         ));
     }
+    if !r.migration_points.is_empty() {
+        out.extend(migration_charts(r));
+    }
     if !r.isolation.is_empty() {
         let series = per_router(r, |p| {
             (kpps(p.forwarded_pps.mean), kpps(p.forwarded_pps.ci))
@@ -558,6 +561,96 @@ pub fn charts(r: &Results) -> Vec<(&'static str, Chart)> {
         ));
     }
     out
+}
+
+/// Migrate mode: downtime, duration and sink gap, and data moved, against
+/// the offered cross traffic (confidence bars); and the forwarded rate in
+/// 10 ms bins through each rate's first migration, its start and end
+/// marked.
+fn migration_charts(r: &Results) -> Vec<(&'static str, Chart)> {
+    let mut labels: Vec<String> = Vec::new();
+    for p in &r.migration_points {
+        if !labels.contains(&p.label) {
+            labels.push(p.label.clone());
+        }
+    }
+    let series = |name: &str, pick: &dyn Fn(&crate::run::MigrationPoint) -> (f64, f64)| {
+        labels
+            .iter()
+            .map(|l| Series {
+                name: format!("{name} {l}"),
+                points: r
+                    .migration_points
+                    .iter()
+                    .filter(|p| &p.label == l)
+                    .map(|p| {
+                        let (v, ci) = pick(p);
+                        (p.offered_pps.mean / 1e3, v, ci)
+                    })
+                    .collect(),
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut times = series("qemu downtime", &|p| (p.downtime_ms.mean, p.downtime_ms.ci));
+    times.extend(series("longest sink gap", &|p| {
+        (p.longest_gap_ms.mean, p.longest_gap_ms.ci)
+    }));
+    times.extend(series("total time", &|p| {
+        (p.total_time_ms.mean, p.total_time_ms.ci)
+    }));
+    let data = series("RAM moved", &|p| {
+        (p.ram_transferred_mb.mean, p.ram_transferred_mb.ci)
+    });
+    let mut trace = Vec::new();
+    let mut marks = Vec::new();
+    for m in r.migrations.iter().filter(|m| m.repetition == 0) {
+        let bin = m.timeline.bin_ms / 1e3;
+        trace.push(Series {
+            name: format!("{} at {} kpps", m.label, m.rate_pps / 1000),
+            points: m
+                .timeline
+                .forwarded_pps
+                .iter()
+                .enumerate()
+                .map(|(i, pps)| (i as f64 * bin, pps / 1e3, 0.0))
+                .collect(),
+        });
+        let at = |k: &str| m.report[k].as_f64().unwrap_or(0.0) / 1e3;
+        let kp = m.rate_pps / 1000;
+        marks.push((format!("start {kp}k"), at("started_ms")));
+        marks.push((format!("end {kp}k"), at("ended_ms")));
+    }
+    vec![
+        (
+            "migration",
+            lines(
+                "Migration: qemu downtime, longest silence at the sink, total time",
+                "offered cross traffic (kpps)",
+                "ms",
+                times,
+            ),
+        ),
+        (
+            "migration_data",
+            lines(
+                "Migration: RAM moved",
+                "offered cross traffic (kpps)",
+                "MB",
+                data,
+            ),
+        ),
+        (
+            "migration_trace",
+            Chart::Lines {
+                title: "Forwarded rate through the first migration at each rate, 10 ms bins".into(),
+                x: "s from the trial's start".into(),
+                y: "forwarded (kpps)".into(),
+                series: trace,
+                diagonal: false,
+                marks,
+            },
+        ),
+    ]
 }
 
 /// One line per router across the isolation steps; `y` gives a point's

@@ -259,7 +259,29 @@ pub fn table(r: &Results) -> String {
     for p in r.scale.iter().filter(|p| !p.baseline_only) {
         let _ = writeln!(s, "{}", scale_line(p));
     }
+    for p in &r.migration_points {
+        let _ = writeln!(s, "{}", migration_line(p).trim_start());
+    }
     s
+}
+
+/// One migrate point, as printed while the run goes.
+pub fn migration_line(p: &crate::run::MigrationPoint) -> String {
+    format!(
+        "  {:<12} {:>5}B at {:>7.1} kpps: downtime {:.1} ± {:.1} ms (qemu), longest sink gap {:.1} ± {:.1} ms, total {:.0} ± {:.0} ms, {:.1} ± {:.1} MB moved, {:.0} lost",
+        p.label,
+        p.frame,
+        p.offered_pps.mean / 1e3,
+        p.downtime_ms.mean,
+        p.downtime_ms.ci,
+        p.longest_gap_ms.mean,
+        p.longest_gap_ms.ci,
+        p.total_time_ms.mean,
+        p.total_time_ms.ci,
+        p.ram_transferred_mb.mean,
+        p.ram_transferred_mb.ci,
+        p.lost.mean
+    )
 }
 
 /// One scale point: the copies' aggregate against one router offered the

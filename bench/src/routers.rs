@@ -361,8 +361,15 @@ pub fn held(r: &Running) -> Result<HeldNow, String> {
     // Every router's watcher (a VM's or container's init, a namespace
     // router's `init --watch`) counts its departures since READY, which
     // show a table lost and back between two read-backs.
-    let last =
-        held_lines(r).and_then(|p| tinyvr_host::console::all_tagged(&p, "TINYVR-HELD ").pop());
+    // A migrated VM's console starts afresh; what it said before is kept
+    // beside it (`<name>.console.before`).
+    let last = held_lines(r).and_then(|p| {
+        let mut before = p.clone().into_os_string();
+        before.push(".before");
+        tinyvr_host::console::all_tagged(&p, "TINYVR-HELD ")
+            .pop()
+            .or_else(|| tinyvr_host::console::all_tagged(Path::new(&before), "TINYVR-HELD ").pop())
+    });
     let departures = last.as_ref().and_then(|l| l["departures"].as_u64());
     let ns = match r.platform {
         // A VM's kernel is the guest's: its latest line is the read-back.

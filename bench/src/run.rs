@@ -166,6 +166,43 @@ pub struct IsolationStep {
     pub neighbours_burning: Vec<(String, bool)>,
 }
 
+/// One migration under load: what QMP measured, what the traffic saw.
+#[derive(Debug, Clone, Serialize)]
+pub struct MigrationRun {
+    pub router: String,
+    pub label: String,
+    pub frame: String,
+    pub rate_pps: u64,
+    pub repetition: u32,
+    /// `tinyvr vm migrate`'s report: QMP's figures (`migration`), the link
+    /// switch, the new qemu and its threads; plus when it started and
+    /// ended, ms after the trial's start (`started_ms`, `ended_ms`), and the
+    /// sampled flow's latency before, during and after (`latency`).
+    pub report: serde_json::Value,
+    /// The sink's side: frames lost by sequence number, the longest run of
+    /// them, and the longest silence between two arrivals.
+    pub lost: u64,
+    pub longest_loss_run: u64,
+    pub longest_gap_ms: f64,
+    /// The trial's forwarded rate in 10 ms bins, across the migration.
+    pub timeline: crate::timeline::Timeline,
+}
+
+/// Migrations of one router at one rate and frame size, summarized.
+#[derive(Debug, Clone, Serialize)]
+pub struct MigrationPoint {
+    pub router: String,
+    pub label: String,
+    pub frame: String,
+    pub rate_pps: u64,
+    pub offered_pps: Summary,
+    pub downtime_ms: Summary,
+    pub total_time_ms: Summary,
+    pub ram_transferred_mb: Summary,
+    pub longest_gap_ms: Summary,
+    pub lost: Summary,
+}
+
 /// Loss by sequence number at the sink, and whether the receiver saw
 /// every frame that arrived (`receiver_dropped` 0: the counts are exact).
 #[derive(Debug, Clone, Serialize)]
@@ -211,6 +248,10 @@ pub struct Results {
     pub ndr_pdr: Vec<NdrPdr>,
     pub isolation: Vec<IsolationStep>,
     pub scale: Vec<ScalePoint>,
+    /// Migrate mode: every migration, and per router, frame and rate the
+    /// summaries over the repetitions.
+    pub migrations: Vec<MigrationRun>,
+    pub migration_points: Vec<MigrationPoint>,
     /// The generator alone into a bare sink, per frame size, measured
     /// before the routers: the most any router here can be offered.
     pub generator_ceiling: Vec<crate::ceiling::Ceiling>,
@@ -299,6 +340,24 @@ fn trial(
     frames: &[FrameSpec],
     latency: bool,
 ) -> Result<Vec<Trial>, String> {
+    trial_with(ctx, rs, rates, frames, latency, None).map(|(t, _)| t)
+}
+
+/// Something done while a trial's load runs (a migration), given the
+/// trial's start; its result may carry `wall_start_ns`/`wall_end_ns`
+/// (CLOCK_REALTIME), which split each router's latency samples into
+/// before, during and after.
+type During = Box<dyn FnOnce(std::time::Instant) -> Result<serde_json::Value, String> + Send>;
+
+/// As [`trial`], running `during` beside the generators.
+fn trial_with(
+    ctx: &Ctx,
+    rs: &[&Running],
+    rates: &[Option<u64>],
+    frames: &[FrameSpec],
+    latency: bool,
+    during: Option<During>,
+) -> Result<(Vec<Trial>, Option<serde_json::Value>), String> {
     let before: Vec<Vec<Link>> = rs.iter().map(|r| read_hops(r)).collect::<Result<_, _>>()?;
     let procs: Vec<(String, u32, bool)> = rs.iter().flat_map(|r| r.procs.clone()).collect();
     let cpu0 = cpu::snapshot(&procs);
@@ -347,10 +406,17 @@ fn trial(
     for ((r, rate), frame) in rs.iter().zip(rates).zip(frames) {
         gens.push(gen::start_with(gen_spec(ctx, r, *frame, *rate)?, &STOP)?);
     }
+    let during = during.map(|f| std::thread::spawn(move || f(t0)));
     let sent: Vec<Sent> = gens
         .into_iter()
         .map(|h| h.join().map_err(|_| "generator panicked".to_string())?)
         .collect::<Result<_, _>>()?;
+    let mut during = during
+        .map(|h| {
+            h.join()
+                .map_err(|_| "the trial's side task panicked".to_string())?
+        })
+        .transpose()?;
     std::thread::sleep(Duration::from_millis(ctx.l.exp.drain_ms));
     let timelines: Vec<crate::timeline::Timeline> = samplers
         .into_iter()
@@ -449,10 +515,35 @@ fn trial(
             }),
         });
     }
+    if let Some(d) = &mut during {
+        if let (Some(a), Some(b)) = (d["wall_start_ns"].as_u64(), d["wall_end_ns"].as_u64()) {
+            let phases: Vec<serde_json::Value> = got
+                .iter()
+                .map(|g| {
+                    let pick = |keep: &dyn Fn(u64) -> bool| {
+                        let v: Vec<u64> = g
+                            .latencies
+                            .iter()
+                            .zip(&g.latency_rx_ns)
+                            .filter(|(_, &rx)| keep(rx))
+                            .map(|(&l, _)| l)
+                            .collect();
+                        serde_json::to_value(stats::latency(v)).expect("latency serializes")
+                    };
+                    serde_json::json!({
+                        "before": pick(&|rx| rx < a),
+                        "during": pick(&|rx| rx >= a && rx <= b),
+                        "after": pick(&|rx| rx > b),
+                    })
+                })
+                .collect();
+            d["latency"] = phases.into();
+        }
+    }
     if stopped() {
         return Err("interrupted".into());
     }
-    Ok(out)
+    Ok((out, during))
 }
 
 /// One latency percentile over the trials that measured it.
@@ -560,6 +651,7 @@ fn total_trials(l: &Loaded) -> u64 {
             l.routers.len() as u64 * frames * reps * (steps + 4 + lat)
         }
         Mode::Isolation => crate::experiment::isolation_steps(&l.routers) as u64 * reps,
+        Mode::Migrate => l.routers.len() as u64 * frames * e.traffic.rates_pps.len() as u64 * reps,
         Mode::Scale => {
             let counts = e.scale.as_ref().map_or(1, |s| s.routers.len() as u64);
             let rates = e.traffic.rates_pps.len() as u64;
@@ -603,6 +695,7 @@ pub fn run(l: &Loaded, env: &Env, res: &mut Results) -> Result<(), String> {
         Mode::NdrPdr => ndr_pdr(&ctx, env, res),
         Mode::Isolation => isolation(&ctx, env, res),
         Mode::Scale => scale(&ctx, env, res),
+        Mode::Migrate => migrate(&ctx, env, res),
     };
     ctx.pb.finish_and_clear();
     res.interrupted = stopped();
@@ -686,6 +779,128 @@ fn sweep(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
                     if p.generator_bound { "  (generator-bound)" } else { "" }
                 ));
                 res.points.push(p);
+            }
+        }
+        let errs = fleet.down_all();
+        if !errs.is_empty() {
+            return Err(errs.join("; "));
+        }
+    }
+    Ok(())
+}
+
+/// Migrate mode: per VM router, frame size and rate, each repetition a
+/// trial whose load runs while the router migrates once, `after_ms` in.
+fn migrate(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
+    let e = &ctx.l.exp;
+    let m = e.migrate.as_ref().expect("checked");
+    for i in 0..ctx.l.routers.len() {
+        let mut fleet = Fleet::default();
+        bring_up(ctx, &mut fleet, i, env, res)?;
+        // The VM's own macvtaps are replaced by a migration: their
+        // counters restart. The source, the lowers and the sink stay.
+        fleet.0[0]
+            .hops
+            .retain(|h| !h.name.starts_with("vm macvtap"));
+        for &frame in &ctx.l.frames {
+            for (step, &rate) in e.traffic.rates_pps.iter().enumerate() {
+                let first = res.trials.len();
+                let runs = res.migrations.len();
+                for rep in 0..e.repetitions {
+                    let r = &fleet.0[0];
+                    ctx.pb.set_message(format!(
+                        "{} {}B at {} kpps, migrating (rep {})",
+                        r.label,
+                        frame.label(),
+                        rate / 1000,
+                        rep + 1
+                    ));
+                    let (name, after) = (r.name.clone(), Duration::from_millis(m.after_ms));
+                    let (limit, bw) = (m.downtime_limit_ms, m.bandwidth_mbps);
+                    let during: During = Box::new(move |t0| {
+                        std::thread::sleep(after.saturating_sub(t0.elapsed()));
+                        let wall = || {
+                            std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0, |d| d.as_nanos() as u64)
+                        };
+                        let (s, ws) = (t0.elapsed(), wall());
+                        let mut rep = tinyvr_qemu::migrate::local(&tinyvr_qemu::migrate::Migrate {
+                            name,
+                            downtime_limit_ms: limit,
+                            bandwidth_mbps: bw,
+                            timeout: Duration::from_secs(120),
+                        })
+                        .map_err(|e| e.to_string())?;
+                        rep["started_ms"] = (s.as_secs_f64() * 1e3).into();
+                        rep["ended_ms"] = (t0.elapsed().as_secs_f64() * 1e3).into();
+                        rep["wall_start_ns"] = ws.into();
+                        rep["wall_end_ns"] = wall().into();
+                        Ok(rep)
+                    });
+                    let (mut t, report) = trial_with(
+                        ctx,
+                        &[r],
+                        &[Some(rate)],
+                        &[frame],
+                        e.latency.is_some(),
+                        Some(during),
+                    )?;
+                    let report = report.expect("a migration ran");
+                    // The router's qemu is the destination's from here on.
+                    if let Some(pid) = report["qemu_pid"].as_u64() {
+                        for p in &mut fleet.0[0].procs {
+                            p.1 = pid as u32;
+                        }
+                    }
+                    t[0].step = step;
+                    t[0].repetition = rep;
+                    let seq = t[0].sequence.as_ref().map(|s| s.stats.clone());
+                    res.migrations.push(MigrationRun {
+                        router: t[0].router.clone(),
+                        label: t[0].label.clone(),
+                        frame: t[0].frame.clone(),
+                        rate_pps: rate,
+                        repetition: rep,
+                        report,
+                        lost: seq.as_ref().map_or(t[0].lost.max(0) as u64, |s| s.lost),
+                        longest_loss_run: seq.as_ref().map_or(0, |s| s.longest_loss_run),
+                        longest_gap_ms: seq.as_ref().map_or(0.0, |s| s.longest_gap_us / 1e3),
+                        timeline: t[0].timeline.clone(),
+                    });
+                    res.trials.extend(t);
+                    ctx.pb.inc(1);
+                }
+                let runs = &res.migrations[runs..];
+                let sum = |f: &dyn Fn(&MigrationRun) -> f64| {
+                    stats::summarize(&runs.iter().map(f).collect::<Vec<_>>(), e.confidence)
+                };
+                let q =
+                    |r: &MigrationRun, k: &str| r.report["migration"][k].as_f64().unwrap_or(0.0);
+                let mp = MigrationPoint {
+                    router: runs[0].router.clone(),
+                    label: runs[0].label.clone(),
+                    frame: runs[0].frame.clone(),
+                    rate_pps: rate,
+                    offered_pps: stats::summarize(
+                        &res.trials[first..]
+                            .iter()
+                            .map(|t| t.offered_pps)
+                            .collect::<Vec<_>>(),
+                        e.confidence,
+                    ),
+                    downtime_ms: sum(&|r| q(r, "downtime_ms")),
+                    total_time_ms: sum(&|r| q(r, "total_time_ms")),
+                    ram_transferred_mb: sum(&|r| q(r, "ram_transferred_bytes") / 1e6),
+                    longest_gap_ms: sum(&|r| r.longest_gap_ms),
+                    lost: sum(&|r| r.lost as f64),
+                };
+                ctx.say(crate::report::migration_line(&mp));
+                res.migration_points.push(mp);
+                res.points.push(point(
+                    &res.trials[first..].iter().collect::<Vec<_>>(),
+                    e.confidence,
+                ));
             }
         }
         let errs = fleet.down_all();

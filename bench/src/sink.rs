@@ -112,6 +112,8 @@ pub struct Received {
     /// One-way latencies of the sampled frames, ns (kernel receive time
     /// minus the send time the generator wrote; one host, one clock).
     pub latencies: Vec<u64>,
+    /// The kernel receive time of each of `latencies` (CLOCK_REALTIME ns).
+    pub latency_rx_ns: Vec<u64>,
     /// Every frame's sequence number, when tracked.
     pub seq: Option<crate::seq::Tracker>,
     /// Frames the socket itself dropped (its buffer full): with any, the
@@ -153,6 +155,7 @@ pub fn receive(fd: OwnedFd, stop: Arc<AtomicBool>, track: bool) -> Received {
         }
         if sampled && rx >= sent {
             out.latencies.push(rx - sent);
+            out.latency_rx_ns.push(rx);
         }
     }
     out.socket_dropped = socket_drops(&fd);

@@ -1217,3 +1217,72 @@ datapath = "macvtap"
         assert_eq!(leftovers(x), Vec::<String>::new());
     }
 }
+
+#[test]
+fn a_migrate_run_records_qemus_figures_and_the_traffics() {
+    require!(is_root(), "needs root (namespaces, macvtaps)");
+    require!(vm_ok().is_none(), vm_ok().unwrap_or(""));
+    let _one = one_at_a_time();
+    let n = name("mi");
+    let dir = Scratch::new("bench-migrate");
+    let (o, out) = bench(
+        &dir,
+        &format!(
+            r#"name = "migrate"
+mode = "migrate"
+trial_secs = 4.0
+[traffic]
+frames = [64]
+flows = 16
+dst = "10.9.0.0/24"
+rates_pps = [5000]
+[latency]
+sample_every = 50
+[migrate]
+after_ms = 1500
+[[router]]
+config = "router.toml"
+platform = "vm"
+accel = "tcg"
+name = "{n}"
+datapath = "macvtap"
+"#
+        ),
+    );
+    ok(&o);
+    let r = results(&out);
+    let m = &r["migrations"][0];
+    let rep = &m["report"];
+    assert_eq!(rep["migration"]["status"], "completed", "{m}");
+    let (start, end) = (
+        rep["started_ms"].as_f64().unwrap(),
+        rep["ended_ms"].as_f64().unwrap(),
+    );
+    assert!(start >= 1500.0 && end > start, "{rep}");
+    // The sink's side: the loss by sequence number and the longest
+    // silence, consistent with qemu's pause plus the link switch (TCG
+    // scheduling adds up to 250 ms here).
+    let gap = m["longest_gap_ms"].as_f64().unwrap();
+    let bound = rep["migration"]["downtime_ms"].as_f64().unwrap()
+        + rep["links_switched_ms"].as_f64().unwrap()
+        + 250.0;
+    assert!(gap > 0.0 && gap <= bound, "gap {gap} ms, bound {bound} ms");
+    let t = &r["trials"][0];
+    assert_eq!(m["lost"], t["sequence"]["lost"], "{m}");
+    assert_eq!(t["held_as_ready"], true, "{}", t["held"]);
+    // Latency before, during and after, and the rate in 10 ms bins.
+    for phase in ["before", "after"] {
+        assert!(
+            rep["latency"][0][phase]["samples"].as_u64().unwrap() > 0,
+            "{rep}"
+        );
+    }
+    assert!(m["timeline"]["forwarded_pps"].as_array().unwrap().len() > 300);
+    let p = &r["migration_points"][0];
+    assert_eq!(p["downtime_ms"]["n"], 1);
+    for f in ["migration.png", "migration_data.png", "migration_trace.png"] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+    assert_eq!(leftovers(&n), Vec::<String>::new());
+    assert_eq!(leftovers("mig"), Vec::<String>::new());
+}
