@@ -1,6 +1,6 @@
 //! Local live migration of a VM router: `tinyvr vm migrate NAME --local`.
 //!
-//! The destination is a second qemu, an instance of its own (`mig<pid>`,
+//! The destination is a second qemu, an instance of its own (`migNNNNN`,
 //! its own record, QMP socket and console) started from the source's
 //! command line as the kernel holds it (/proc/<pid>/cmdline) with
 //! `-incoming`, in the router's cgroup. Each of the source's NICs must be a
@@ -74,13 +74,34 @@ pub fn tap_netdevs(argv: &[String]) -> Result<Vec<TapNetdev>, String> {
     Ok(out)
 }
 
-/// The destination's command line: the source's, every run file of the
-/// router renamed to the destination's, waiting for the incoming stream.
-/// Pure.
-pub fn dest_argv(argv: &[String], name: &str, dest: &str) -> Vec<String> {
-    let from = format!("{}/{name}.", state::DIR);
-    let to = format!("{}/{dest}.", state::DIR);
-    let mut out: Vec<String> = argv.iter().map(|a| a.replace(&from, &to)).collect();
+/// The destination's command line: the source's, its run files renamed to
+/// the destination's (by the instance name the source was started under:
+/// a source that was itself a destination runs under that one's), waiting
+/// for the incoming stream. Pure.
+pub fn dest_argv(argv: &[String], dest: &str) -> Vec<String> {
+    let dir = format!("{}/", state::DIR);
+    // The instance the source's files are named after, from its QMP socket.
+    let started_as = argv
+        .iter()
+        .find_map(|a| {
+            let p = a.split(',').find_map(|kv| kv.strip_prefix("path="))?;
+            p.strip_prefix(&dir)?.strip_suffix(".qmp").map(String::from)
+        })
+        .unwrap_or_default();
+    let (from, to) = (format!("{dir}{started_as}."), format!("{dir}{dest}."));
+    let mut out = Vec::new();
+    let mut words = argv.iter();
+    while let Some(a) = words.next() {
+        if a == "-incoming" {
+            words.next();
+            continue;
+        }
+        out.push(if started_as.is_empty() {
+            a.clone()
+        } else {
+            a.replace(&from, &to)
+        });
+    }
     out.extend(["-incoming".to_string(), "defer".to_string()]);
     out
 }
@@ -106,10 +127,15 @@ fn other(e: impl std::fmt::Display) -> HostError {
 }
 
 /// The instance name of a migration destination, until it takes the
-/// router's: `mig<pid>` (router names have at most 8 characters; a name
-/// already taken is an error, never a reason to touch it).
+/// router's: `mig` and 5 digits (router names have at most 8 characters;
+/// a name already taken is an error, never a reason to touch it). A new
+/// one for every migration of a process: a qemu that was a destination
+/// unlinks the QMP socket and pid file it made, by their old names, when
+/// it quits as a later migration's source.
 pub fn dest_name() -> String {
-    format!("mig{}", std::process::id() % 100_000)
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("mig{:05}", (std::process::id() as u64 + 7919 * n) % 100_000)
 }
 
 /// Checks everything that can be checked before anything changes:
@@ -304,7 +330,7 @@ pub fn local(o: &Migrate) -> Result<Value, HostError> {
             .iter()
             .map(|e| Ok((st.intend(Resource::File { path: file(e) })?, file(e))))
             .collect::<Result<_, HostError>>()?;
-        let args = dest_argv(&argv, &name, &dest);
+        let args = dest_argv(&argv, &dest);
         let procs = cgroup_procs_of(pid)?;
         let mut child = spawn_qemu(&args, fds, &procs, !thp_off, &file("qemu.log"), false)?;
         st.owner_pid = Some(child.id());
@@ -522,12 +548,17 @@ mod tests {
 
     #[test]
     fn the_destination_gets_its_own_run_files_and_waits_for_the_stream() {
-        let a = words("qemu -chardev file,id=con,path=/run/tinyvr/vr1.console -fw_cfg name=opt/tinyvr/config,file=/run/tinyvr/vr1.toml -name guest=vr1");
-        let d = dest_argv(&a, "vr1", "vr1-m");
-        assert_eq!(d[2], "file,id=con,path=/run/tinyvr/vr1-m.console");
-        assert_eq!(d[4], "name=opt/tinyvr/config,file=/run/tinyvr/vr1-m.toml");
+        let a = words("qemu -chardev file,id=con,path=/run/tinyvr/vr1.console -fw_cfg name=opt/tinyvr/config,file=/run/tinyvr/vr1.toml -name guest=vr1 -chardev socket,id=qmp,path=/run/tinyvr/vr1.qmp,server=on");
+        let d = dest_argv(&a, "mig00001");
+        assert_eq!(d[2], "file,id=con,path=/run/tinyvr/mig00001.console");
+        assert_eq!(d[4], "name=opt/tinyvr/config,file=/run/tinyvr/mig00001.toml");
         assert_eq!(d[6], "guest=vr1", "the guest keeps its name");
-        assert_eq!(&d[7..], ["-incoming", "defer"]);
+        assert_eq!(d[8], "socket,id=qmp,path=/run/tinyvr/mig00001.qmp,server=on");
+        assert_eq!(&d[9..], ["-incoming", "defer"]);
+        // A source that was a destination: its files, one -incoming.
+        let d2 = dest_argv(&d, "mig00002");
+        assert_eq!(d2[2], "file,id=con,path=/run/tinyvr/mig00002.console");
+        assert_eq!(d2.iter().filter(|w| *w == "-incoming").count(), 1);
     }
 
     #[test]

@@ -208,6 +208,20 @@ fn a_router_under_load_migrates_locally_and_keeps_forwarding() {
         "gap {gap_ms} ms vs downtime {downtime_ms} + switch {switch_ms}"
     );
     assert!(lost < 3_000, "{lost} lost: more than a second of traffic");
+    // And again: the destination, now the router, migrates like the first
+    // (its QMP socket and pid file survive the old qemu's exit).
+    let out = tinyvr(&["vm", "migrate", &name, "--local"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for f in ["qmp", "pid", "console"] {
+        assert!(Path::new(&format!("/run/tinyvr/{name}.{f}")).exists(), "{f}");
+    }
+    let before = link_stat(&snk, "snk0", "rx", "packets");
+    udp_send_paced(&src, "10.2.0.2:9".parse().unwrap(), 1_000, 18, Some(2_000));
+    std::thread::sleep(Duration::from_millis(500));
+    // Every one, and at most qemu's self-announcements (RARP, a few
+    // rounds per NIC after a migration) besides.
+    let got = link_stat(&snk, "snk0", "rx", "packets") - before;
+    assert!((1_000..=1_020).contains(&got), "the sink counted {got}");
     let out = tinyvr(&["vm", "down", &name]);
     assert!(
         out.status.success(),
@@ -233,20 +247,27 @@ fn a_migration_whose_destination_dies_leaves_the_source_forwarding() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let dest = format!("mig{}", child.id() % 100_000);
-    let state = format!("/run/tinyvr/{dest}.json");
     let end = Instant::now() + Duration::from_secs(20);
-    let dest_pid = loop {
-        let owner = std::fs::read_to_string(&state)
-            .ok()
-            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-            .and_then(|v| v["owner_pid"].as_u64());
-        if let Some(p) = owner {
-            break p;
+    let (dest, dest_pid) = loop {
+        let found = std::fs::read_dir("/run/tinyvr")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.starts_with("mig") && n.ends_with(".json")
+            })
+            .find_map(|e| {
+                let v: Value =
+                    serde_json::from_str(&std::fs::read_to_string(e.path()).ok()?).ok()?;
+                Some((v["name"].as_str()?.to_string(), v["owner_pid"].as_u64()?))
+            });
+        if let Some(f) = found {
+            break f;
         }
-        assert!(Instant::now() < end, "no destination qemu in {state}");
+        assert!(Instant::now() < end, "no destination qemu in /run/tinyvr");
         std::thread::sleep(Duration::from_millis(20));
     };
+    let state = format!("/run/tinyvr/{dest}.json");
     std::thread::sleep(Duration::from_millis(500));
     run(Command::new("kill").args(["-9", &dest_pid.to_string()]));
     let out = child.wait_with_output().unwrap();
