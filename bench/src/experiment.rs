@@ -157,6 +157,9 @@ pub struct MigrateSpec {
     pub downtime_limit_ms: u64,
     /// QMP max-bandwidth, MB/s (default: qemu's).
     pub bandwidth_mbps: Option<u64>,
+    /// Post-copy instead of pre-copy.
+    #[serde(default)]
+    pub postcopy: bool,
 }
 
 fn default_after() -> u64 {

@@ -816,7 +816,7 @@ fn migrate(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
                         rep + 1
                     ));
                     let (name, after) = (r.name.clone(), Duration::from_millis(m.after_ms));
-                    let (limit, bw) = (m.downtime_limit_ms, m.bandwidth_mbps);
+                    let (limit, bw, postcopy) = (m.downtime_limit_ms, m.bandwidth_mbps, m.postcopy);
                     let during: During = Box::new(move |t0| {
                         std::thread::sleep(after.saturating_sub(t0.elapsed()));
                         let wall = || {
@@ -830,6 +830,7 @@ fn migrate(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
                             downtime_limit_ms: limit,
                             bandwidth_mbps: bw,
                             timeout: Duration::from_secs(120),
+                            postcopy,
                         })
                         .map_err(|e| e.to_string())?;
                         rep["started_ms"] = (s.as_secs_f64() * 1e3).into();

@@ -104,6 +104,10 @@ pub enum VmCmd {
         /// Seconds before an unfinished migration is cancelled.
         #[arg(long, default_value_t = 120)]
         timeout: u64,
+        /// Post-copy: switch to the destination at once and let it fetch
+        /// the memory it faults on (needs userfaultfd).
+        #[arg(long)]
+        postcopy: bool,
     },
 }
 
@@ -160,6 +164,7 @@ pub fn run(cmd: VmCmd) -> Result<()> {
             downtime_limit,
             bandwidth,
             timeout,
+            postcopy,
         } => println!(
             "{}",
             tinyvr_qemu::migrate::local(&tinyvr_qemu::migrate::Migrate {
@@ -167,6 +172,7 @@ pub fn run(cmd: VmCmd) -> Result<()> {
                 downtime_limit_ms: downtime_limit,
                 bandwidth_mbps: bandwidth,
                 timeout: Duration::from_secs(timeout),
+                postcopy,
             })?
         ),
         VmCmd::Down { name, timeout } => {

@@ -198,6 +198,20 @@ pub fn derived_mac(name: &str, index: usize) -> MacAddr {
     MacAddr([0x52, 0x54, h[0], h[1], h[2], index as u8])
 }
 
+/// The machine type `alias` stands for in `qemu -machine help`'s output
+/// (`pc  Standard PC (i440FX + PIIX, 1996) (alias of pc-i440fx-7.2)`).
+/// Pure.
+pub fn alias_target(help: &str, alias: &str) -> Option<String> {
+    help.lines().find_map(|l| {
+        let rest = l.strip_prefix(alias)?;
+        if !rest.starts_with(' ') {
+            return None;
+        }
+        let t = rest.split("(alias of ").nth(1)?.split(')').next()?;
+        Some(t.trim().to_string())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,6 +327,14 @@ mod tests {
             values(&argv(&s), "-chardev")[0],
             "stdio,id=con,signal=off,logfile=/tmp/a,,b/vr1.console"
         );
+    }
+
+    #[test]
+    fn the_versioned_machine_behind_an_alias() {
+        let help = "Supported machines are:\nmicrovm              microvm (i386)\npc                   Standard PC (i440FX + PIIX, 1996) (alias of pc-i440fx-7.2)\npc-i440fx-7.2        Standard PC (i440FX + PIIX, 1996) (default)\n";
+        assert_eq!(alias_target(help, "pc").as_deref(), Some("pc-i440fx-7.2"));
+        assert_eq!(alias_target(help, "microvm"), None);
+        assert_eq!(alias_target(help, "q35"), None);
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct Migrate {
     pub bandwidth_mbps: Option<u64>,
     /// Longest the whole migration may take before it is cancelled.
     pub timeout: Duration,
+    /// Post-copy: the destination runs as soon as the device state is
+    /// over and pulls the rest of the memory as it faults on it.
+    pub postcopy: bool,
 }
 
 /// A `-netdev tap,...` of the source: its id and the fd it reads.
@@ -119,6 +122,7 @@ pub fn figures(q: &Value) -> Value {
         "dirty_pages_rate": ram["dirty-pages-rate"],
         "iterations": ram["dirty-sync-count"],
         "mbps": ram["mbps"],
+        "postcopy_requests": ram["postcopy-requests"],
     })
 }
 
@@ -351,6 +355,12 @@ pub fn local(o: &Migrate) -> Result<Value, HostError> {
             }
         }
         let uri = format!("unix:{}", file("mig").display());
+        // Set either way: a source that was a post-copy destination keeps
+        // the capability on.
+        let caps =
+            json!({ "capabilities": [{ "capability": "postcopy-ram", "state": o.postcopy }] });
+        dq.execute("migrate-set-capabilities", Some(caps.clone()))
+            .map_err(|e| other(format!("post-copy {} at the destination: {e}", o.postcopy)))?;
         dq.execute("migrate-incoming", Some(json!({ "uri": uri })))
             .map_err(other)?;
         if let Ok(id) = state::file_id(&file("mig")) {
@@ -363,9 +373,15 @@ pub fn local(o: &Migrate) -> Result<Value, HostError> {
         }
         sq.execute("migrate-set-parameters", Some(params))
             .map_err(other)?;
+        sq.execute("migrate-set-capabilities", Some(caps))
+            .map_err(|e| other(format!("post-copy {} at the source: {e}", o.postcopy)))?;
         let started = Instant::now();
         sq.execute("migrate", Some(json!({ "uri": uri })))
             .map_err(other)?;
+        if o.postcopy {
+            sq.execute("migrate-start-postcopy", None)
+                .map_err(|e| other(format!("starting post-copy: {e}")))?;
+        }
         let done = loop {
             let q = sq.execute("query-migrate", None).map_err(other)?;
             match q["status"].as_str() {
@@ -551,9 +567,15 @@ mod tests {
         let a = words("qemu -chardev file,id=con,path=/run/tinyvr/vr1.console -fw_cfg name=opt/tinyvr/config,file=/run/tinyvr/vr1.toml -name guest=vr1 -chardev socket,id=qmp,path=/run/tinyvr/vr1.qmp,server=on");
         let d = dest_argv(&a, "mig00001");
         assert_eq!(d[2], "file,id=con,path=/run/tinyvr/mig00001.console");
-        assert_eq!(d[4], "name=opt/tinyvr/config,file=/run/tinyvr/mig00001.toml");
+        assert_eq!(
+            d[4],
+            "name=opt/tinyvr/config,file=/run/tinyvr/mig00001.toml"
+        );
         assert_eq!(d[6], "guest=vr1", "the guest keeps its name");
-        assert_eq!(d[8], "socket,id=qmp,path=/run/tinyvr/mig00001.qmp,server=on");
+        assert_eq!(
+            d[8],
+            "socket,id=qmp,path=/run/tinyvr/mig00001.qmp,server=on"
+        );
         assert_eq!(&d[9..], ["-incoming", "defer"]);
         // A source that was a destination: its files, one -incoming.
         let d2 = dest_argv(&d, "mig00002");

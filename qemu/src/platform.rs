@@ -85,16 +85,42 @@ pub(crate) fn run_file(name: &str, ext: &str) -> PathBuf {
     PathBuf::from(state::DIR).join(format!("{name}.{ext}"))
 }
 
+/// What `prepare` settles: the effective config, the topology, the
+/// accelerator with its reason, the versioned machine type.
+type Prepared = (
+    RouterConfig,
+    Option<topology::Topology>,
+    Accel,
+    String,
+    String,
+);
+
+/// The versioned machine type `pc` stands for in this qemu (e.g.
+/// `pc-i440fx-7.2`): pinned, so a migration stream is accepted by a
+/// destination whose qemu has another default.
+fn machine_type(qemu: &str) -> Result<String, HostError> {
+    let out = Command::new(qemu)
+        .args(["-machine", "help"])
+        .output()
+        .map_err(|e| HostError::io(format!("running {qemu} -machine help"), e))?;
+    argv::alias_target(&String::from_utf8_lossy(&out.stdout), "pc").ok_or_else(|| {
+        HostError::Other(format!(
+            "{qemu} -machine help names no versioned machine behind \"pc\""
+        ))
+    })
+}
+
 /// Checks everything that can be checked before creating anything; returns
 /// the effective config (every interface has a MAC: in a VM the init finds
-/// its NICs by MAC), the topology and the accelerator.
-fn prepare(o: &Up) -> Result<(RouterConfig, Option<topology::Topology>, Accel, String), HostError> {
+/// its NICs by MAC), the topology, the accelerator and the machine type.
+fn prepare(o: &Up) -> Result<Prepared, HostError> {
     if !tinyvr_host::console::have(&o.qemu) {
         return Err(HostError::Other(format!(
             "{} not found: install Debian's qemu-system-x86 (scripts/setup does)",
             o.qemu
         )));
     }
+    let machine = machine_type(&o.qemu)?;
     for f in ["bzImage", "initramfs.cpio.gz"] {
         if !o.image.join(f).is_file() {
             return Err(HostError::Other(format!(
@@ -162,7 +188,7 @@ fn prepare(o: &Up) -> Result<(RouterConfig, Option<topology::Topology>, Accel, S
             r.map_err(HostError::Other)?;
         }
     }
-    Ok((cfg, topo, acc, why))
+    Ok((cfg, topo, acc, why, machine))
 }
 
 /// Makes the host side of each NIC and returns the fds qemu inherits, in
@@ -378,13 +404,13 @@ fn planned_nics(cfg: &RouterConfig) -> Vec<Nic> {
         .collect()
 }
 
-fn spec(o: &Up, cfg: &RouterConfig, acc: Accel, nics: Vec<Nic>) -> VmSpec {
+fn spec(o: &Up, cfg: &RouterConfig, acc: Accel, machine: &str, nics: Vec<Nic>) -> VmSpec {
     let name = &cfg.name;
     VmSpec {
         name: name.clone(),
         qemu: o.qemu.clone(),
         accel: acc,
-        machine: "pc".into(),
+        machine: machine.into(),
         cpus: o.cpus,
         memory_mb: o.memory_mb,
         prealloc: o.prealloc,
@@ -403,14 +429,17 @@ fn spec(o: &Up, cfg: &RouterConfig, acc: Accel, nics: Vec<Nic>) -> VmSpec {
 /// The qemu command line `up` would run (tap fds numbered as qemu would
 /// receive them), and the accelerator with its reason. Creates nothing.
 pub fn dry_run(o: &Up) -> Result<(Vec<String>, String), HostError> {
-    let (cfg, _, acc, why) = prepare(o)?;
-    Ok((argv::argv(&spec(o, &cfg, acc, planned_nics(&cfg))), why))
+    let (cfg, _, acc, why, machine) = prepare(o)?;
+    Ok((
+        argv::argv(&spec(o, &cfg, acc, &machine, planned_nics(&cfg))),
+        why,
+    ))
 }
 
 pub fn up(o: &Up) -> Result<serde_json::Value, HostError> {
-    let (cfg, topo, acc, why) = prepare(o)?;
+    let (cfg, topo, acc, why, machine) = prepare(o)?;
     tinyvr_host::lifecycle::up(&cfg.name.clone(), "vm", |state| {
-        start(o, &cfg, topo.as_ref(), acc, &why, state)
+        start(o, &cfg, topo.as_ref(), (acc, &machine), &why, state)
     })
 }
 
@@ -418,7 +447,7 @@ fn start(
     o: &Up,
     cfg: &RouterConfig,
     topo: Option<&topology::Topology>,
-    acc: Accel,
+    (acc, machine): (Accel, &str),
     why: &str,
     state: &mut State,
 ) -> Result<serde_json::Value, HostError> {
@@ -464,7 +493,7 @@ fn start(
         .iter()
         .map(|f| state.intend(Resource::File { path: f.clone() }))
         .collect::<Result<_, _>>()?;
-    let spec = spec(o, cfg, acc, nics);
+    let spec = spec(o, cfg, acc, machine, nics);
     let args = argv::argv(&spec);
     // The VM's cgroup, made and set before qemu exists: qemu joins it
     // between fork and exec, so every thread and allocation of it is inside.

@@ -211,9 +211,16 @@ fn a_router_under_load_migrates_locally_and_keeps_forwarding() {
     // And again: the destination, now the router, migrates like the first
     // (its QMP socket and pid file survive the old qemu's exit).
     let out = tinyvr(&["vm", "migrate", &name, "--local"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for f in ["qmp", "pid", "console"] {
-        assert!(Path::new(&format!("/run/tinyvr/{name}.{f}")).exists(), "{f}");
+        assert!(
+            Path::new(&format!("/run/tinyvr/{name}.{f}")).exists(),
+            "{f}"
+        );
     }
     let before = link_stat(&snk, "snk0", "rx", "packets");
     udp_send_paced(&src, "10.2.0.2:9".parse().unwrap(), 1_000, 18, Some(2_000));
@@ -336,4 +343,43 @@ fn bad_migrations_fail_before_anything_changes() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(leftovers(&name), Vec::<String>::new());
+}
+
+#[test]
+fn a_post_copy_migration_forwards_afterwards() {
+    require!(can_run().is_none(), can_run().unwrap_or(""));
+    let _one = one_at_a_time();
+    let name = format!("m{}d", std::process::id() % 100_000);
+    let dir = Scratch::new("migrate-postcopy");
+    let _down = Down::new("vm", &name);
+    up(&dir, &name, "macvtap");
+    let out = tinyvr(&["vm", "migrate", &name, "--local", "--postcopy"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(m["migration"]["status"], "completed", "{m}");
+    assert!(m["migration"]["postcopy_requests"].is_u64(), "{m}");
+    let snk = format!("{name}-snk");
+    let before = link_stat(&snk, "snk0", "rx", "packets");
+    udp_send_paced(
+        &format!("{name}-src"),
+        "10.2.0.2:9".parse().unwrap(),
+        1_000,
+        18,
+        Some(2_000),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let got = link_stat(&snk, "snk0", "rx", "packets") - before;
+    assert!((1_000..=1_020).contains(&got), "the sink counted {got}");
+    let out = tinyvr(&["vm", "down", &name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(leftovers(&name), Vec::<String>::new());
+    assert_eq!(mig_leftovers(), Vec::<String>::new());
 }

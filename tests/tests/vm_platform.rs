@@ -350,7 +350,8 @@ fn argv_prints_the_command_line_without_creating_anything() {
         "{text}"
     );
     assert!(
-        text.contains("-machine pc,accel=tcg,memory-backend=ram0")
+        text.contains("-machine pc-i440fx-")
+            && text.contains(",accel=tcg,memory-backend=ram0")
             && text.contains("-object memory-backend-ram,id=ram0,size=128M,prealloc=on"),
         "guest memory is preallocated by default: {text}"
     );
