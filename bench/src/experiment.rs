@@ -601,12 +601,12 @@ fn check(
                 return Err("migrate.bandwidth_mbps: 0: expected at least 1 MB/s".into());
             }
             for (i, (r, _)) in routers.iter().enumerate() {
-                if r.platform != Platform::Vm {
+                if r.platform == Platform::Netns {
                     return Err(format!(
-                        "router[{i}].platform: a migrate run moves VM routers (platform = \"vm\")"
+                        "router[{i}].platform: a migrate run moves VM routers (or containers, with CRIU)"
                     ));
                 }
-                if r.datapath.as_deref() != Some("macvtap") {
+                if r.platform == Platform::Vm && r.datapath.as_deref() != Some("macvtap") {
                     return Err(format!(
                         "router[{i}].datapath: a migrated VM needs datapath = \"macvtap\" (the destination joins the same lowers)"
                     ));

@@ -795,6 +795,11 @@ fn migrate(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
     let e = &ctx.l.exp;
     let m = e.migrate.as_ref().expect("checked");
     for i in 0..ctx.l.routers.len() {
+        if ctx.l.routers[i].0.platform != crate::experiment::Platform::Vm {
+            return Err(format!(
+                "router[{i}]: criu works on this host, but tinyvr's container migration is not built yet"
+            ));
+        }
         let mut fleet = Fleet::default();
         bring_up(ctx, &mut fleet, i, env, res)?;
         // The VM's own macvtaps are replaced by a migration: their

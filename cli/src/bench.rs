@@ -54,6 +54,10 @@ fn requirements(l: &Loaded) -> Result<(), Skipped> {
                 if !have("lxc-start") {
                     return Err(Skipped(format!("{at}: lxc-start not found (Debian's lxc)")));
                 }
+                if l.exp.mode == tinyvr_bench::experiment::Mode::Migrate {
+                    tinyvr_lxc::platform::criu_ready()
+                        .map_err(|why| Skipped(format!("{at}: migrating a container: {why}")))?;
+                }
                 if !l.image.join("rootfs/init").is_file() {
                     return Err(Skipped(format!(
                         "{at}: no image at {} (tinyvr image build)",

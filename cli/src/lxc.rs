@@ -50,6 +50,17 @@ pub enum LxcCmd {
     },
     /// Print the LXC config `up` would write.
     Config(UpArgs),
+    /// Migrate a container router with CRIU (checkpoint and restore on
+    /// this host). Where criu cannot checkpoint, exits 77 with
+    /// "skipped: <why>".
+    Migrate {
+        name: String,
+        /// Restore on this host (the only target).
+        #[arg(long, required = true)]
+        local: bool,
+        #[arg(long, default_value = DEFAULT_LXCPATH)]
+        lxcpath: PathBuf,
+    },
     /// LXC's network up hook (run by LXC, not by hand): puts a veth's host
     /// end into its namespace with its MAC.
     #[command(hide = true)]
@@ -87,6 +98,15 @@ pub fn run(cmd: LxcCmd) -> Result<()> {
         LxcCmd::Config(a) => {
             let cfg = tinyvr_host::topology::read(&a.config)?;
             print!("{}", platform::render(&up_opts(&a, &cfg))?)
+        }
+        LxcCmd::Migrate {
+            name,
+            local: _,
+            lxcpath,
+        } => {
+            if let Err(why) = platform::migrate_local(&name, &lxcpath)? {
+                return Err(crate::bench::Skipped(why).into());
+            }
         }
         LxcCmd::NetUp {
             netns,

@@ -361,6 +361,50 @@ pub fn init_pid(name: &str, lxcpath: &Path) -> Option<u32> {
     String::from_utf8_lossy(&o.stdout).trim().parse().ok()
 }
 
+/// Whether CRIU can checkpoint on this host: `criu check`, its first
+/// error as the reason when it cannot.
+pub fn criu_ready() -> Result<(), String> {
+    if !tinyvr_host::console::have("criu") {
+        return Err("criu not found (Debian's criu; scripts/setup installs it)".into());
+    }
+    let o = Command::new("criu")
+        .arg("check")
+        .output()
+        .map_err(|e| format!("running criu check: {e}"))?;
+    if o.status.success() && !String::from_utf8_lossy(&o.stderr).contains("Error") {
+        return Ok(());
+    }
+    let text =
+        String::from_utf8_lossy(&o.stderr).into_owned() + &String::from_utf8_lossy(&o.stdout);
+    let errors: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("Error") && !l.contains("exited, status"))
+        .map(str::trim)
+        .take(3)
+        .collect();
+    Err(format!(
+        "criu check fails on this host: {}",
+        if errors.is_empty() {
+            "no reason given".to_string()
+        } else {
+            errors.join("; ")
+        }
+    ))
+}
+
+/// Live migration of a container router (CRIU checkpoint and restore):
+/// checks the router, then CRIU; `Ok(Err(why))` is a skip.
+pub fn migrate_local(name: &str, lxcpath: &Path) -> Result<Result<(), String>, HostError> {
+    check_lxcpath(lxcpath)?;
+    let _s = tinyvr_host::state::State::load(name)?.of_platform("lxc")?;
+    if let Err(why) = criu_ready() {
+        return Ok(Err(why));
+    }
+    Err(HostError::Other(format!(
+        "router {name}: criu works on this host, but tinyvr's container migration (lxc-checkpoint, restore, the router's links re-made) is not built yet: it could not be tried where it was written, whose kernel criu cannot checkpoint on"
+    )))
+}
+
 /// Freezes a container tinyvr runs (`frozen`; lxc-freeze, the cgroup
 /// freezer) or thaws it (lxc-unfreeze), and reads its state back from
 /// lxc-info: a state other than the one asked is an error naming both.

@@ -1286,3 +1286,48 @@ datapath = "macvtap"
     assert_eq!(leftovers(&n), Vec::<String>::new());
     assert_eq!(leftovers("mig"), Vec::<String>::new());
 }
+
+#[test]
+fn a_container_migrate_run_is_skipped_where_criu_cannot_checkpoint() {
+    require!(is_root(), "needs root");
+    require!(
+        has_cmd("lxc-start") && has_cmd("criu"),
+        "needs lxc-start and criu (scripts/setup installs them)"
+    );
+    let criu_works = Command::new("criu")
+        .arg("check")
+        .output()
+        .unwrap()
+        .status
+        .success();
+    require!(
+        !criu_works,
+        "criu works here: the skip is not what this host does"
+    );
+    let _one = one_at_a_time();
+    let n = name("cr");
+    let dir = Scratch::new("bench-migrate-lxc");
+    let (o, _) = bench(
+        &dir,
+        &format!(
+            r#"name = "m"
+mode = "migrate"
+trial_secs = 4.0
+[traffic]
+rates_pps = [1000]
+[migrate]
+[[router]]
+config = "router.toml"
+platform = "lxc"
+name = "{n}"
+"#
+        ),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(77), "{err}");
+    assert!(
+        err.contains("skipped: router[0] (lxc): migrating a container: criu check fails"),
+        "{err}"
+    );
+    assert_eq!(leftovers(&n), Vec::<String>::new());
+}

@@ -383,3 +383,60 @@ fn a_post_copy_migration_forwards_afterwards() {
     assert_eq!(leftovers(&name), Vec::<String>::new());
     assert_eq!(mig_leftovers(), Vec::<String>::new());
 }
+
+#[test]
+fn a_container_migration_says_why_it_cannot_run_here() {
+    require!(is_root(), "needs root");
+    require!(
+        has_cmd("lxc-start") && has_cmd("criu"),
+        "needs lxc-start and criu (scripts/setup installs them)"
+    );
+    let _one = one_at_a_time();
+    let criu = Command::new("criu").arg("check").output().unwrap();
+    let criu_works = criu.status.success();
+    let name = format!("m{}e", std::process::id() % 100_000);
+    let dir = Scratch::new("migrate-lxc");
+    let cfg = dir.file(
+        "router.toml",
+        &format!(
+            "name = \"{name}\"\n[[interface]]\nname = \"in0\"\naddresses = [\"10.1.0.1/24\"]\n\
+             [[interface]]\nname = \"out0\"\naddresses = [\"10.2.0.1/24\"]\n"
+        ),
+    );
+    let _down = Down::new("lxc", &name);
+    let rootfs = vm_image().join("rootfs");
+    let out = tinyvr(&[
+        "lxc",
+        "up",
+        cfg.to_str().unwrap(),
+        "--rootfs",
+        rootfs.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = tinyvr(&["lxc", "migrate", &name, "--local"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    if criu_works {
+        // Honest about what is not built, never a crash.
+        assert!(err.contains("not built yet"), "{err}");
+    } else {
+        assert_eq!(out.status.code(), Some(77), "{err}");
+        assert!(
+            err.contains("skipped: criu check fails on this host: Error"),
+            "{err}"
+        );
+    }
+    // The container router still runs, untouched.
+    let state = std::fs::read_to_string(format!("/run/tinyvr/{name}.json")).unwrap();
+    assert!(state.contains("\"lxc\""), "{state}");
+    let out = tinyvr(&["lxc", "down", &name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(leftovers(&name), Vec::<String>::new());
+}
