@@ -829,7 +829,8 @@ fn migrate(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
                                 .duration_since(std::time::UNIX_EPOCH)
                                 .map_or(0, |d| d.as_nanos() as u64)
                         };
-                        let (s, ws) = (t0.elapsed(), wall());
+                        // The trial's start on the wall clock QMP's window is read in.
+                        let wall_t0 = wall() - t0.elapsed().as_nanos() as u64;
                         let mut rep = tinyvr_qemu::migrate::local(&tinyvr_qemu::migrate::Migrate {
                             name,
                             downtime_limit_ms: limit,
@@ -838,10 +839,16 @@ fn migrate(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
                             postcopy,
                         })
                         .map_err(|e| e.to_string())?;
-                        rep["started_ms"] = (s.as_secs_f64() * 1e3).into();
-                        rep["ended_ms"] = (t0.elapsed().as_secs_f64() * 1e3).into();
-                        rep["wall_start_ns"] = ws.into();
-                        rep["wall_end_ns"] = wall().into();
+                        // The migration's own window: from `migrate` to
+                        // qemu's "completed".
+                        let (a, b) = (
+                            rep["wall_migrate_ns"].as_u64().unwrap_or(0),
+                            rep["wall_completed_ns"].as_u64().unwrap_or(0),
+                        );
+                        rep["started_ms"] = (a.saturating_sub(wall_t0) as f64 / 1e6).into();
+                        rep["ended_ms"] = (b.saturating_sub(wall_t0) as f64 / 1e6).into();
+                        rep["wall_start_ns"] = a.into();
+                        rep["wall_end_ns"] = b.into();
                         Ok(rep)
                     });
                     let (mut t, report) = trial_with(

@@ -17,10 +17,23 @@ pub fn up<T>(
     platform: &str,
     steps: impl FnOnce(&mut State) -> Result<T, HostError>,
 ) -> Result<T, HostError> {
+    up_with(name, platform, true, steps)
+}
+
+/// As [`up`]; with `interruptible` false a Ctrl-C that came during the
+/// steps does not undo them once they succeeded (a migration's
+/// destination, which by then runs the guest: the steps handle Ctrl-C
+/// themselves while undoing is still possible).
+pub fn up_with<T>(
+    name: &str,
+    platform: &str,
+    interruptible: bool,
+    steps: impl FnOnce(&mut State) -> Result<T, HostError>,
+) -> Result<T, HostError> {
     let mut state = State::create(name, platform)?;
     let r = steps(&mut state).and_then(|v| {
         // Ctrl-C during the last steps: the user no longer wants it up.
-        if crate::interrupt::interrupted() {
+        if interruptible && crate::interrupt::interrupted() {
             Err(HostError::Other(format!("router {name}: interrupted")))
         } else {
             Ok(v)

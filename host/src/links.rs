@@ -332,6 +332,23 @@ pub fn set_state(nl: &mut dyn Netlink, name: &str, up: bool) -> Result<(), HostE
     Ok(())
 }
 
+/// Whether link `name` is administratively up, read from the kernel.
+pub fn is_up(nl: &mut dyn Netlink, name: &str) -> Result<bool, HostError> {
+    let mut m = LinkMessage::default();
+    m.attributes.push(LinkAttribute::IfName(name.into()));
+    let r = nl.request(&|| format!("reading {name}"), M::GetLink(m), flags::NONE)?;
+    r.iter()
+        .find_map(|m| match m {
+            M::NewLink(l) => Some(
+                l.header
+                    .flags
+                    .contains(netlink_packet_route::link::LinkFlags::Up),
+            ),
+            _ => None,
+        })
+        .ok_or_else(|| HostError::Other(format!("no link named {name:?}")))
+}
+
 /// Renames a link (it must be down).
 pub fn rename(nl: &mut dyn Netlink, name: &str, to: &str) -> Result<(), HostError> {
     let i = must_index(nl, name, "renaming a link")?;

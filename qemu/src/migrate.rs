@@ -126,6 +126,9 @@ pub fn figures(q: &Value) -> Value {
     })
 }
 
+/// The largest `--bandwidth`, MB/s (QMP takes bytes per second).
+pub const MAX_BANDWIDTH_MBPS: u64 = 1 << 20;
+
 fn other(e: impl std::fmt::Display) -> HostError {
     HostError::Other(e.to_string())
 }
@@ -142,8 +145,8 @@ pub fn dest_name() -> String {
     format!("mig{:05}", (std::process::id() as u64 + 7919 * n) % 100_000)
 }
 
-/// Checks everything that can be checked before anything changes:
-/// the router, its qemu, its NICs.
+/// The router being migrated: its locked record, its qemu, that qemu's
+/// command line and NICs as the kernel holds them.
 struct Source {
     state: State,
     pid: u32,
@@ -151,19 +154,42 @@ struct Source {
     nics: Vec<(TapNetdev, links::MacvtapFacts)>,
 }
 
+/// Checks everything that can be checked before anything changes:
+/// the arguments, the router, its qemu, its NICs.
 fn inspect(o: &Migrate) -> Result<Source, HostError> {
     if o.downtime_limit_ms == 0 {
         return Err(other(
             "--downtime-limit 0: expected at least 1 ms (the longest pause qemu may plan)",
         ));
     }
-    if o.bandwidth_mbps == Some(0) {
-        return Err(other("--bandwidth 0: expected at least 1 MB/s"));
+    if o.bandwidth_mbps
+        .is_some_and(|b| b == 0 || b > MAX_BANDWIDTH_MBPS)
+    {
+        return Err(other(format!(
+            "--bandwidth {}: expected 1 to {MAX_BANDWIDTH_MBPS} MB/s",
+            o.bandwidth_mbps.unwrap_or(0)
+        )));
+    }
+    if o.timeout.is_zero() {
+        return Err(other("--timeout 0: expected at least 1 s"));
     }
     let state = State::load(&o.name)?.of_platform("vm")?;
+    if state.stale() {
+        return Err(other(format!(
+            "router {}: its record is stale (being built or torn down): tinyvr gc",
+            o.name
+        )));
+    }
+    // The qemu this record started, by pid and start time.
     let pid = state
         .owner_pid
-        .filter(|&p| state::is_alive(p))
+        .filter(|&p| {
+            state.resources.iter().any(|e| {
+                matches!(e.what, Resource::Process { pid } if pid == p)
+                    && e.id.is_some()
+                    && e.id == state::starttime(p)
+            }) && state::is_alive(p)
+        })
         .ok_or_else(|| other(format!("router {}: its qemu is not running", o.name)))?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
         .map_err(|e| HostError::io(format!("reading qemu {pid}'s command line"), e))?;
@@ -172,16 +198,27 @@ fn inspect(o: &Migrate) -> Result<Source, HostError> {
         .filter(|w| !w.is_empty())
         .map(|w| String::from_utf8_lossy(w).into_owned())
         .collect();
+    if argv
+        .windows(2)
+        .any(|w| w[0] == "-device" && w[1].starts_with("vfio-pci"))
+    {
+        return Err(other(format!(
+            "router {}: a VF passed through (vfio) does not migrate",
+            o.name
+        )));
+    }
     let netdevs = tap_netdevs(&argv).map_err(|e| other(format!("router {}: {e}", o.name)))?;
+    if netdevs.is_empty() {
+        return Err(other(format!(
+            "router {}: its qemu has no tap NICs",
+            o.name
+        )));
+    }
     let mut nl = netns::socket(None)?;
     let mut nics = Vec::new();
+    // vhost=on migrates as it is: the destination's qemu opens
+    // /dev/vhost-net itself (not exercised here: no vhost-net).
     for n in netdevs {
-        if n.vhost {
-            return Err(other(format!(
-                "router {}: netdev {}: vhost=on does not migrate here yet",
-                o.name, n.id
-            )));
-        }
         let link = std::fs::read_link(format!("/proc/{pid}/fd/{}", n.fd))
             .map_err(|e| HostError::io(format!("netdev {}: qemu's fd {}", n.id, n.fd), e))?;
         let index = link
@@ -226,15 +263,10 @@ fn held_placement(pid: u32, qmp: &Path) -> Result<Placement, HostError> {
 
 /// The router cgroups qemu `pid` is in, as `cgroup.procs` files to join.
 fn cgroup_procs_of(pid: u32) -> Result<Vec<std::fs::File>, HostError> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .map_err(|e| HostError::io("reading qemu's cgroups", e))?;
     let mut out = Vec::new();
-    for line in text.lines() {
+    for line in tinyvr_cgroups(pid) {
         let mut f = line.splitn(3, ':');
         let (_, ctl, rel) = (f.next(), f.next().unwrap_or(""), f.next().unwrap_or("/"));
-        if !rel.contains("tinyvr-") {
-            continue;
-        }
         let unified = Path::new("/sys/fs/cgroup/unified");
         let base = if !ctl.is_empty() {
             PathBuf::from("/sys/fs/cgroup").join(ctl)
@@ -264,6 +296,89 @@ fn tinyvr_cgroups(pid: u32) -> Vec<String> {
         .collect()
 }
 
+fn wall_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The link switch: per NIC, the source's macvtap goes down and is renamed
+/// `<dest>-o<k>`, the destination's takes its name and goes up (a lower
+/// takes one up macvtap per MAC; a link is renamed only while down), each
+/// step recorded in the record that owns the link right after it.
+struct Switch {
+    /// The source's macvtaps, by their names now.
+    src: Vec<String>,
+    /// The destination's, by their names now.
+    dest: Vec<String>,
+    /// NICs switched so far.
+    done: usize,
+    dest_name: String,
+}
+
+impl Switch {
+    fn forward(
+        &mut self,
+        nl: &mut tinyvr_init::netlink::Socket,
+        router: &mut State,
+        st: &mut State,
+    ) -> Result<(), HostError> {
+        for k in self.done..self.src.len() {
+            let (s, d) = (self.src[k].clone(), self.dest[k].clone());
+            let old = format!("{}-o{k}", self.dest_name);
+            links::must_be_free(nl, &old, None)?;
+            links::set_state(nl, &s, false)?;
+            links::rename(nl, &s, &old)?;
+            self.src[k] = old.clone();
+            router.renamed_link(&s, &old)?;
+            links::rename(nl, &d, &s)?;
+            self.dest[k] = s.clone();
+            st.renamed_link(&d, &s)?;
+            self.done = k + 1;
+            links::set_state(nl, &s, true)?;
+        }
+        Ok(())
+    }
+
+    /// Undoes what `forward` did, best effort (a failure here leaves each
+    /// link named as its record says).
+    fn back(&mut self, nl: &mut tinyvr_init::netlink::Socket, router: &mut State, st: &mut State) {
+        for k in (0..self.done).rev() {
+            let (old, name) = (self.src[k].clone(), self.dest[k].clone());
+            let was = format!("{}-{k}", self.dest_name);
+            let _ = links::set_state(nl, &name, false);
+            if links::rename(nl, &name, &was).is_ok() && st.renamed_link(&name, &was).is_ok() {
+                self.dest[k] = was;
+                if links::rename(nl, &old, &name).is_ok()
+                    && router.renamed_link(&old, &name).is_ok()
+                {
+                    self.src[k] = name.clone();
+                }
+            }
+            let _ = links::set_state(nl, &self.src[k], true);
+        }
+        self.done = 0;
+    }
+
+    /// The router's links after the switch, read back: each up, by name.
+    fn held(&self, nl: &mut tinyvr_init::netlink::Socket) -> Result<Value, HostError> {
+        let mut out = Vec::new();
+        for (s, d) in self.src.iter().zip(&self.dest) {
+            let up = links::is_up(nl, d)?;
+            let src_up = links::is_up(nl, s)?;
+            if !up || src_up {
+                return Err(other(format!(
+                    "after the switch {d} is {} and the source's {s} is {}",
+                    if up { "up" } else { "down" },
+                    if src_up { "up" } else { "down" }
+                )));
+            }
+            out.push(json!({ "dev": d, "up": up, "source_dev": s, "source_up": src_up }));
+        }
+        Ok(Value::Array(out))
+    }
+}
+
 fn qmp(path: &Path) -> Result<Qmp, HostError> {
     Qmp::connect(path, Duration::from_secs(10)).map_err(other)
 }
@@ -289,7 +404,7 @@ pub fn local(o: &Migrate) -> Result<Value, HostError> {
     let mut src_taps = Vec::new();
     let t0 = Instant::now();
     let mut result = json!({});
-    let outcome = tinyvr_host::lifecycle::up(&dest, "vm", |st| {
+    let outcome = tinyvr_host::lifecycle::up_with(&dest, "vm", false, |st| {
         let mut nl = netns::socket(None)?;
         // Sibling macvtaps, down, with the source's MACs and queue lengths.
         let mut fds = Vec::new();
@@ -376,91 +491,106 @@ pub fn local(o: &Migrate) -> Result<Value, HostError> {
         sq.execute("migrate-set-capabilities", Some(caps))
             .map_err(|e| other(format!("post-copy {} at the source: {e}", o.postcopy)))?;
         let started = Instant::now();
+        let wall_migrate_ns = wall_ns();
         sq.execute("migrate", Some(json!({ "uri": uri })))
             .map_err(other)?;
         if o.postcopy {
             sq.execute("migrate-start-postcopy", None)
                 .map_err(|e| other(format!("starting post-copy: {e}")))?;
         }
-        let done = loop {
+        let mut sw = Switch {
+            src: src_taps.clone(),
+            dest: dest_taps,
+            done: 0,
+            dest_name: dest.clone(),
+        };
+        let mut switch_ms = None;
+        // Until qemu reports the migration over; in post-copy the
+        // destination runs (and needs its links) from postcopy-active on.
+        let polled = loop {
             let q = sq.execute("query-migrate", None).map_err(other)?;
-            match q["status"].as_str() {
-                Some("completed") => break q,
-                Some(s @ ("failed" | "cancelled")) => {
-                    resume(&mut sq);
-                    return Err(other(format!(
-                        "router {name}: the migration {s}: {}",
-                        q["error-desc"].as_str().unwrap_or("qemu gave no reason")
-                    )));
+            let status = q["status"].as_str().unwrap_or("");
+            let ready = status == "completed" || (o.postcopy && status == "postcopy-active");
+            if ready && switch_ms.is_none() {
+                let t = Instant::now();
+                if let Err(e) = sw.forward(&mut nl, &mut router, st) {
+                    break Err(e);
                 }
-                _ => {}
+                switch_ms = Some(t.elapsed().as_secs_f64() * 1e3);
             }
-            if started.elapsed() > o.timeout {
-                let _ = sq.execute("migrate_cancel", None);
-                resume(&mut sq);
-                return Err(other(format!(
-                    "router {name}: the migration did not finish within {:?}: cancelled",
+            if status == "completed" {
+                break Ok(q);
+            }
+            let failed = match status {
+                "failed" | "cancelled" | "postcopy-paused" => Some(format!(
+                    "the migration {status}: {}",
+                    q["error-desc"].as_str().unwrap_or("qemu gave no reason")
+                )),
+                _ if started.elapsed() > o.timeout => Some(format!(
+                    "the migration did not finish within {:?}: cancelled",
                     o.timeout
-                )));
-            }
-            if let Ok(Some(st)) = child.try_wait() {
-                resume(&mut sq);
-                return Err(other(format!(
-                    "router {name}: the destination qemu exited ({st}) during the migration"
-                )));
+                )),
+                _ if tinyvr_host::interrupt::interrupted() => {
+                    Some("interrupted: the migration was cancelled".into())
+                }
+                _ => match child.try_wait() {
+                    Ok(Some(x)) => Some(format!(
+                        "the destination qemu exited ({x}) during the migration"
+                    )),
+                    _ => None,
+                },
+            };
+            if let Some(why) = failed {
+                let _ = sq.execute("migrate_cancel", None);
+                break Err(other(format!("router {name}: {why}")));
             }
             std::thread::sleep(Duration::from_millis(1));
         };
-        let switch = Instant::now();
-        // The source is paused now: its macvtaps down, the destination's up.
-        // Each destination macvtap takes its source's name (a link is
-        // renamed only while down), so the router keeps its device names.
-        // The links first (the traffic waits for them), the records after.
-        let mut finish = |nl: &mut tinyvr_init::netlink::Socket, mut dq: Qmp| {
-            let mut renamed = Vec::new();
-            for (k, (s, d)) in src_taps.iter_mut().zip(&mut dest_taps).enumerate() {
-                links::set_state(nl, s, false)?;
-                let old = format!("{dest}-o{k}");
-                links::rename(nl, s, &old)?;
-                links::rename(nl, d, s)?;
-                renamed.push((s.clone(), old.clone(), d.clone()));
-                std::mem::swap(s, d);
-                *s = old;
-                links::set_state(nl, d, true)?;
-            }
-            for (orig, old, was) in &renamed {
-                router.renamed_link(orig, old)?;
-                st.renamed_link(was, orig)?;
-            }
-            let switch_ms = switch.elapsed().as_secs_f64() * 1e3;
+        let finished = polled.and_then(|done| {
+            let wall_completed_ns = wall_ns();
             let status = dq.execute("query-status", None).map_err(other)?;
             if status["running"] != true {
                 dq.execute("cont", None).map_err(other)?;
             }
+            let status = dq.execute("query-status", None).map_err(other)?;
+            if status["running"] != true {
+                return Err(other(format!(
+                    "router {name}: the destination does not run after the migration: {status}"
+                )));
+            }
             // QMP takes one client at a time: placement opens its own.
             drop(dq);
             let threads = place(&placement, child.id(), &dst_qmp, &Value::Null)?;
-            Ok::<_, HostError>(json!({
+            Ok(json!({
                 "migration": figures(&done),
-                "links_switched_ms": (switch_ms * 1000.0).round() / 1000.0,
+                "postcopy": o.postcopy,
+                "links_switched_ms": switch_ms.map(|m| (m * 1000.0).round() / 1000.0),
+                "links": sw.held(&mut nl)?,
                 "qemu_pid": child.id(),
                 "source_qemu_pid": pid,
                 "cgroups": cgroups,
                 "threads": threads,
+                "wall_migrate_ns": wall_migrate_ns,
+                "wall_completed_ns": wall_completed_ns,
             }))
-        };
-        match finish(&mut nl, dq) {
+        });
+        match finished {
             Ok(r) => {
                 result = r;
+                src_taps = sw.src;
                 Ok(())
             }
             Err(e) => {
-                // Back to the source (the destination goes with its record;
-                // the source's links keep whatever name they have now).
-                for (s, d) in src_taps.iter().zip(&dest_taps) {
-                    let _ = links::set_state(&mut nl, d, false);
-                    let _ = links::set_state(&mut nl, s, true);
+                // Back to the source, names and records as they were (the
+                // destination goes with its record). After a post-copy
+                // switch the guest's memory is split: the source cannot
+                // run it again, and says so.
+                if o.postcopy && switch_ms.is_some() {
+                    return Err(other(format!(
+                        "{e} (post-copy had switched over: the guest cannot fall back to the source; its qemu is left paused)"
+                    )));
                 }
+                sw.back(&mut nl, &mut router, st);
                 resume(&mut sq);
                 Err(e)
             }

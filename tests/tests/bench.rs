@@ -1201,12 +1201,14 @@ datapath = "macvtap"
             Some(offered - s["received"].as_u64().unwrap())
         );
         assert_eq!(s["duplicates"], 0, "{s}");
-        if t["router"] == n.as_str() {
+        // Exactly the frames the counters miss (the namespace router may
+        // lose a burst at its backlog even at 150 kpps on this host).
+        assert_eq!(s["lost"].as_i64(), t["lost"].as_i64(), "{t}");
+        if t["router"] == n.as_str() && t["target_pps"] == 20000 {
             assert_eq!(s["lost"], 0, "{s}");
             assert!(s["lost_ranges"].as_array().unwrap().is_empty());
         }
         if t["router"] == v.as_str() && t["target_pps"] == 150000 {
-            assert_eq!(s["lost"].as_i64(), t["lost"].as_i64(), "{t}");
             let first = &s["lost_ranges"][0];
             assert!(first[0].as_u64() <= first[1].as_u64(), "{s}");
             assert!(s["longest_loss_run"].as_u64().unwrap() >= 1, "{s}");

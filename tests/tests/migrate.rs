@@ -177,6 +177,12 @@ fn a_router_under_load_migrates_locally_and_keeps_forwarding() {
         }
     );
     let new_pid = m["qemu_pid"].as_u64().unwrap();
+    // The links as read back after the switch: the router's names, up.
+    for (k, dev) in ["in0", "out0"].iter().enumerate() {
+        assert_eq!(m["links"][k]["dev"], format!("{name}-{dev}"), "{m}");
+        assert_eq!(m["links"][k]["up"], true, "{m}");
+        assert_eq!(m["links"][k]["source_up"], false, "{m}");
+    }
     // In the router's cgroup, as the source was.
     let cg = std::fs::read_to_string(format!("/proc/{new_pid}/cgroup")).unwrap();
     assert!(cg.contains(&format!("tinyvr-{name}")), "{cg}");
@@ -332,6 +338,14 @@ fn bad_migrations_fail_before_anything_changes() {
     fails(
         &["vm", "migrate", &name, "--local", "--downtime-limit", "0"],
         "--downtime-limit 0: expected at least 1 ms",
+    );
+    fails(
+        &["vm", "migrate", &name, "--local", "--bandwidth", "0"],
+        "--bandwidth 0: expected 1 to 1048576 MB/s",
+    );
+    fails(
+        &["vm", "migrate", &name, "--local", "--timeout", "0"],
+        "--timeout 0: expected at least 1 s",
     );
     // Its sink side is a tap: nowhere for a destination to join.
     fails(&["vm", "migrate", &name, "--local"], "not a macvtap");
