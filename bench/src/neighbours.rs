@@ -155,6 +155,7 @@ impl Up {
                     image: image.to_path_buf(),
                     topology: false,
                     datapath: tinyvr_host::topology::Datapath::Bridge,
+                    incoming: None,
                     accel: "auto".into(),
                     cpus: n.threads,
                     memory_mb: n.memory_mb + 96,

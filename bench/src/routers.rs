@@ -299,6 +299,7 @@ fn start(spec: &RouterSpec, cfg: &RouterConfig, env: &Env) -> Result<serde_json:
             image: env.image.clone(),
             topology: true,
             datapath: spec.datapath(),
+            incoming: None,
             accel: spec.accel.clone().unwrap_or_else(|| "auto".into()),
             cpus: spec.cpus.unwrap_or(1),
             memory_mb: spec.memory_mb.unwrap_or(128),

@@ -28,6 +28,11 @@ pub struct UpArgs {
     /// end; its queue is where overload drops).
     #[arg(long, default_value = "bridge", value_parser = ["bridge", "tap", "macvtap"], requires = "topology")]
     datapath: String,
+    /// Do not boot: wait for a migration stream at this URI (tcp:0:PORT
+    /// or tcp:ADDR:PORT), the receiving end of `vm migrate --to`. The config
+    /// must be the migrating router's (same interfaces and MACs).
+    #[arg(long, value_parser = tinyvr_qemu::migrate::parse_tcp_uri)]
+    incoming: Option<String>,
     /// auto (KVM only when /dev/kvm opens and the CPU has vmx/svm), kvm or tcg.
     #[arg(long, default_value = "auto")]
     accel: String,
@@ -92,9 +97,14 @@ pub enum VmCmd {
     /// QMP measured and what was read back.
     Migrate {
         name: String,
-        /// Migrate to a new qemu on this host (the only target built yet).
-        #[arg(long, required = true)]
+        /// Migrate to a new qemu on this host.
+        #[arg(long, conflicts_with = "to", required_unless_present = "to")]
         local: bool,
+        /// Migrate to a qemu waiting at tcp:HOST:PORT (`tinyvr vm up
+        /// CONFIG --incoming tcp:0:PORT` there, from the same config); the
+        /// router and everything of it on this host go once it completed.
+        #[arg(long, value_parser = tinyvr_qemu::migrate::parse_tcp_uri)]
+        to: Option<String>,
         /// The longest pause qemu may plan for the final copy, ms.
         #[arg(long, default_value_t = 300)]
         downtime_limit: u64,
@@ -119,6 +129,7 @@ fn opts<'a>(a: &'a UpArgs, cfg: &'a tinyvr_config::RouterConfig) -> Up<'a> {
         topology: a.topology,
         datapath: tinyvr_host::topology::Datapath::parse(&a.datapath, true)
             .expect("clap checked the name"),
+        incoming: a.incoming.clone(),
         accel: a.accel.clone(),
         cpus: a.cpus,
         memory_mb: a.memory,
@@ -161,20 +172,25 @@ pub fn run(cmd: VmCmd) -> Result<()> {
         VmCmd::Migrate {
             name,
             local: _,
+            to,
             downtime_limit,
             bandwidth,
             timeout,
             postcopy,
-        } => println!(
-            "{}",
-            tinyvr_qemu::migrate::local(&tinyvr_qemu::migrate::Migrate {
+        } => {
+            let m = tinyvr_qemu::migrate::Migrate {
                 name,
                 downtime_limit_ms: downtime_limit,
                 bandwidth_mbps: bandwidth,
                 timeout: Duration::from_secs(timeout),
                 postcopy,
-            })?
-        ),
+            };
+            let report = match &to {
+                Some(uri) => tinyvr_qemu::migrate::remote(&m, uri)?,
+                None => tinyvr_qemu::migrate::local(&m)?,
+            };
+            println!("{report}")
+        }
         VmCmd::Down { name, timeout } => {
             for note in platform::down(&name, Duration::from_secs(timeout))? {
                 eprintln!("{name}: {note}");

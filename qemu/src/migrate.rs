@@ -156,7 +156,7 @@ struct Source {
 
 /// Checks everything that can be checked before anything changes:
 /// the arguments, the router, its qemu, its NICs.
-fn inspect(o: &Migrate) -> Result<Source, HostError> {
+fn inspect(o: &Migrate, local: bool) -> Result<Source, HostError> {
     if o.downtime_limit_ms == 0 {
         return Err(other(
             "--downtime-limit 0: expected at least 1 ms (the longest pause qemu may plan)",
@@ -214,6 +214,8 @@ fn inspect(o: &Migrate) -> Result<Source, HostError> {
             o.name
         )));
     }
+    // To another host, the destination brings NICs of its own.
+    let netdevs = if local { netdevs } else { Vec::new() };
     let mut nl = netns::socket(None)?;
     let mut nics = Vec::new();
     // vhost=on migrates as it is: the destination's qemu opens
@@ -391,7 +393,7 @@ pub fn local(o: &Migrate) -> Result<Value, HostError> {
         pid,
         argv,
         nics,
-    } = inspect(o)?;
+    } = inspect(o, true)?;
     let name = o.name.clone();
     let dest = dest_name();
     state::check_name("destination", &dest)?;
@@ -647,6 +649,95 @@ pub fn local(o: &Migrate) -> Result<Value, HostError> {
     Ok(result)
 }
 
+/// `tcp:HOST:PORT`, checked: what `--to` and `vm up --incoming` take.
+pub fn parse_tcp_uri(s: &str) -> Result<String, String> {
+    let bad = || format!("{s:?}: expected tcp:HOST:PORT (PORT 1 to 65535)");
+    let rest = s.strip_prefix("tcp:").ok_or_else(bad)?;
+    let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 && !host.is_empty() => Ok(s.to_string()),
+        _ => Err(bad()),
+    }
+}
+
+/// Migrates router `o.name` to a qemu waiting at `to` (`tinyvr vm up
+/// --incoming` on the destination host, from the same config). When qemu
+/// reports it completed, the source quits and everything of the router on
+/// this host goes with its record; until then a failure, a timeout or
+/// Ctrl-C cancels and leaves the source running.
+pub fn remote(o: &Migrate, to: &str) -> Result<Value, HostError> {
+    parse_tcp_uri(to).map_err(|e| other(format!("--to {e}")))?;
+    let Source {
+        state: router, pid, ..
+    } = inspect(o, false)?;
+    let name = o.name.clone();
+    let mut sq = qmp(&run_file(&name, "qmp"))?;
+    let caps = json!({ "capabilities": [{ "capability": "postcopy-ram", "state": o.postcopy }] });
+    sq.execute("migrate-set-capabilities", Some(caps))
+        .map_err(|e| other(format!("post-copy {}: {e}", o.postcopy)))?;
+    let mut params = json!({ "downtime-limit": o.downtime_limit_ms });
+    if let Some(b) = o.bandwidth_mbps {
+        params["max-bandwidth"] = json!(b * 1024 * 1024);
+    }
+    sq.execute("migrate-set-parameters", Some(params))
+        .map_err(other)?;
+    let started = Instant::now();
+    let wall_migrate_ns = wall_ns();
+    sq.execute("migrate", Some(json!({ "uri": to })))
+        .map_err(|e| other(format!("router {name}: migrating to {to}: {e}")))?;
+    if o.postcopy {
+        sq.execute("migrate-start-postcopy", None)
+            .map_err(|e| other(format!("starting post-copy: {e}")))?;
+    }
+    let done = loop {
+        let q = sq.execute("query-migrate", None).map_err(other)?;
+        let status = q["status"].as_str().unwrap_or("");
+        if status == "completed" {
+            break q;
+        }
+        let failed = match status {
+            "failed" | "cancelled" | "postcopy-paused" => Some(format!(
+                "the migration to {to} {status}: {}",
+                q["error-desc"].as_str().unwrap_or("qemu gave no reason")
+            )),
+            _ if started.elapsed() > o.timeout => Some(format!(
+                "the migration to {to} did not finish within {:?}: cancelled",
+                o.timeout
+            )),
+            _ if tinyvr_host::interrupt::interrupted() => {
+                Some("interrupted: the migration was cancelled".into())
+            }
+            _ => None,
+        };
+        if let Some(why) = failed {
+            let _ = sq.execute("migrate_cancel", None);
+            if !(o.postcopy && status.starts_with("postcopy")) {
+                resume(&mut sq);
+            }
+            return Err(other(format!("router {name}: {why}")));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let wall_completed_ns = wall_ns();
+    // The guest runs there now: the source goes, and with it everything
+    // of the router on this host.
+    let _ = sq.execute("quit", None);
+    drop(sq);
+    let end = Instant::now() + Duration::from_secs(10);
+    while state::is_alive(pid) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    router.teardown()?;
+    Ok(json!({
+        "migration": figures(&done),
+        "postcopy": o.postcopy,
+        "to": to,
+        "source_qemu_pid": pid,
+        "wall_migrate_ns": wall_migrate_ns,
+        "wall_completed_ns": wall_completed_ns,
+    }))
+}
+
 /// After a failed or cancelled migration: the source runs again.
 fn resume(sq: &mut Qmp) {
     if let Ok(s) = sq.execute("query-status", None) {
@@ -711,6 +802,27 @@ mod tests {
         let d2 = dest_argv(&d, "mig00002");
         assert_eq!(d2[2], "file,id=con,path=/run/tinyvr/mig00002.console");
         assert_eq!(d2.iter().filter(|w| *w == "-incoming").count(), 1);
+    }
+
+    #[test]
+    fn a_destination_is_tcp_host_port() {
+        assert!(parse_tcp_uri("tcp:10.0.0.2:4444").is_ok());
+        assert!(parse_tcp_uri("tcp:0:4444").is_ok());
+        for bad in [
+            "10.0.0.2:4444",
+            "tcp:host",
+            "tcp::4444",
+            "tcp:h:0",
+            "tcp:h:70000",
+            "unix:/x",
+        ] {
+            assert!(
+                parse_tcp_uri(bad)
+                    .unwrap_err()
+                    .contains("expected tcp:HOST:PORT"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub struct Up<'a> {
     /// With the topology: how the source and sink reach the VM's NICs
     /// (bridge, tap or macvtap).
     pub datapath: topology::Datapath,
+    /// Wait for a migration stream at this URI (`tcp:0:PORT`) instead of
+    /// booting: the receiving end of `vm migrate --to`.
+    pub incoming: Option<String>,
     pub accel: String,
     pub cpus: u32,
     pub memory_mb: u32,
@@ -506,9 +509,29 @@ fn start(
     let procs = cgroup::procs_files(&cgroup)?;
     let thp = o.thp.enabled(acc);
     let t0 = Instant::now();
+    let mut args = args;
+    if let Some(uri) = &o.incoming {
+        args.extend(["-incoming".to_string(), uri.clone()]);
+    }
     let mut child = spawn_qemu(&args, fds, &procs, thp, &files[4], o.console)?;
     state.owner_pid = Some(child.id());
     state.add_process(child.id())?;
+    if let Some(uri) = &o.incoming {
+        return incoming(
+            o,
+            cfg,
+            topo,
+            uri,
+            (acc, why),
+            &files,
+            made_by_qemu,
+            state,
+            {
+                let (pid, a) = (child.id(), args);
+                (pid, a, cgroup, host_links, thp)
+            },
+        );
+    }
 
     let qemu_log = files[4].clone();
     let ready = tinyvr_host::console::wait_ready(
@@ -564,6 +587,76 @@ fn start(
         "accel_reason": why,
         "qemu_pid": child.id(),
         "boot_to_ready_ms": boot_ms.round(),
+        "memory": mem,
+        "host_links": host_links,
+        "cgroup": cg,
+        "threads": threads,
+        "argv": args,
+    });
+    Ok(ready)
+}
+
+/// `vm up --incoming`: the guest arrives by migration, so there is no
+/// READY; qemu is up and waiting for the stream (`inmigrate`, read back),
+/// with its memory, cgroup and thread placement read back like a booted
+/// VM's, and the topology's ends configured with the config's MACs.
+#[allow(clippy::too_many_arguments)]
+fn incoming(
+    o: &Up,
+    cfg: &RouterConfig,
+    topo: Option<&topology::Topology>,
+    uri: &str,
+    (acc, why): (Accel, &str),
+    files: &[PathBuf],
+    made_by_qemu: Vec<usize>,
+    state: &mut State,
+    (pid, args, cgroup, host_links, thp): (
+        u32,
+        Vec<String>,
+        cgroup::Prepared,
+        Vec<serde_json::Value>,
+        bool,
+    ),
+) -> Result<serde_json::Value, HostError> {
+    let name = &cfg.name;
+    let mut q = Qmp::connect(&files[2], o.timeout).map_err(|e| HostError::Other(e.to_string()));
+    for (k, f) in made_by_qemu.into_iter().zip(&files[1..4]) {
+        if let Ok(id) = state::file_id(f) {
+            state.made(k, id)?;
+        }
+    }
+    let status = q
+        .as_mut()
+        .map_err(|e| HostError::Other(e.to_string()))?
+        .execute("query-status", None)
+        .map_err(|e| HostError::Other(format!("VM {name}: {e}")))?;
+    drop(q);
+    if status["status"] != "inmigrate" {
+        return Err(HostError::Other(format!(
+            "VM {name}: qemu is not waiting for a migration stream: {status}"
+        )));
+    }
+    let mem = memory::read_back(pid, o.memory_mb, o.prealloc, thp)
+        .map_err(|e| HostError::Other(format!("VM {name}: memory: {e}")))?;
+    let cg = cgroup::verify(&cgroup, pid)?;
+    let threads = place(&o.placement, pid, &files[2], &cg)?;
+    let mut ready = serde_json::json!({
+        "name": name,
+        "platform": "vm",
+        "incoming": uri,
+        "status": status["status"],
+        "interfaces": cfg.interfaces.iter().map(|i| serde_json::json!({
+            "name": i.name.as_str(),
+            "mac": i.mac.map(|m| m.to_string()),
+        })).collect::<Vec<_>>(),
+    });
+    if let Some(t) = topo {
+        topology::finish(t, &mut ready)?;
+    }
+    ready["vm"] = serde_json::json!({
+        "accel": acc,
+        "accel_reason": why,
+        "qemu_pid": pid,
         "memory": mem,
         "host_links": host_links,
         "cgroup": cg,

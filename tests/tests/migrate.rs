@@ -454,3 +454,100 @@ fn a_container_migration_says_why_it_cannot_run_here() {
     );
     assert_eq!(leftovers(&name), Vec::<String>::new());
 }
+
+#[test]
+fn a_router_migrates_to_a_qemu_waiting_on_tcp_and_leaves_nothing_here() {
+    require!(can_run().is_none(), can_run().unwrap_or(""));
+    let _one = one_at_a_time();
+    let (a, b) = (
+        format!("m{}g", std::process::id() % 100_000),
+        format!("m{}h", std::process::id() % 100_000),
+    );
+    let dir = Scratch::new("migrate-tcp");
+    // Another host's view of the same router: the same config, NIC MACs
+    // and topology ends pinned, so both instances look the same.
+    let cfg = dir.file(
+        "router.toml",
+        &format!(
+            "name = \"{a}\"\n\
+             [[interface]]\nname = \"in0\"\nmac = \"52:54:00:aa:00:01\"\naddresses = [\"10.1.0.1/24\"]\n\
+             [[interface]]\nname = \"out0\"\nmac = \"52:54:00:aa:00:02\"\naddresses = [\"10.2.0.1/24\"]\n\
+             [[neighbor]]\nip = \"10.1.0.2\"\nmac = \"02:74:00:aa:00:0a\"\ndev = \"in0\"\n\
+             [[neighbor]]\nip = \"10.2.0.2\"\nmac = \"02:74:00:aa:00:0b\"\ndev = \"out0\"\n"
+        ),
+    );
+    let (_da, _db) = (Down::new("vm", &a), Down::new("vm", &b));
+    let img = image().to_str().unwrap();
+    let c = cfg.to_str().unwrap();
+    let up = |more: &[&str]| {
+        let mut args = vec![
+            "vm",
+            "up",
+            c,
+            "--image",
+            img,
+            "--topology",
+            "--datapath",
+            "macvtap",
+        ];
+        args.extend_from_slice(more);
+        let out = tinyvr(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    up(&[]);
+    let port = 40_000 + std::process::id() % 20_000;
+    let uri = format!("tcp:127.0.0.1:{port}");
+    let waiting = up(&["--name", &b, "--incoming", &uri]);
+    assert_eq!(waiting["status"], "inmigrate", "{waiting}");
+    // Nobody listens on port 1: the source is untouched and forwards.
+    let out = tinyvr(&["vm", "migrate", &a, "--to", "tcp:127.0.0.1:1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("Connection refused"),
+        "{err}"
+    );
+    let send = |r: &str| {
+        let snk = format!("{r}-snk");
+        let before = link_stat(&snk, "snk0", "rx", "packets");
+        udp_send_paced(
+            &format!("{r}-src"),
+            "10.2.0.2:9".parse().unwrap(),
+            1_000,
+            18,
+            Some(2_000),
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        link_stat(&snk, "snk0", "rx", "packets") - before
+    };
+    assert_eq!(send(&a), 1_000);
+    let out = tinyvr(&["vm", "migrate", &a, "--to", &uri]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(m["migration"]["status"], "completed", "{m}");
+    // Everything of the source is gone; the destination forwards.
+    assert_eq!(leftovers(&a), Vec::<String>::new());
+    let got = send(&b);
+    assert!(
+        (1_000..=1_020).contains(&got),
+        "the destination's sink counted {got}"
+    );
+    let out = tinyvr(&["vm", "down", &b]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(leftovers(&b), Vec::<String>::new());
+    // Bad URIs are refused before anything.
+    let out = tinyvr(&["vm", "migrate", &a, "--to", "10.0.0.1:4444"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected tcp:HOST:PORT"));
+}
