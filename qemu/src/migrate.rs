@@ -484,22 +484,7 @@ pub fn local(o: &Migrate) -> Result<Value, HostError> {
             st.made(made_by_qemu[3].0, id)?;
         }
         let mut sq = qmp(&src_qmp)?;
-        let mut params = json!({ "downtime-limit": o.downtime_limit_ms });
-        if let Some(b) = o.bandwidth_mbps {
-            params["max-bandwidth"] = json!(b * 1024 * 1024);
-        }
-        sq.execute("migrate-set-parameters", Some(params))
-            .map_err(other)?;
-        sq.execute("migrate-set-capabilities", Some(caps))
-            .map_err(|e| other(format!("post-copy {} at the source: {e}", o.postcopy)))?;
-        let started = Instant::now();
-        let wall_migrate_ns = wall_ns();
-        sq.execute("migrate", Some(json!({ "uri": uri })))
-            .map_err(other)?;
-        if o.postcopy {
-            sq.execute("migrate-start-postcopy", None)
-                .map_err(|e| other(format!("starting post-copy: {e}")))?;
-        }
+        let (started, wall_migrate_ns) = start_migration(&mut sq, o, &uri)?;
         let mut sw = Switch {
             src: src_taps.clone(),
             dest: dest_taps,
@@ -523,25 +508,12 @@ pub fn local(o: &Migrate) -> Result<Value, HostError> {
             if status == "completed" {
                 break Ok(q);
             }
-            let failed = match status {
-                "failed" | "cancelled" | "postcopy-paused" => Some(format!(
-                    "the migration {status}: {}",
-                    q["error-desc"].as_str().unwrap_or("qemu gave no reason")
+            let failed = stop_reason(&q, started, o).or_else(|| match child.try_wait() {
+                Ok(Some(x)) => Some(format!(
+                    "the destination qemu exited ({x}) during the migration"
                 )),
-                _ if started.elapsed() > o.timeout => Some(format!(
-                    "the migration did not finish within {:?}: cancelled",
-                    o.timeout
-                )),
-                _ if tinyvr_host::interrupt::interrupted() => {
-                    Some("interrupted: the migration was cancelled".into())
-                }
-                _ => match child.try_wait() {
-                    Ok(Some(x)) => Some(format!(
-                        "the destination qemu exited ({x}) during the migration"
-                    )),
-                    _ => None,
-                },
-            };
+                _ => None,
+            });
             if let Some(why) = failed {
                 let _ = sq.execute("migrate_cancel", None);
                 break Err(other(format!("router {name}: {why}")));
@@ -672,49 +644,20 @@ pub fn remote(o: &Migrate, to: &str) -> Result<Value, HostError> {
     } = inspect(o, false)?;
     let name = o.name.clone();
     let mut sq = qmp(&run_file(&name, "qmp"))?;
-    let caps = json!({ "capabilities": [{ "capability": "postcopy-ram", "state": o.postcopy }] });
-    sq.execute("migrate-set-capabilities", Some(caps))
-        .map_err(|e| other(format!("post-copy {}: {e}", o.postcopy)))?;
-    let mut params = json!({ "downtime-limit": o.downtime_limit_ms });
-    if let Some(b) = o.bandwidth_mbps {
-        params["max-bandwidth"] = json!(b * 1024 * 1024);
-    }
-    sq.execute("migrate-set-parameters", Some(params))
-        .map_err(other)?;
-    let started = Instant::now();
-    let wall_migrate_ns = wall_ns();
-    sq.execute("migrate", Some(json!({ "uri": to })))
+    let (started, wall_migrate_ns) = start_migration(&mut sq, o, to)
         .map_err(|e| other(format!("router {name}: migrating to {to}: {e}")))?;
-    if o.postcopy {
-        sq.execute("migrate-start-postcopy", None)
-            .map_err(|e| other(format!("starting post-copy: {e}")))?;
-    }
     let done = loop {
         let q = sq.execute("query-migrate", None).map_err(other)?;
         let status = q["status"].as_str().unwrap_or("");
         if status == "completed" {
             break q;
         }
-        let failed = match status {
-            "failed" | "cancelled" | "postcopy-paused" => Some(format!(
-                "the migration to {to} {status}: {}",
-                q["error-desc"].as_str().unwrap_or("qemu gave no reason")
-            )),
-            _ if started.elapsed() > o.timeout => Some(format!(
-                "the migration to {to} did not finish within {:?}: cancelled",
-                o.timeout
-            )),
-            _ if tinyvr_host::interrupt::interrupted() => {
-                Some("interrupted: the migration was cancelled".into())
-            }
-            _ => None,
-        };
-        if let Some(why) = failed {
+        if let Some(why) = stop_reason(&q, started, o) {
             let _ = sq.execute("migrate_cancel", None);
             if !(o.postcopy && status.starts_with("postcopy")) {
                 resume(&mut sq);
             }
-            return Err(other(format!("router {name}: {why}")));
+            return Err(other(format!("router {name}: to {to}: {why}")));
         }
         std::thread::sleep(Duration::from_millis(1));
     };
@@ -736,6 +679,49 @@ pub fn remote(o: &Migrate, to: &str) -> Result<Value, HostError> {
         "wall_migrate_ns": wall_migrate_ns,
         "wall_completed_ns": wall_completed_ns,
     }))
+}
+
+/// At the source: the capabilities (post-copy set either way: a source
+/// that was a post-copy destination keeps it on) and parameters, then the
+/// migration itself (and post-copy); returns when it started, monotonic
+/// and wall clock (ns).
+fn start_migration(sq: &mut Qmp, o: &Migrate, uri: &str) -> Result<(Instant, u64), HostError> {
+    let caps = json!({ "capabilities": [{ "capability": "postcopy-ram", "state": o.postcopy }] });
+    sq.execute("migrate-set-capabilities", Some(caps))
+        .map_err(|e| other(format!("post-copy {} at the source: {e}", o.postcopy)))?;
+    let mut params = json!({ "downtime-limit": o.downtime_limit_ms });
+    if let Some(b) = o.bandwidth_mbps {
+        params["max-bandwidth"] = json!(b * 1024 * 1024);
+    }
+    sq.execute("migrate-set-parameters", Some(params))
+        .map_err(other)?;
+    let started = (Instant::now(), wall_ns());
+    sq.execute("migrate", Some(json!({ "uri": uri })))
+        .map_err(other)?;
+    if o.postcopy {
+        sq.execute("migrate-start-postcopy", None)
+            .map_err(|e| other(format!("starting post-copy: {e}")))?;
+    }
+    Ok(started)
+}
+
+/// Why polling a migration (`q`, QMP's `query-migrate`) should stop short
+/// of completion: qemu's failure, the timeout, Ctrl-C; None: go on.
+fn stop_reason(q: &Value, started: Instant, o: &Migrate) -> Option<String> {
+    match q["status"].as_str().unwrap_or("") {
+        s @ ("failed" | "cancelled" | "postcopy-paused") => Some(format!(
+            "the migration {s}: {}",
+            q["error-desc"].as_str().unwrap_or("qemu gave no reason")
+        )),
+        _ if started.elapsed() > o.timeout => Some(format!(
+            "the migration did not finish within {:?}: cancelled",
+            o.timeout
+        )),
+        _ if tinyvr_host::interrupt::interrupted() => {
+            Some("interrupted: the migration was cancelled".into())
+        }
+        _ => None,
+    }
 }
 
 /// After a failed or cancelled migration: the source runs again.

@@ -115,6 +115,33 @@ fn longest_gap(samples: &[(f64, u64)], from: f64, to: f64) -> f64 {
     gap
 }
 
+/// Takes a router down and checks that nothing of it is left.
+fn down_clean(kind: &str, name: &str) {
+    let out = tinyvr(&[kind, "down", name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(leftovers(name), Vec::<String>::new());
+}
+
+/// Sends `n` frames from router `r`'s source at 2000 pps; what its sink
+/// counted meanwhile.
+fn through(r: &str, n: u32) -> u64 {
+    let snk = format!("{r}-snk");
+    let before = link_stat(&snk, "snk0", "rx", "packets");
+    udp_send_paced(
+        &format!("{r}-src"),
+        "10.2.0.2:9".parse().unwrap(),
+        n,
+        18,
+        Some(2_000),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    link_stat(&snk, "snk0", "rx", "packets") - before
+}
+
 fn mig_leftovers() -> Vec<String> {
     leftovers("mig")
 }
@@ -228,20 +255,11 @@ fn a_router_under_load_migrates_locally_and_keeps_forwarding() {
             "{f}"
         );
     }
-    let before = link_stat(&snk, "snk0", "rx", "packets");
-    udp_send_paced(&src, "10.2.0.2:9".parse().unwrap(), 1_000, 18, Some(2_000));
-    std::thread::sleep(Duration::from_millis(500));
     // Every one, and at most qemu's self-announcements (RARP, a few
     // rounds per NIC after a migration) besides.
-    let got = link_stat(&snk, "snk0", "rx", "packets") - before;
+    let got = through(&name, 1_000);
     assert!((1_000..=1_020).contains(&got), "the sink counted {got}");
-    let out = tinyvr(&["vm", "down", &name]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(leftovers(&name), Vec::<String>::new());
+    down_clean("vm", &name);
 }
 
 #[test]
@@ -294,24 +312,8 @@ fn a_migration_whose_destination_dies_leaves_the_source_forwarding() {
     assert!(Path::new(&format!("/proc/{pid}")).exists());
     assert!(!Path::new(&state).exists(), "{state}");
     assert_eq!(leftovers(&dest), Vec::<String>::new());
-    let snk = format!("{name}-snk");
-    let before = link_stat(&snk, "snk0", "rx", "packets");
-    udp_send_paced(
-        &format!("{name}-src"),
-        "10.2.0.2:9".parse().unwrap(),
-        1_000,
-        18,
-        Some(2_000),
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(link_stat(&snk, "snk0", "rx", "packets") - before, 1_000);
-    let out = tinyvr(&["vm", "down", &name]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(leftovers(&name), Vec::<String>::new());
+    assert_eq!(through(&name, 1_000), 1_000);
+    down_clean("vm", &name);
 }
 
 #[test]
@@ -350,13 +352,7 @@ fn bad_migrations_fail_before_anything_changes() {
     // Its sink side is a tap: nowhere for a destination to join.
     fails(&["vm", "migrate", &name, "--local"], "not a macvtap");
     assert_eq!(mig_leftovers(), Vec::<String>::new());
-    let out = tinyvr(&["vm", "down", &name]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(leftovers(&name), Vec::<String>::new());
+    down_clean("vm", &name);
 }
 
 #[test]
@@ -376,25 +372,9 @@ fn a_post_copy_migration_forwards_afterwards() {
     let m: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(m["migration"]["status"], "completed", "{m}");
     assert!(m["migration"]["postcopy_requests"].is_u64(), "{m}");
-    let snk = format!("{name}-snk");
-    let before = link_stat(&snk, "snk0", "rx", "packets");
-    udp_send_paced(
-        &format!("{name}-src"),
-        "10.2.0.2:9".parse().unwrap(),
-        1_000,
-        18,
-        Some(2_000),
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    let got = link_stat(&snk, "snk0", "rx", "packets") - before;
+    let got = through(&name, 1_000);
     assert!((1_000..=1_020).contains(&got), "the sink counted {got}");
-    let out = tinyvr(&["vm", "down", &name]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(leftovers(&name), Vec::<String>::new());
+    down_clean("vm", &name);
     assert_eq!(mig_leftovers(), Vec::<String>::new());
 }
 
@@ -511,20 +491,7 @@ fn a_router_migrates_to_a_qemu_waiting_on_tcp_and_leaves_nothing_here() {
         !out.status.success() && err.contains("Connection refused"),
         "{err}"
     );
-    let send = |r: &str| {
-        let snk = format!("{r}-snk");
-        let before = link_stat(&snk, "snk0", "rx", "packets");
-        udp_send_paced(
-            &format!("{r}-src"),
-            "10.2.0.2:9".parse().unwrap(),
-            1_000,
-            18,
-            Some(2_000),
-        );
-        std::thread::sleep(Duration::from_millis(500));
-        link_stat(&snk, "snk0", "rx", "packets") - before
-    };
-    assert_eq!(send(&a), 1_000);
+    assert_eq!(through(&a, 1_000), 1_000);
     let out = tinyvr(&["vm", "migrate", &a, "--to", &uri]);
     assert!(
         out.status.success(),
@@ -535,18 +502,12 @@ fn a_router_migrates_to_a_qemu_waiting_on_tcp_and_leaves_nothing_here() {
     assert_eq!(m["migration"]["status"], "completed", "{m}");
     // Everything of the source is gone; the destination forwards.
     assert_eq!(leftovers(&a), Vec::<String>::new());
-    let got = send(&b);
+    let got = through(&b, 1_000);
     assert!(
         (1_000..=1_020).contains(&got),
         "the destination's sink counted {got}"
     );
-    let out = tinyvr(&["vm", "down", &b]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(leftovers(&b), Vec::<String>::new());
+    down_clean("vm", &b);
     // Bad URIs are refused before anything.
     let out = tinyvr(&["vm", "migrate", &a, "--to", "10.0.0.1:4444"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected tcp:HOST:PORT"));
