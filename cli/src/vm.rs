@@ -92,6 +92,9 @@ pub enum VmCmd {
     },
     /// Print the qemu command line `up` would run.
     Argv(UpArgs),
+    /// Print the libvirt domain XML for what `up` would start (settings
+    /// libvirt cannot carry are listed on stderr and in an XML comment).
+    Xml(UpArgs),
     /// Live-migrate a running router VM to a new qemu on this host
     /// (--local); its NICs must be macvtaps (datapath macvtap). Prints what
     /// QMP measured and what was read back.
@@ -190,6 +193,14 @@ pub fn run(cmd: VmCmd) -> Result<()> {
                 None => tinyvr_qemu::migrate::local(&m)?,
             };
             println!("{report}")
+        }
+        VmCmd::Xml(a) => {
+            let cfg = tinyvr_host::topology::read(&a.config)?;
+            let (xml, notes) = platform::domain_xml(&opts(&a, &cfg))?;
+            for n in notes {
+                eprintln!("# not in the XML: {n}");
+            }
+            print!("{xml}");
         }
         VmCmd::Down { name, timeout } => {
             for note in platform::down(&name, Duration::from_secs(timeout))? {

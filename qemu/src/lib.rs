@@ -3,6 +3,7 @@
 
 pub mod accel;
 pub mod argv;
+pub mod libvirt;
 pub mod memory;
 pub mod migrate;
 pub mod platform;

@@ -439,6 +439,38 @@ pub fn dry_run(o: &Up) -> Result<(Vec<String>, String), HostError> {
     ))
 }
 
+/// The libvirt domain XML for what `up` would start, and the settings
+/// libvirt cannot carry. Creates nothing.
+pub fn domain_xml(o: &Up) -> Result<(String, Vec<String>), HostError> {
+    let (cfg, _, acc, _, machine) = prepare(o)?;
+    let mut spec = spec(o, &cfg, acc, &machine, planned_nics(&cfg));
+    // libvirt starts qemu elsewhere: absolute paths.
+    for p in [&mut spec.kernel, &mut spec.initrd] {
+        *p = std::fs::canonicalize(&*p)
+            .map_err(|e| HostError::io(format!("resolving {}", p.display()), e))?;
+    }
+    // libvirt wants the emulator's absolute path.
+    let emulator = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(&o.qemu))
+        .find(|p| p.is_file())
+        .map_or(o.qemu.clone(), |p| p.display().to_string());
+    crate::libvirt::domain_xml(
+        &spec,
+        &cfg,
+        &crate::libvirt::Extra {
+            placement: &o.placement,
+            resources: &o.resources,
+            rt_runtime_us: o.rt_runtime_us,
+            thp_off: o.thp == Thp::Off,
+            emulator,
+            guest_toml: cfg.guest_toml(),
+        },
+    )
+    .map_err(HostError::Other)
+}
+
 pub fn up(o: &Up) -> Result<serde_json::Value, HostError> {
     let (cfg, topo, acc, why, machine) = prepare(o)?;
     tinyvr_host::lifecycle::up(&cfg.name.clone(), "vm", |state| {

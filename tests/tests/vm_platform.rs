@@ -901,3 +901,71 @@ fn a_vm_router_forwards_through_its_generated_routes_after_link_flaps() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn vm_xml_is_a_valid_libvirt_domain_and_names_what_it_cannot_carry() {
+    require!(can_run().is_none(), can_run().unwrap_or(""));
+    require!(
+        has_cmd("virt-xml-validate") && has_cmd("xmllint"),
+        "needs virt-xml-validate and xmllint (scripts/setup installs libvirt-clients, libxml2-utils)"
+    );
+    let dir = Scratch::new("vm-xml");
+    let (_, cfg) = router('x', "", "");
+    let f = dir.file("router.toml", &cfg);
+    let img = image().to_str().unwrap();
+    let xml = |more: &[&str]| {
+        let mut a = vec!["vm", "xml", f.to_str().unwrap(), "--image", img];
+        a.extend_from_slice(more);
+        tinyvr(&a)
+    };
+    for more in [
+        vec![],
+        vec!["--topology", "--datapath", "macvtap", "--cpus", "2"],
+        vec![
+            "--affinity",
+            "vcpu=1",
+            "--affinity",
+            "emulator=0",
+            "--sched",
+            "vcpu=fifo:10",
+            "--cpu-weight",
+            "200",
+            "--cpu-max",
+            "50000 100000",
+            "--cpuset",
+            "0-1",
+        ],
+    ] {
+        let out = xml(&more);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = dir.file("domain.xml", &String::from_utf8_lossy(&out.stdout));
+        let v = Command::new("virt-xml-validate")
+            .arg(&path)
+            .arg("domain")
+            .output()
+            .unwrap();
+        assert!(
+            v.status.success(),
+            "{more:?}: {}{}",
+            String::from_utf8_lossy(&v.stdout),
+            String::from_utf8_lossy(&v.stderr)
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        if more.contains(&"fifo:10") || more.contains(&"vcpu=fifo:10") {
+            assert!(err.contains("RT budget"), "{err}");
+        }
+    }
+    // Fixed when qemu starts, so refused rather than lost.
+    let out = xml(&["--thp", "off"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--thp off"));
+    // Nothing was created.
+    assert_eq!(
+        leftovers(&format!("v{}x", std::process::id() % 100_000)),
+        Vec::<String>::new()
+    );
+}
