@@ -82,16 +82,15 @@ pub fn check(
                 ));
             }
         }
-        burn::Burn::parse(Some(&n.threads.to_string()), Some(&n.memory_mb.to_string())).map_err(
-            |e| {
-                let k = if e.contains("THREADS") {
-                    "threads"
-                } else {
-                    "memory_mb"
-                };
-                format!("{at}.{k}: {}", e.split_once(": ").map_or(&*e, |x| x.1))
-            },
-        )?;
+        // The bounds `tinyvr-init --burn` takes.
+        for (k, v, max) in [
+            ("threads", n.threads, burn::MAX_THREADS),
+            ("memory_mb", n.memory_mb, burn::MAX_MB),
+        ] {
+            if !(1..=max).contains(&v) {
+                return Err(format!("{at}.{k}: expected 1 to {max}"));
+            }
+        }
         if n.burn.len() != steps {
             return Err(format!(
                 "{at}.burn: {} entries: expected one per isolation step ({steps})",

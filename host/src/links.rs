@@ -191,6 +191,15 @@ fn read_attr<T>(
     what: &str,
     pick: impl Fn(LinkAttribute) -> Option<T>,
 ) -> Result<Option<T>, HostError> {
+    Ok(link_attrs(nl, index, what)?.into_iter().find_map(pick))
+}
+
+/// Every attribute of link `index`, in one request.
+fn link_attrs(
+    nl: &mut dyn Netlink,
+    index: u32,
+    what: &str,
+) -> Result<Vec<LinkAttribute>, HostError> {
     let mut m = LinkMessage::default();
     m.header.index = index;
     Ok(nl
@@ -201,15 +210,20 @@ fn read_attr<T>(
         )?
         .into_iter()
         .find_map(|r| match r {
-            M::NewLink(l) => l.attributes.into_iter().find_map(&pick),
+            M::NewLink(l) => Some(l.attributes),
             _ => None,
-        }))
+        })
+        .unwrap_or_default())
 }
 
 /// Sets a link's txqueuelen and reads it back: a value the kernel does not
 /// hold fails, naming the link (the queue length is an experiment's knob).
 pub fn set_txqueuelen(nl: &mut dyn Netlink, name: &str, len: u32) -> Result<u32, HostError> {
-    set_number(nl, name, "txqueuelen", len, |a| match a {
+    let c = LinkChange {
+        txqueuelen: Some(len),
+        ..Default::default()
+    };
+    set_number(nl, name, "txqueuelen", len, &c, |a| match a {
         LinkAttribute::TxQueueLen(q) => Some(q),
         _ => None,
     })
@@ -217,30 +231,30 @@ pub fn set_txqueuelen(nl: &mut dyn Netlink, name: &str, len: u32) -> Result<u32,
 
 /// Sets a link's MTU and reads it back.
 pub fn set_mtu(nl: &mut dyn Netlink, name: &str, mtu: u32) -> Result<u32, HostError> {
-    set_number(nl, name, "mtu", mtu, |a| match a {
+    let c = LinkChange {
+        mtu: Some(mtu),
+        ..Default::default()
+    };
+    set_number(nl, name, "mtu", mtu, &c, |a| match a {
         LinkAttribute::Mtu(q) => Some(q),
         _ => None,
     })
 }
 
-/// Sets the link attribute `what` (mtu or txqueuelen) to `v` and reads it
-/// back through `pick`: a value the kernel does not hold fails, naming it.
+/// Applies `c` (which sets `what` to `v`) and reads `what` back through
+/// `pick`: a value the kernel does not hold fails, naming it.
 fn set_number(
     nl: &mut dyn Netlink,
     name: &str,
     what: &str,
     v: u32,
+    c: &LinkChange,
     pick: fn(LinkAttribute) -> Option<u32>,
 ) -> Result<u32, HostError> {
     let i = must_index(nl, name, &format!("setting {what}"))?;
-    let c = LinkChange {
-        txqueuelen: (what == "txqueuelen").then_some(v),
-        mtu: (what == "mtu").then_some(v),
-        ..Default::default()
-    };
     nl.request(
         &|| format!("setting {what} {v} on {name}"),
-        M::SetLink(msg::set_link(i, &c)),
+        M::SetLink(msg::set_link(i, c)),
         flags::NONE,
     )?;
     match read_attr(nl, i, &format!("the {what} of {name}"), pick)? {
@@ -375,23 +389,16 @@ pub struct MacvtapFacts {
 }
 
 pub fn macvtap_facts(nl: &mut dyn Netlink, index: u32) -> Result<MacvtapFacts, HostError> {
-    let what = |w: &str| format!("the {w} of link {index}");
-    let name = read_attr(nl, index, &what("name"), |a| match a {
-        LinkAttribute::IfName(n) => Some(n),
-        _ => None,
-    })?;
-    let lower = read_attr(nl, index, &what("lower"), |a| match a {
-        LinkAttribute::Link(l) => Some(l),
-        _ => None,
-    })?;
-    let mac = read_attr(nl, index, &what("MAC"), |a| match a {
-        LinkAttribute::Address(m) => <[u8; 6]>::try_from(m.as_slice()).ok(),
-        _ => None,
-    })?;
-    let txqueuelen = read_attr(nl, index, &what("txqueuelen"), |a| match a {
-        LinkAttribute::TxQueueLen(q) => Some(q),
-        _ => None,
-    })?;
+    let (mut name, mut lower, mut mac, mut txqueuelen) = (None, None, None, None);
+    for a in link_attrs(nl, index, &format!("link {index}"))? {
+        match a {
+            LinkAttribute::IfName(n) => name = Some(n),
+            LinkAttribute::Link(l) => lower = Some(l),
+            LinkAttribute::Address(m) => mac = <[u8; 6]>::try_from(m.as_slice()).ok(),
+            LinkAttribute::TxQueueLen(q) => txqueuelen = Some(q),
+            _ => {}
+        }
+    }
     let missing = || HostError::Other(format!("link {index}: not a macvtap on a lower"));
     let lower = name_of(nl, lower.ok_or_else(missing)?)?.ok_or_else(missing)?;
     Ok(MacvtapFacts {

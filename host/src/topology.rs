@@ -512,25 +512,13 @@ fn lowers_held(t: &Topology) -> Result<serde_json::Value, HostError> {
     };
     let mut out = Vec::new();
     for (dev, asked) in l.devs.iter().zip(&l.rps_cpus) {
-        let dir = std::path::Path::new("/sys/class/net")
-            .join(dev)
-            .join("queues");
         let mut queues = serde_json::Map::new();
-        let rd = std::fs::read_dir(&dir)
-            .map_err(|e| HostError::io(format!("reading {}", dir.display()), e))?;
-        for q in rd.filter_map(|q| q.ok()) {
-            let name = q.file_name().to_string_lossy().into_owned();
-            if !name.starts_with("rx-") {
-                continue;
-            }
-            let p = q.path().join("rps_cpus");
-            let text = std::fs::read_to_string(&p)
-                .map_err(|e| HostError::io(format!("reading {}", p.display()), e))?;
-            let held = CpuList::from_mask(&text).ok_or_else(|| {
+        let masks = tinyvr_init::sysfs::read_queue_masks(dev, "rx", "rps_cpus")
+            .map_err(|e| HostError::Other(e.to_string()))?;
+        for (name, held) in masks {
+            let held = held.map_err(|t| {
                 HostError::Other(format!(
-                    "{}: {:?} is not a CPU mask",
-                    p.display(),
-                    text.trim()
+                    "lower {dev} {name}: rps_cpus {t:?} is not a CPU mask"
                 ))
             })?;
             // Unasked, it is the host's default (rps_default_mask), recorded.

@@ -72,32 +72,16 @@ pub fn write_queue_masks(
     let err = |what: String, path: PathBuf, source| SysfsError { what, path, source };
     let setting = || format!("setting {file} of {dev} to CPUs {cpus} ({mask})");
     let mut queues = Vec::new();
-    let mut entries: Vec<_> = fs::read_dir(&dir)
-        .map_err(|e| err(setting(), dir.clone(), e))?
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(&format!("{prefix}-"))
-        })
-        .collect();
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let path = e.path().join(file);
+    for (name, qdir) in queue_dirs(&dir, prefix).map_err(|e| err(setting(), dir.clone(), e))? {
+        let path = qdir.join(file);
         fs::write(&path, &mask).map_err(|source| err(setting(), path.clone(), source))?;
-        let text =
-            fs::read_to_string(&path).map_err(|source| err(setting(), path.clone(), source))?;
-        match tinyvr_config::CpuList::from_mask(&text) {
-            Some(held) if held.same_cpus(cpus) => {
-                queues.push((e.file_name().to_string_lossy().into_owned(), held))
-            }
+        match read_mask(&path).map_err(|source| err(setting(), path.clone(), source))? {
+            Ok(held) if held.same_cpus(cpus) => queues.push((name, held)),
             held => {
-                let held =
-                    held.map_or_else(|| format!("{:?}", text.trim()), |h| format!("CPUs {h}"));
+                let held = held.map_or_else(|t| format!("{t:?}"), |h| format!("CPUs {h}"));
                 return Err(err(
                     format!(
-                        "{file} of {dev} queue {}: CPUs {cpus} were written, the kernel holds {held}",
-                        e.file_name().to_string_lossy()
+                        "{file} of {dev} queue {name}: CPUs {cpus} were written, the kernel holds {held}"
                     ),
                     path,
                     io::Error::from(io::ErrorKind::InvalidData),
@@ -106,6 +90,51 @@ pub fn write_queue_masks(
         }
     }
     Ok(queues)
+}
+
+/// A mask file as read: its CPUs, or its text when it is not a mask.
+pub type Mask = Result<tinyvr_config::CpuList, String>;
+
+/// Each `queues/<prefix>-*/<file>` mask of a device as the kernel holds
+/// it, by queue name.
+pub fn read_queue_masks(
+    dev: &str,
+    prefix: &str,
+    file: &str,
+) -> Result<Vec<(String, Mask)>, SysfsError> {
+    let dir = Path::new("/sys/class/net").join(dev).join("queues");
+    let err = |path: PathBuf, source| SysfsError {
+        what: format!("reading {file} of {dev}"),
+        path,
+        source,
+    };
+    queue_dirs(&dir, prefix)
+        .map_err(|e| err(dir.clone(), e))?
+        .into_iter()
+        .map(|(name, q)| {
+            let path = q.join(file);
+            read_mask(&path)
+                .map(|m| (name, m))
+                .map_err(|e| err(path, e))
+        })
+        .collect()
+}
+
+/// The `<prefix>-*` queue directories under `dir`, by name, sorted.
+fn queue_dirs(dir: &Path, prefix: &str) -> io::Result<Vec<(String, PathBuf)>> {
+    let mut q: Vec<(String, PathBuf)> = fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .filter(|(n, _)| n.starts_with(&format!("{prefix}-")))
+        .collect();
+    q.sort();
+    Ok(q)
+}
+
+/// A CPU mask file: its CPUs, or its text when it is not a mask.
+fn read_mask(path: &Path) -> io::Result<Mask> {
+    let text = fs::read_to_string(path)?;
+    Ok(tinyvr_config::CpuList::from_mask(&text).ok_or_else(|| text.trim().to_string()))
 }
 
 /// The kernel driver bound to a network device (`virtio_net`, `ixgbevf`...).

@@ -263,29 +263,25 @@ fn held_placement(pid: u32, qmp: &Path) -> Result<Placement, HostError> {
     Ok(p)
 }
 
-/// The router cgroups qemu `pid` is in, as `cgroup.procs` files to join.
-fn cgroup_procs_of(pid: u32) -> Result<Vec<std::fs::File>, HostError> {
-    let mut out = Vec::new();
-    for line in tinyvr_cgroups(pid) {
-        let mut f = line.splitn(3, ':');
-        let (_, ctl, rel) = (f.next(), f.next().unwrap_or(""), f.next().unwrap_or("/"));
-        let unified = Path::new("/sys/fs/cgroup/unified");
-        let base = if !ctl.is_empty() {
-            PathBuf::from("/sys/fs/cgroup").join(ctl)
-        } else if unified.exists() {
-            unified.to_path_buf()
-        } else {
-            PathBuf::from("/sys/fs/cgroup")
-        };
-        let p = base.join(rel.trim_start_matches('/')).join("cgroup.procs");
-        out.push(
+/// The `cgroup.procs` files of the cgroups the router's record says
+/// tinyvr made for it (the source qemu is in them): what the destination
+/// joins between fork and exec.
+fn cgroup_procs_of(router: &State) -> Result<Vec<std::fs::File>, HostError> {
+    router
+        .resources
+        .iter()
+        .filter(|e| e.id.is_some())
+        .filter_map(|e| match &e.what {
+            Resource::Cgroup { path } => Some(path.join("cgroup.procs")),
+            _ => None,
+        })
+        .map(|p| {
             std::fs::OpenOptions::new()
                 .write(true)
                 .open(&p)
-                .map_err(|e| HostError::io(format!("opening {}", p.display()), e))?,
-        );
-    }
-    Ok(out)
+                .map_err(|e| HostError::io(format!("opening {}", p.display()), e))
+        })
+        .collect()
 }
 
 /// The tinyvr cgroups of a process, as /proc/<pid>/cgroup lists them.
@@ -452,7 +448,7 @@ pub fn local(o: &Migrate) -> Result<Value, HostError> {
             .map(|e| Ok((st.intend(Resource::File { path: file(e) })?, file(e))))
             .collect::<Result<_, HostError>>()?;
         let args = dest_argv(&argv, &dest);
-        let procs = cgroup_procs_of(pid)?;
+        let procs = cgroup_procs_of(&router)?;
         let mut child = spawn_qemu(&args, fds, &procs, !thp_off, &file("qemu.log"), false)?;
         st.owner_pid = Some(child.id());
         st.add_process(child.id())?;
