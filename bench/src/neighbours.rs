@@ -166,6 +166,7 @@ impl Up {
                     placement: placement(&n.cpus)?,
                     resources: Default::default(),
                     rt_runtime_us: None,
+                    libvirt: None,
                 }),
             }
             .map_err(|e| format!("neighbour {}: {e}", n.name))?;

@@ -311,6 +311,7 @@ fn start(spec: &RouterSpec, cfg: &RouterConfig, env: &Env) -> Result<serde_json:
             placement: experiment::placement(spec)?,
             resources: experiment::resources(spec),
             rt_runtime_us: spec.rt_runtime_us,
+            libvirt: None,
         })
         .map_err(e),
     }

@@ -69,6 +69,11 @@ pub struct UpArgs {
     /// RT budget of the VM's cgroup in µs per second (default 100000 with fifo/rr).
     #[arg(long)]
     rt_runtime: Option<u64>,
+    /// Start the VM through libvirtd (default URI qemu:///system) as a
+    /// transient domain, instead of running qemu itself; `down` stops it
+    /// through libvirt. The libvirtd must run on this host.
+    #[arg(long, value_name = "URI", num_args = 0..=1, default_missing_value = tinyvr_host::libvirt::DEFAULT_URI)]
+    libvirt: Option<String>,
 }
 
 fn on_off(s: &str) -> Result<bool, String> {
@@ -93,8 +98,18 @@ pub enum VmCmd {
     /// Print the qemu command line `up` would run.
     Argv(UpArgs),
     /// Print the libvirt domain XML for what `up` would start (settings
-    /// libvirt cannot carry are listed on stderr and in an XML comment).
-    Xml(UpArgs),
+    /// libvirt cannot carry are listed on stderr and in an XML comment);
+    /// with --libvirt, exactly what `vm up --libvirt` would create.
+    Xml {
+        #[command(flatten)]
+        up: UpArgs,
+        /// Write the guest's effective router config to this new file and
+        /// have the domain read it (for a domain defined by hand); without
+        /// it the XML names /run/tinyvr/<name>.toml, which `vm up
+        /// --libvirt` writes.
+        #[arg(long)]
+        guest_config: Option<PathBuf>,
+    },
     /// Live-migrate a running router VM to a new qemu on this host
     /// (--local); its NICs must be macvtaps (datapath macvtap). Prints what
     /// QMP measured and what was read back.
@@ -147,6 +162,7 @@ fn opts<'a>(a: &'a UpArgs, cfg: &'a tinyvr_config::RouterConfig) -> Up<'a> {
         },
         resources: a.resources.resources(),
         rt_runtime_us: a.rt_runtime,
+        libvirt: a.libvirt.clone(),
     }
 }
 
@@ -194,9 +210,12 @@ pub fn run(cmd: VmCmd) -> Result<()> {
             };
             println!("{report}")
         }
-        VmCmd::Xml(a) => {
+        VmCmd::Xml {
+            up: a,
+            guest_config,
+        } => {
             let cfg = tinyvr_host::topology::read(&a.config)?;
-            let (xml, notes) = platform::domain_xml(&opts(&a, &cfg))?;
+            let (xml, notes) = platform::domain_xml(&opts(&a, &cfg), guest_config.as_deref())?;
             for n in notes {
                 eprintln!("# not in the XML: {n}");
             }

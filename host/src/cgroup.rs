@@ -413,8 +413,158 @@ pub fn verify(p: &Prepared, pid: u32) -> Result<serde_json::Value, HostError> {
     }))
 }
 
+/// The cgroup of thread `tid` of process `pid` in the hierarchy that
+/// holds the cpu controller (v1), or the unified one (v2).
+pub fn cpu_dir_of(pid: u32, tid: u32) -> Result<PathBuf, HostError> {
+    let f = format!("/proc/{pid}/task/{tid}/cgroup");
+    let text = std::fs::read_to_string(&f).map_err(|e| HostError::io(format!("reading {f}"), e))?;
+    let rel = |want_v1: bool| {
+        text.lines().find_map(|l| {
+            let mut p = l.splitn(3, ':');
+            let (_, ctl, path) = (p.next()?, p.next()?, p.next()?);
+            let hit = if want_v1 {
+                ctl.split(',').any(|c| c == "cpu")
+            } else {
+                ctl.is_empty()
+            };
+            hit.then(|| path.trim_start_matches('/').to_string())
+        })
+    };
+    Ok(match version() {
+        Cgroup::V1 => Path::new(ROOT)
+            .join("cpu")
+            .join(rel(true).unwrap_or_default()),
+        Cgroup::V2 => Path::new(ROOT).join(rel(false).unwrap_or_default()),
+    })
+}
+
+/// A cgroup someone else made (a libvirt domain's), read back against
+/// the CPU weight and bandwidth of `res`: each asked value must be held.
+/// Returns, per file, the value asked and held, as [`verify`] does.
+pub fn verify_dir(dir: &Path, res: &Resources) -> Result<serde_json::Value, HostError> {
+    let cg = version();
+    let res = Resources {
+        cpuset: None, // libvirt puts it on the thread groups below
+        ..res.clone()
+    };
+    let mut files = serde_json::Map::new();
+    for s in settings(&[dir.to_path_buf()], cg, &res, None, "") {
+        let got = read_back(&s)?;
+        files.insert(
+            s.file.into(),
+            serde_json::json!({"asked": s.asked, "held": got}),
+        );
+    }
+    for f in ["cpu.weight", "cpu.max", "cpu.shares", "cpu.rt_runtime_us"] {
+        if !files.contains_key(f) {
+            if let Ok(v) = read(dir, f) {
+                files.insert(f.into(), serde_json::json!({"asked": null, "held": v}));
+            }
+        }
+    }
+    Ok(serde_json::json!({
+        "path": dir.display().to_string(),
+        "version": if cg == Cgroup::V2 { "v2" } else { "v1" },
+        "made_by": "libvirt",
+        "files": files,
+    }))
+}
+
+/// The RT budget each cgroup directory between the cpu hierarchy's root
+/// and `leaves` needs so that every leaf gets `per_leaf` µs: a directory
+/// needs the sum of its leaves'. Parents first. Pure.
+pub fn rt_needs(root: &Path, leaves: &[PathBuf], per_leaf: u64) -> Vec<(PathBuf, u64)> {
+    let mut leaves: Vec<&PathBuf> = leaves.iter().collect();
+    leaves.sort();
+    leaves.dedup();
+    let mut need: Vec<(PathBuf, u64)> = Vec::new();
+    for l in leaves {
+        let Ok(rel) = l.strip_prefix(root) else {
+            continue;
+        };
+        let mut d = root.to_path_buf();
+        for c in rel.components() {
+            d.push(c);
+            match need.iter_mut().find(|(p, _)| *p == d) {
+                Some((_, n)) => *n += per_leaf,
+                None => need.push((d.clone(), per_leaf)),
+            }
+        }
+    }
+    need.sort_by_key(|(p, _)| p.components().count());
+    need
+}
+
+/// Gives the cgroups a launcher made (libvirt's) the RT budget their RT
+/// threads need under RT group scheduling: `per_leaf` µs for each cgroup
+/// in `leaves`, parents first. The top directory below the root is
+/// shared with other domains (libvirt's `machine`): tinyvr adds to what
+/// it holds and records the addition, which `down` takes back off; the
+/// directories below are the domain's own and go with it. No-op without
+/// RT group scheduling (v2, or no cpu.rt_runtime_us).
+pub fn give_rt_budget(
+    state: &mut crate::state::State,
+    leaves: &[PathBuf],
+    per_leaf: u64,
+) -> Result<serde_json::Value, HostError> {
+    let root = Path::new(ROOT).join("cpu");
+    if version() != Cgroup::V1 || !root.join("cpu.rt_runtime_us").exists() {
+        return Ok(serde_json::Value::Null);
+    }
+    let mut out = serde_json::Map::new();
+    for (d, need) in rt_needs(&root, leaves, per_leaf) {
+        let now: u64 = read(&d, "cpu.rt_runtime_us")?.parse().unwrap_or(0);
+        let shared = d.parent() == Some(root.as_path());
+        let want = if shared { now + need } else { now.max(need) };
+        if want != now {
+            write(&d, "cpu.rt_runtime_us", &want.to_string())?;
+            if shared {
+                state.add_made(
+                    crate::state::Resource::RtBudget {
+                        path: d.clone(),
+                        added: need,
+                    },
+                    1,
+                )?;
+            }
+        }
+        let held = read(&d, "cpu.rt_runtime_us")?;
+        if held != want.to_string() {
+            return Err(HostError::Other(format!(
+                "{}/cpu.rt_runtime_us: asked {want}, the kernel holds {held}",
+                d.display()
+            )));
+        }
+        out.insert(
+            d.display().to_string(),
+            serde_json::json!({"asked": want, "held": held, "added_to_shared": shared.then_some(need)}),
+        );
+    }
+    Ok(serde_json::Value::Object(out))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rt_budget_goes_to_every_ancestor_parents_first() {
+        let root = Path::new("/cg/cpu");
+        let leaves = [
+            root.join("machine/qemu-1-v.libvirt-qemu/vcpu0"),
+            root.join("machine/qemu-1-v.libvirt-qemu/emulator"),
+            root.join("machine/qemu-1-v.libvirt-qemu/vcpu0"),
+        ];
+        let n = rt_needs(root, &leaves, 50_000);
+        assert_eq!(
+            n,
+            vec![
+                (root.join("machine"), 100_000),
+                (root.join("machine/qemu-1-v.libvirt-qemu"), 100_000),
+                (root.join("machine/qemu-1-v.libvirt-qemu/emulator"), 50_000),
+                (root.join("machine/qemu-1-v.libvirt-qemu/vcpu0"), 50_000),
+            ]
+        );
+    }
+
     use super::*;
 
     #[test]

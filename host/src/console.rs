@@ -63,6 +63,19 @@ pub fn wait_ready(
     what: &str,
     on_exit: &dyn Fn(std::process::ExitStatus) -> String,
 ) -> Result<serde_json::Value, HostError> {
+    let mut exited = || owner.try_wait().ok().flatten().map(on_exit);
+    wait_ready_while(log, &mut exited, timeout, what)
+}
+
+/// As [`wait_ready`] for a router whose process is not our child (a
+/// libvirt domain's qemu): `exited` says why it is gone, None while it
+/// runs.
+pub fn wait_ready_while(
+    log: &Path,
+    exited: &mut dyn FnMut() -> Option<String>,
+    timeout: Duration,
+    what: &str,
+) -> Result<serde_json::Value, HostError> {
     let t0 = Instant::now();
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -77,10 +90,9 @@ pub fn wait_ready(
                 v["error"].as_str().unwrap_or(j)
             )));
         }
-        if let Ok(Some(st)) = owner.try_wait() {
+        if let Some(why) = exited() {
             return Err(HostError::Other(format!(
-                "{what}: {}; console:\n{}",
-                on_exit(st),
+                "{what}: {why}; console:\n{}",
                 tail(&text, 15)
             )));
         }

@@ -6,6 +6,7 @@
 pub mod cgroup;
 pub mod console;
 pub mod interrupt;
+pub mod libvirt;
 pub mod lifecycle;
 pub mod links;
 pub mod netns;

@@ -63,6 +63,18 @@ pub enum Resource {
         was: MacAddr,
         set: MacAddr,
     },
+    /// A libvirt domain tinyvr created (transient: `virsh create`), at
+    /// `uri` as `name`; identified by the UUID tinyvr gave it (id: 1,
+    /// recorded before the create, so a crash during it leaves nothing
+    /// unrecorded).
+    Domain {
+        uri: String,
+        name: String,
+        uuid: String,
+    },
+    /// RT budget (µs) tinyvr added to a cgroup it did not make (libvirt's
+    /// `machine`); taken back off on down (id: 1).
+    RtBudget { path: PathBuf, added: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -525,6 +537,14 @@ impl State {
                 }
             }
         }
+        // libvirt domains likewise go first (through libvirt, never by
+        // pid): their taps, cgroups and RT budget are free only then. A
+        // failure here is reported with the entry below.
+        for e in &self.resources {
+            if let (Resource::Domain { uri, name, uuid }, Some(_)) = (&e.what, e.id) {
+                let _ = crate::libvirt::remove(uri, name, uuid);
+            }
+        }
         let (procs, rest): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut self.resources)
             .into_iter()
             .partition(|e| matches!(e.what, Resource::Process { .. }));
@@ -620,6 +640,12 @@ fn describe(r: &Resource) -> String {
         Resource::LxcCgroups { dir_names } => format!("LXC cgroups {dir_names:?}"),
         Resource::VfMac { pf, vf, was, .. } => {
             format!("MAC of VF {vf} of {pf} (to go back to {was})")
+        }
+        Resource::Domain { uri, name, uuid } => {
+            format!("libvirt domain {name} ({uuid}) at {uri}")
+        }
+        Resource::RtBudget { path, added } => {
+            format!("{added} µs of RT budget added to {}", path.display())
         }
     }
 }
@@ -812,6 +838,23 @@ fn remove(r: &Resource, id: u64) -> Result<Removal, HostError> {
                     other.map_or("none".into(), |m| m.to_string())
                 ))),
             }
+        }
+        Resource::Domain { uri, name, uuid } => {
+            Ok(match crate::libvirt::remove(uri, name, uuid)? {
+                None => Removal::Done,
+                Some(why) => Removal::NotOurs(why),
+            })
+        }
+        Resource::RtBudget { path, added } => {
+            let f = path.join("cpu.rt_runtime_us");
+            let Ok(now) = std::fs::read_to_string(&f) else {
+                return Ok(Removal::Done); // the cgroup went
+            };
+            let now: u64 = now.trim().parse().unwrap_or(0);
+            std::fs::write(&f, now.saturating_sub(*added).to_string()).map_err(|e| {
+                HostError::io(format!("giving back RT budget in {}", f.display()), e)
+            })?;
+            Ok(Removal::Done)
         }
         Resource::Moved {
             name,

@@ -50,3 +50,20 @@ pub fn open(name: &str, queues: u32) -> Result<Vec<File>, HostError> {
     }
     Ok(out)
 }
+
+const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
+
+/// Makes the tap behind `f` outlive its file descriptors, for a launcher
+/// that opens it by name itself (libvirt's `type='ethernet'`,
+/// `managed='no'`). It is removed like any link (RTM_DELLINK).
+pub fn persist(f: &File, name: &str) -> Result<(), HostError> {
+    // SAFETY: TUNSETPERSIST takes an int argument by value.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), TUNSETPERSIST, 1 as libc::c_ulong) };
+    if r < 0 {
+        return Err(HostError::io(
+            format!("making tap {name} persistent"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}

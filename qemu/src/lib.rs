@@ -4,6 +4,7 @@
 pub mod accel;
 pub mod argv;
 pub mod libvirt;
+pub mod libvirt_up;
 pub mod memory;
 pub mod migrate;
 pub mod platform;

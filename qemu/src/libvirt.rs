@@ -19,9 +19,18 @@ pub struct Extra<'a> {
     pub thp_off: bool,
     /// The emulator binary, absolute (libvirt needs a path).
     pub emulator: String,
-    /// The router config the guest reads (fw_cfg `opt/tinyvr/config`),
-    /// carried inline: the domain needs no file of tinyvr's.
-    pub guest_toml: String,
+    /// The file holding the router config the guest reads (fw_cfg
+    /// `opt/tinyvr/config`), absolute. Not inline: libvirt 9.0 hands an
+    /// inline entry to qemu's `-fw_cfg string=` with its commas unescaped,
+    /// and a TOML array's comma then ends the option (seen here).
+    pub config_file: String,
+    /// The domain's UUID, when tinyvr starts it (`vm up --libvirt`): how
+    /// tinyvr tells its domain from another of the same name.
+    pub uuid: Option<String>,
+    /// For `vm up --libvirt`: taps (also bridged ones) are made by tinyvr
+    /// and handed over by name, and FIFO/RR are applied by tinyvr after
+    /// start (libvirt's cgroups have no RT budget when it would set them).
+    pub launched: bool,
 }
 
 fn esc(s: &str) -> String {
@@ -70,6 +79,9 @@ pub fn domain_xml(
     };
     o.push(format!("<domain type='{kind}'>"));
     o.push(format!("  <name>{}</name>", esc(&s.name)));
+    if let Some(u) = &x.uuid {
+        o.push(format!("  <uuid>{}</uuid>", esc(u)));
+    }
     o.push(format!("  <memory unit='MiB'>{}</memory>", s.memory_mb));
     if s.prealloc {
         o.push("  <memoryBacking>\n    <allocation mode='immediate'/>\n  </memoryBacking>".into());
@@ -105,6 +117,9 @@ pub fn domain_xml(
                 "{class:?} SCHED_DEADLINE: libvirt has no deadline scheduler; `vm up --libvirt` applies it after start"
             )
             .to_lowercase()),
+            Some(p) if x.launched && p.is_rt() => notes.push(format!(
+                "{class:?} {p:?}: applied by tinyvr after start, once the domain's cgroups have an RT budget"
+            ).to_lowercase()),
             Some(p) => {
                 if let Some(a) = sched(p) {
                     let vcpus = if class == Class::Vcpu {
@@ -145,8 +160,8 @@ pub fn domain_xml(
     }
     o.push("  <sysinfo type='fwcfg'>".into());
     o.push(format!(
-        "    <entry name='opt/tinyvr/config'>{}</entry>",
-        esc(&x.guest_toml)
+        "    <entry name='opt/tinyvr/config' file='{}'/>",
+        esc(&x.config_file)
     ));
     o.push("  </sysinfo>".into());
     o.push("  <os>".into());
@@ -166,11 +181,19 @@ pub fn domain_xml(
     o.push("  </os>".into());
     o.push("  <features>\n    <acpi/>\n  </features>".into());
     o.push("  <on_reboot>destroy</on_reboot>".into());
+    // qemu runs as root, as `vm up` runs it, and libvirt relabels (chowns)
+    // none of the user's files: the image, the config, the console.
+    o.push("  <seclabel type='static' model='dac' relabel='no'>\n    <label>+0:+0</label>\n  </seclabel>".into());
     o.push("  <devices>".into());
     o.push(format!("    <emulator>{}</emulator>", esc(&x.emulator)));
     for (i, (ifc, nic)) in cfg.interfaces.iter().zip(&s.nics).enumerate() {
         let host_name = ifc.host_name(&cfg.name);
         let (head, source) = match &ifc.host {
+            // tinyvr made the tap (and the bridge) and hands it over.
+            Some(HostLink::Bridge { .. }) if x.launched => (
+                "ethernet".to_string(),
+                format!("      <target dev='{}' managed='no'/>", esc(&host_name)),
+            ),
             None | Some(HostLink::Tap { .. }) => (
                 "ethernet".to_string(),
                 format!("      <target dev='{}' managed='no'/>", esc(&host_name)),
@@ -197,7 +220,9 @@ pub fn domain_xml(
             Some(HostLink::Vfio { pci }) => {
                 let a = pci_attrs(pci.as_str())
                     .ok_or_else(|| format!("interface[{i}].host.pci {:?}", pci.as_str()))?;
-                o.push("    <interface type='hostdev' managed='yes'>".into());
+                // managed='no': the VF stays bound as tinyvr found it
+                // (vfio-pci); libvirt must not rebind host devices.
+                o.push("    <interface type='hostdev' managed='no'>".into());
                 o.push(format!(
                     "      <source>\n        <address type='pci' {a}/>\n      </source>"
                 ));
@@ -338,7 +363,9 @@ mod tests {
             rt_runtime_us: None,
             thp_off: false,
             emulator: "/usr/bin/qemu-system-x86_64".into(),
-            guest_toml: "name = \"vr1\"".into(),
+            config_file: "/run/tinyvr/vr1.toml".into(),
+            uuid: None,
+            launched: false,
         }
     }
 
@@ -364,7 +391,8 @@ mod tests {
             "<shares>2048</shares>",
             "<global_period>100000</global_period>",
             "<global_quota>50000</global_quota>",
-            "<entry name='opt/tinyvr/config'>name = &quot;vr1&quot;</entry>",
+            "<entry name='opt/tinyvr/config' file='/run/tinyvr/vr1.toml'/>",
+            "<seclabel type='static' model='dac' relabel='no'>",
             "<type arch='x86_64' machine='pc-i440fx-7.2'>hvm</type>",
             "<cmdline>console=ttyS0 tinyvr.log=info</cmdline>",
             "<interface type='ethernet'>",
@@ -408,6 +436,34 @@ mod tests {
         let (_, notes) = domain_xml(&spec(1), &cfg(), &extra(&p, &r)).unwrap();
         assert!(
             notes.iter().any(|n| n.contains("sched_deadline")),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn launched_by_tinyvr_hands_over_taps_and_applies_rt_itself() {
+        let mut p = Placement::default();
+        p.sched.push(parse_sched("vcpu=fifo:10").unwrap());
+        let r = Resources::default();
+        let mut c = cfg();
+        c.interfaces[0].host = Some(HostLink::Bridge {
+            bridge: None,
+            nic: VirtioNic::default(),
+        });
+        let mut e = extra(&p, &r);
+        let (plain, _) = domain_xml(&spec(1), &c, &e).unwrap();
+        assert!(plain.contains("<source bridge='vr1-br0'/>"), "{plain}");
+        assert!(plain.contains("<vcpusched"), "{plain}");
+        e.launched = true;
+        e.uuid = Some("6f1c7b9e-0000-4000-8000-000000000001".into());
+        let (x, notes) = domain_xml(&spec(1), &c, &e).unwrap();
+        assert!(x.contains("<uuid>6f1c7b9e-0000-4000-8000-000000000001</uuid>"));
+        assert!(x.contains("<target dev='vr1-in0' managed='no'/>"), "{x}");
+        assert!(!x.contains("<vcpusched"), "{x}");
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("applied by tinyvr after start")),
             "{notes:?}"
         );
     }

@@ -51,9 +51,12 @@ pub struct Up<'a> {
     /// RT budget (µs per 1 s period) of the VM's cgroup; needed for
     /// SCHED_FIFO/RR under RT group scheduling. Default with fifo/rr: 100000.
     pub rt_runtime_us: Option<u64>,
+    /// Start the VM through the libvirtd at this URI (`vm up --libvirt`)
+    /// instead of running qemu itself.
+    pub libvirt: Option<String>,
 }
 
-const DEFAULT_RT_RUNTIME_US: u64 = 100_000;
+pub(crate) const DEFAULT_RT_RUNTIME_US: u64 = 100_000;
 
 fn vhost_on(v: Vhost) -> bool {
     match v {
@@ -116,7 +119,7 @@ fn machine_type(qemu: &str) -> Result<String, HostError> {
 /// Checks everything that can be checked before creating anything; returns
 /// the effective config (every interface has a MAC: in a VM the init finds
 /// its NICs by MAC), the topology, the accelerator and the machine type.
-fn prepare(o: &Up) -> Result<Prepared, HostError> {
+pub(crate) fn prepare(o: &Up) -> Result<Prepared, HostError> {
     if !tinyvr_host::console::have(&o.qemu) {
         return Err(HostError::Other(format!(
             "{} not found: install Debian's qemu-system-x86 (scripts/setup does)",
@@ -197,10 +200,17 @@ fn prepare(o: &Up) -> Result<Prepared, HostError> {
 /// Makes the host side of each NIC and returns the fds qemu inherits, in
 /// the order `planned_nics` numbers them (3, 4, ...), and each host
 /// device's settings as asked and read back.
-fn plumb(
+/// A persistent tap handed to libvirt by name, to be moved into its
+/// namespace and bridged once libvirt has opened it: (its record, name,
+/// namespace, bridge).
+pub(crate) type Handed = (usize, String, Option<String>, Option<String>);
+
+pub(crate) fn plumb(
     cfg: &RouterConfig,
     state: &mut State,
+    handed: Option<&mut Vec<Handed>>,
 ) -> Result<(Vec<File>, Vec<serde_json::Value>), HostError> {
+    let mut handed = handed;
     let mut fds: Vec<File> = Vec::new();
     let mut host_links = Vec::new();
     let mut txqueuelen = |nl: &mut dyn tinyvr_init::netlink::Netlink,
@@ -307,6 +317,13 @@ fn plumb(
                 state.made(e, links::must_index(&mut nl, &tname, "the new tap")? as u64)?;
                 txqueuelen(&mut nl, &tname, nic.txqueuelen)?;
                 links::quiet_ipv6(&tname)?;
+                if let Some(h) = handed.as_deref_mut() {
+                    // libvirt opens it by name in the host's namespace: it
+                    // must outlive our fds and stay here until then.
+                    tap::persist(&files[0], &tname)?;
+                    h.push((e, tname.clone(), tns.clone(), br.clone()));
+                    continue;
+                }
                 // Moving a device detaches it from its bridge: move first,
                 // then enslave to the bridge in the tap's own namespace.
                 let mut tnl = match &tns {
@@ -340,6 +357,9 @@ fn plumb(
                 txqueuelen(&mut nl, &mname, nic.txqueuelen)?;
                 links::set_up(&mut nl, &mname)?;
                 let dev = format!("/dev/tap{index}");
+                if handed.is_some() {
+                    continue; // libvirt opens /dev/tapN itself
+                }
                 let f = std::fs::OpenOptions::new()
                     .read(true)
                     .write(true)
@@ -360,7 +380,7 @@ fn plumb(
 
 /// The NICs qemu gets, with tap fds numbered as `plumb` hands them over
 /// (3, 4, ... in interface order); the one source of both `vm argv` and `up`.
-fn planned_nics(cfg: &RouterConfig) -> Vec<Nic> {
+pub(crate) fn planned_nics(cfg: &RouterConfig) -> Vec<Nic> {
     let mut next = 3;
     cfg.interfaces
         .iter()
@@ -407,7 +427,13 @@ fn planned_nics(cfg: &RouterConfig) -> Vec<Nic> {
         .collect()
 }
 
-fn spec(o: &Up, cfg: &RouterConfig, acc: Accel, machine: &str, nics: Vec<Nic>) -> VmSpec {
+pub(crate) fn spec(
+    o: &Up,
+    cfg: &RouterConfig,
+    acc: Accel,
+    machine: &str,
+    nics: Vec<Nic>,
+) -> VmSpec {
     let name = &cfg.name;
     VmSpec {
         name: name.clone(),
@@ -440,10 +466,51 @@ pub fn dry_run(o: &Up) -> Result<(Vec<String>, String), HostError> {
 }
 
 /// The libvirt domain XML for what `up` would start, and the settings
-/// libvirt cannot carry. Creates nothing.
-pub fn domain_xml(o: &Up) -> Result<(String, Vec<String>), HostError> {
+/// libvirt cannot carry. The guest's config is referenced by file: with
+/// `guest_config` tinyvr writes the effective config there (a new file);
+/// without, the XML names the run file `vm up --libvirt` writes.
+pub fn domain_xml(o: &Up, guest_config: Option<&Path>) -> Result<(String, Vec<String>), HostError> {
     let (cfg, _, acc, _, machine) = prepare(o)?;
-    let mut spec = spec(o, &cfg, acc, &machine, planned_nics(&cfg));
+    let file = match guest_config {
+        Some(p) => {
+            let text = cfg.guest_toml();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(p)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
+                .map_err(|e| {
+                    HostError::io(
+                        format!("--guest-config {}: writing a new file", p.display()),
+                        e,
+                    )
+                })?;
+            std::fs::canonicalize(p)
+                .map_err(|e| HostError::io(format!("resolving {}", p.display()), e))?
+        }
+        None => run_file(&cfg.name, "toml"),
+    };
+    let (xml, mut notes) = xml_for(o, &cfg, acc, &machine, &file, None, o.libvirt.is_some())?;
+    if guest_config.is_none() {
+        notes.push(format!(
+            "the guest's config is read from {} (what `vm up --libvirt` writes); --guest-config PATH writes it elsewhere for a domain defined by hand",
+            file.display()
+        ));
+    }
+    Ok((xml, notes))
+}
+
+/// The domain XML of this plan with the config read from `config_file`.
+pub(crate) fn xml_for(
+    o: &Up,
+    cfg: &RouterConfig,
+    acc: Accel,
+    machine: &str,
+    config_file: &Path,
+    uuid: Option<String>,
+    launched: bool,
+) -> Result<(String, Vec<String>), HostError> {
+    let mut spec = spec(o, cfg, acc, machine, planned_nics(cfg));
     // libvirt starts qemu elsewhere: absolute paths.
     for p in [&mut spec.kernel, &mut spec.initrd] {
         *p = std::fs::canonicalize(&*p)
@@ -458,14 +525,16 @@ pub fn domain_xml(o: &Up) -> Result<(String, Vec<String>), HostError> {
         .map_or(o.qemu.clone(), |p| p.display().to_string());
     crate::libvirt::domain_xml(
         &spec,
-        &cfg,
+        cfg,
         &crate::libvirt::Extra {
             placement: &o.placement,
             resources: &o.resources,
             rt_runtime_us: o.rt_runtime_us,
             thp_off: o.thp == Thp::Off,
             emulator,
-            guest_toml: cfg.guest_toml(),
+            config_file: config_file.display().to_string(),
+            uuid,
+            launched,
         },
     )
     .map_err(HostError::Other)
@@ -487,10 +556,13 @@ fn start(
     state: &mut State,
 ) -> Result<serde_json::Value, HostError> {
     let name = &cfg.name;
+    if let Some(uri) = &o.libvirt {
+        return crate::libvirt_up::start(o, cfg, topo, (acc, machine), why, uri, state);
+    }
     if let Some(t) = topo {
         topology::create_namespaces(t, state)?;
     }
-    let (fds, host_links) = plumb(cfg, state)?;
+    let (fds, host_links) = plumb(cfg, state, None)?;
     let nics = planned_nics(cfg);
     let numbered: usize = nics
         .iter()
@@ -593,26 +665,7 @@ fn start(
         .map_err(|e| HostError::Other(format!("VM {name}: memory: {e}")))?;
     let cg = cgroup::verify(&cgroup, child.id())?;
     let threads = place(&o.placement, child.id(), &files[2], &cg)?;
-    let virtqueues =
-        virtqueues(cfg, &ready).map_err(|e| HostError::Other(format!("VM {name}: {e}")))?;
-    // The guest's kernel counted by the init right after READY, on the
-    // console (the host's only view into it): it must hold what READY says.
-    let held = tinyvr_host::console::wait_tagged(&files[1], "TINYVR-HELD ", o.timeout).ok_or_else(
-        || {
-            HostError::Other(format!(
-                "VM {name}: no TINYVR-HELD line from the guest within {:?} of READY",
-                o.timeout
-            ))
-        },
-    )?;
-    let counts: tinyvr_host::verify::Held = serde_json::from_value(held.clone())
-        .map_err(|e| HostError::Other(format!("VM {name}: bad TINYVR-HELD line: {e}")))?;
-    tinyvr_host::verify::compare(&ready, &counts)
-        .map_err(|e| HostError::Other(format!("VM {name}: {e}")))?;
-    ready["held"] = serde_json::to_value(counts).expect("counts serialize");
-    if let Some(t) = topo {
-        topology::finish(t, &mut ready)?;
-    }
+    let virtqueues = guest_holds(o, cfg, topo, &mut ready, &files[1])?;
     ready["vm"] = serde_json::json!({
         "virtqueues": virtqueues,
         "accel": acc,
@@ -626,6 +679,38 @@ fn start(
         "argv": args,
     });
     Ok(ready)
+}
+
+/// What the guest reports after READY, checked: its virtqueue sizes
+/// against the asked ones, and the init's own read-back of the kernel
+/// (TINYVR-HELD on the console, the host's only view into the guest)
+/// against READY; then the topology's ends. Returns the virtqueues.
+pub(crate) fn guest_holds(
+    o: &Up,
+    cfg: &RouterConfig,
+    topo: Option<&topology::Topology>,
+    ready: &mut serde_json::Value,
+    console: &Path,
+) -> Result<serde_json::Value, HostError> {
+    let name = &cfg.name;
+    let virtqueues =
+        virtqueues(cfg, ready).map_err(|e| HostError::Other(format!("VM {name}: {e}")))?;
+    let held =
+        tinyvr_host::console::wait_tagged(console, "TINYVR-HELD ", o.timeout).ok_or_else(|| {
+            HostError::Other(format!(
+                "VM {name}: no TINYVR-HELD line from the guest within {:?} of READY",
+                o.timeout
+            ))
+        })?;
+    let counts: tinyvr_host::verify::Held = serde_json::from_value(held.clone())
+        .map_err(|e| HostError::Other(format!("VM {name}: bad TINYVR-HELD line: {e}")))?;
+    tinyvr_host::verify::compare(ready, &counts)
+        .map_err(|e| HostError::Other(format!("VM {name}: {e}")))?;
+    ready["held"] = serde_json::to_value(counts).expect("counts serialize");
+    if let Some(t) = topo {
+        topology::finish(t, ready)?;
+    }
+    Ok(virtqueues)
 }
 
 /// `vm up --incoming`: the guest arrives by migration, so there is no
@@ -827,6 +912,12 @@ pub(crate) fn threads(pid: u32, qmp: &Path) -> Result<Vec<(Class, usize, u32)>, 
     let cpus = q
         .execute("query-cpus-fast", None)
         .map_err(|e| HostError::Other(e.to_string()))?;
+    Ok(threads_of(pid, &cpus))
+}
+
+/// The threads of qemu `pid` by class, its vCPUs from QMP's
+/// `query-cpus-fast` answer `cpus`.
+pub(crate) fn threads_of(pid: u32, cpus: &serde_json::Value) -> Vec<(Class, usize, u32)> {
     let mut out: Vec<(Class, usize, u32)> = cpus
         .as_array()
         .into_iter()
@@ -842,7 +933,7 @@ pub(crate) fn threads(pid: u32, qmp: &Path) -> Result<Vec<(Class, usize, u32)>, 
             .map(|(i, t)| (Class::Vhost, i, t)),
     );
     out.push((Class::Emulator, 0, pid));
-    Ok(out)
+    out
 }
 
 /// Applies affinity and policy per thread class, then reads every thread
@@ -854,7 +945,16 @@ pub(crate) fn place(
     qmp: &Path,
     cg: &serde_json::Value,
 ) -> Result<Vec<ThreadState>, HostError> {
-    let ts = threads(pid, qmp)?;
+    place_threads(p, pid, threads(pid, qmp)?, cg)
+}
+
+/// As [`place`], on threads already found.
+pub(crate) fn place_threads(
+    p: &Placement,
+    pid: u32,
+    ts: Vec<(Class, usize, u32)>,
+    cg: &serde_json::Value,
+) -> Result<Vec<ThreadState>, HostError> {
     for c in [Class::Vcpu, Class::Vhost, Class::Emulator] {
         let asked = p.affinity_of(c).is_some() || p.policy_of(c).is_some();
         if asked && !ts.iter().any(|(k, _, _)| *k == c) {
@@ -928,6 +1028,9 @@ pub fn down(name: &str, timeout: Duration) -> Result<Vec<String>, HostError> {
 /// ACPI power-down through QMP, waiting up to `timeout` for qemu to exit
 /// (the teardown kills it after that and says so).
 fn stop(st: &State, timeout: Duration) -> Vec<String> {
+    if let Some(d) = crate::libvirt_up::domain_of(st) {
+        return crate::libvirt_up::stop(&d, timeout);
+    }
     let name = &st.name;
     let mut notes = Vec::new();
     if let Some(pid) = st.owner_pid.filter(|&p| state::is_alive(p)) {

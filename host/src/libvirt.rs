@@ -1,0 +1,74 @@
+//! libvirt through `virsh`: the CLI Debian's libvirt-clients ships, so
+//! tinyvr links no libvirt library and a host without libvirt loses only
+//! `--libvirt`. Every call names its URI; a domain is always addressed by
+//! the UUID tinyvr gave it, so a domain of the same name that tinyvr did
+//! not make is never touched.
+
+use crate::HostError;
+use std::process::Command;
+
+/// The URI `--libvirt` means when none is given.
+pub const DEFAULT_URI: &str = "qemu:///system";
+
+/// Runs `virsh -c URI ARGS`; its stdout, or an error with its stderr.
+pub fn virsh(uri: &str, args: &[&str]) -> Result<String, HostError> {
+    let out = Command::new("virsh")
+        .args(["-q", "-c", uri])
+        .args(args)
+        .output()
+        .map_err(|e| {
+            HostError::io(
+                "running virsh (install libvirt-clients: scripts/setup does)",
+                e,
+            )
+        })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(HostError::Other(format!(
+            "virsh -c {uri} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// The UUID of the domain called `name` at `uri`, None when there is none.
+pub fn uuid_of(uri: &str, name: &str) -> Option<String> {
+    virsh(uri, &["domuuid", name]).ok()
+}
+
+/// Is the domain with this UUID still there (running or defined)?
+pub fn exists(uri: &str, uuid: &str) -> bool {
+    virsh(uri, &["domname", uuid]).is_ok()
+}
+
+/// Removes the domain tinyvr created at `uri` as `name` with `uuid`:
+/// destroyed (a transient domain is then gone) and, should it have been
+/// made persistent since, undefined. A domain of that name with another
+/// UUID is someone else's: Ok(Some(why)) and left alone.
+pub fn remove(uri: &str, name: &str, uuid: &str) -> Result<Option<String>, HostError> {
+    match uuid_of(uri, name) {
+        None if !exists(uri, uuid) => return Ok(None),
+        Some(u) if u != uuid => {
+            return Ok(Some(format!(
+                "libvirt domain {name} at {uri} has UUID {u}, not the {uuid} tinyvr created"
+            )))
+        }
+        _ => {}
+    }
+    if virsh(uri, &["domstate", uuid])
+        .is_ok_and(|s| s.starts_with("running") || s.starts_with("paused"))
+    {
+        virsh(uri, &["destroy", uuid])?;
+    }
+    if exists(uri, uuid) {
+        virsh(uri, &["undefine", uuid])?;
+    }
+    Ok(None)
+}
+
+/// The host name the libvirtd at `uri` runs on.
+pub fn hostname(uri: &str) -> Result<String, HostError> {
+    virsh(uri, &["hostname"])
+}
