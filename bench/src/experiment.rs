@@ -270,6 +270,10 @@ pub struct RouterSpec {
     pub txqueuelen: Option<u32>,
     /// vhost on|off|auto for the VM's NICs.
     pub vhost: Option<String>,
+    /// Who starts the VM: "qemu" (tinyvr runs qemu itself, the default)
+    /// or "libvirt" (a transient domain through the local libvirtd,
+    /// `vm up --libvirt`); the measurements and read-backs are the same.
+    pub launcher: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -746,7 +750,22 @@ fn check(
             ("rt_runtime_us", r.rt_runtime_us.is_some()),
             ("txqueuelen", r.txqueuelen.is_some()),
             ("vhost", r.vhost.is_some()),
+            ("launcher", r.launcher.is_some()),
         ];
+        if let Some(l) = r
+            .launcher
+            .as_deref()
+            .filter(|l| !["qemu", "libvirt"].contains(l))
+        {
+            return Err(format!(
+                "{at}.launcher: {l:?}: expected \"qemu\" or \"libvirt\""
+            ));
+        }
+        if r.launcher.as_deref() == Some("libvirt") && exp.mode == Mode::Migrate {
+            return Err(format!(
+                "{at}.launcher: \"libvirt\" with mode = \"migrate\": tinyvr migrates the VMs it runs itself (a libvirt domain migrates through virsh migrate)"
+            ));
+        }
         if r.platform != Platform::Vm {
             if let Some((k, _)) = vm_only.iter().find(|(_, set)| *set) {
                 return Err(format!("{at}.{k}: only for platform = \"vm\""));
@@ -1101,6 +1120,16 @@ platform = "netns"
                 "platform = \"netns\"",
                 "platform = \"netns\"\nrouter_cpus = \"5\"",
                 "router[0].router_cpus",
+            ),
+            (
+                "platform = \"netns\"",
+                "platform = \"vm\"\nlauncher = \"virsh\"",
+                "router[0].launcher: \"virsh\": expected \"qemu\" or \"libvirt\"",
+            ),
+            (
+                "platform = \"netns\"",
+                "platform = \"lxc\"\nlauncher = \"libvirt\"",
+                "router[0].launcher: only for platform = \"vm\"",
             ),
             (
                 "rates_pps = [1000]",

@@ -311,7 +311,8 @@ fn start(spec: &RouterSpec, cfg: &RouterConfig, env: &Env) -> Result<serde_json:
             placement: experiment::placement(spec)?,
             resources: experiment::resources(spec),
             rt_runtime_us: spec.rt_runtime_us,
-            libvirt: None,
+            libvirt: (spec.launcher.as_deref() == Some("libvirt"))
+                .then(|| tinyvr_host::libvirt::DEFAULT_URI.to_string()),
         })
         .map_err(e),
     }

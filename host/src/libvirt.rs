@@ -48,6 +48,14 @@ pub fn exists(uri: &str, uuid: &str) -> bool {
 /// made persistent since, undefined. A domain of that name with another
 /// UUID is someone else's: Ok(Some(why)) and left alone.
 pub fn remove(uri: &str, name: &str, uuid: &str) -> Result<Option<String>, HostError> {
+    // A `virsh create` that outlived a killed `up` may still be on its way
+    // (libvirtd finishes it whatever happens to the client): wait for it,
+    // or the domain would appear after its record is gone.
+    let xml = std::path::Path::new(crate::state::DIR).join(format!("{name}.xml"));
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while creating(&xml) && std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     match uuid_of(uri, name) {
         None if !exists(uri, uuid) => return Ok(None),
         Some(u) if u != uuid => {
@@ -66,6 +74,24 @@ pub fn remove(uri: &str, name: &str, uuid: &str) -> Result<Option<String>, HostE
         virsh(uri, &["undefine", uuid])?;
     }
     Ok(None)
+}
+
+/// Is a `virsh ... create XML` of this file running (on this host)?
+fn creating(xml: &std::path::Path) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten().any(|e| {
+        let Ok(c) = std::fs::read(e.path().join("cmdline")) else {
+            return false;
+        };
+        let args: Vec<&[u8]> = c.split(|&b| b == 0).collect();
+        args.first().is_some_and(|a| a.ends_with(b"virsh"))
+            && args.iter().any(|a| *a == b"create")
+            && args
+                .iter()
+                .any(|a| *a == xml.as_os_str().as_encoded_bytes())
+    })
 }
 
 /// The host name the libvirtd at `uri` runs on.
