@@ -88,9 +88,7 @@ fn creating(xml: &std::path::Path) -> bool {
         let args: Vec<&[u8]> = c.split(|&b| b == 0).collect();
         args.first().is_some_and(|a| a.ends_with(b"virsh"))
             && args.iter().any(|a| *a == b"create")
-            && args
-                .iter()
-                .any(|a| *a == xml.as_os_str().as_encoded_bytes())
+            && args.contains(&xml.as_os_str().as_encoded_bytes())
     })
 }
 
