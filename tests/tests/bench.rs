@@ -1336,3 +1336,69 @@ name = "{n}"
     }
     assert_eq!(leftovers(&n), Vec::<String>::new());
 }
+
+#[test]
+fn the_same_experiment_through_libvirt_forwards_as_the_native_vm() {
+    require!(is_root(), "needs root (namespaces, taps)");
+    require!(vm_ok().is_none(), vm_ok().unwrap_or(""));
+    let libvirtd = Command::new("virsh")
+        .args(["-q", "-c", "qemu:///system", "uri"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    require!(
+        libvirtd,
+        "needs a libvirtd at qemu:///system (scripts/setup installs libvirt-daemon-system and starts it)"
+    );
+    let _one = one_at_a_time();
+    let (q, v) = (name("lq"), name("lv"));
+    let dir = Scratch::new("bench-launchers");
+    // One rate every VM forwards whole, one past what TCG forwards here.
+    let router = |n: &str, launcher: &str| {
+        format!(
+            "[[router]]\nconfig = \"router.toml\"\nplatform = \"vm\"\nname = \"{n}\"\naccel = \"tcg\"\nlauncher = \"{launcher}\"\naffinity = {{ vcpu = \"1\", emulator = \"0\" }}\n"
+        )
+    };
+    let (o, out) = bench(
+        &dir,
+        &format!(
+            "name = \"launchers\"\nmode = \"sweep\"\nrepetitions = 3\ntrial_secs = 1.0\ndrain_ms = 700\n[traffic]\nrates_pps = [10000, 80000]\n{}{}",
+            router(&q, "qemu"),
+            router(&v, "libvirt")
+        ),
+    );
+    ok(&o);
+    let r = results(&out);
+    let env: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("environment.json")).unwrap())
+            .unwrap();
+    let routers = env["routers"].as_array().unwrap();
+    assert!(routers
+        .iter()
+        .any(|x| x["vm"]["libvirt"]["uuid"].is_string()));
+    let points = r["points"].as_array().unwrap();
+    for rate in [10000, 80000] {
+        let at = |n: &str| {
+            points
+                .iter()
+                .find(|p| p["router"] == n && p["target_pps"] == rate)
+                .unwrap_or_else(|| panic!("no point for {n} at {rate}"))["forwarded_pps"]
+                .clone()
+        };
+        let (a, b) = (at(&q), at(&v));
+        let (ma, mb) = (a["mean"].as_f64().unwrap(), b["mean"].as_f64().unwrap());
+        let (ca, cb) = (a["ci"].as_f64().unwrap(), b["ci"].as_f64().unwrap());
+        // The intervals overlap; the slack is the generator's pacing
+        // precision, for rates both forward whole (CIs near zero).
+        assert!(
+            (ma - mb).abs() <= ca + cb + 0.005 * ma.max(mb),
+            "at {rate} pps: native {ma:.0} ± {ca:.0}, libvirt {mb:.0} ± {cb:.0}"
+        );
+    }
+    assert_eq!(leftovers(&q), Vec::<String>::new());
+    assert_eq!(leftovers(&v), Vec::<String>::new());
+    let list = Command::new("virsh")
+        .args(["-q", "-c", "qemu:///system", "list", "--all", "--name"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&list.stdout).contains(&v));
+}
