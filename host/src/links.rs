@@ -386,16 +386,41 @@ pub struct MacvtapFacts {
     pub lower: String,
     pub mac: MacAddr,
     pub txqueuelen: u32,
+    /// The mode the kernel holds (a copy must forward the same way).
+    pub mode: MacvlanMode,
+}
+
+/// Our mode for the kernel's; None for one tinyvr never makes (source).
+fn config_mode(m: &MacVlanMode) -> Option<MacvlanMode> {
+    Some(match m {
+        MacVlanMode::Bridge => MacvlanMode::Bridge,
+        MacVlanMode::Vepa => MacvlanMode::Vepa,
+        MacVlanMode::Private => MacvlanMode::Private,
+        MacVlanMode::Passthrough => MacvlanMode::Passthru,
+        _ => return None,
+    })
 }
 
 pub fn macvtap_facts(nl: &mut dyn Netlink, index: u32) -> Result<MacvtapFacts, HostError> {
     let (mut name, mut lower, mut mac, mut txqueuelen) = (None, None, None, None);
+    let mut mode = None;
     for a in link_attrs(nl, index, &format!("link {index}"))? {
         match a {
             LinkAttribute::IfName(n) => name = Some(n),
             LinkAttribute::Link(l) => lower = Some(l),
             LinkAttribute::Address(m) => mac = <[u8; 6]>::try_from(m.as_slice()).ok(),
             LinkAttribute::TxQueueLen(q) => txqueuelen = Some(q),
+            LinkAttribute::LinkInfo(info) => {
+                for i in info {
+                    if let LinkInfo::Data(InfoData::MacVtap(d)) = i {
+                        for x in d {
+                            if let netlink_packet_route::link::InfoMacVtap::Mode(m) = x {
+                                mode = config_mode(&m);
+                            }
+                        }
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -406,6 +431,7 @@ pub fn macvtap_facts(nl: &mut dyn Netlink, index: u32) -> Result<MacvtapFacts, H
         lower,
         mac: MacAddr(mac.ok_or_else(missing)?),
         txqueuelen: txqueuelen.ok_or_else(missing)?,
+        mode: mode.ok_or_else(missing)?,
     })
 }
 

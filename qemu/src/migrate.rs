@@ -21,7 +21,6 @@ use crate::sched::{self, Placement};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tinyvr_config::MacvlanMode;
 use tinyvr_host::state::{self, Resource, State};
 use tinyvr_host::{links, netns, HostError};
 
@@ -414,8 +413,7 @@ pub fn local(o: &Migrate) -> Result<Value, HostError> {
                 name: m.clone(),
                 netns: None,
             })?;
-            let index =
-                links::add_macvtap(&mut nl, &m, &f.lower, MacvlanMode::Bridge, Some(&f.mac))?;
+            let index = links::add_macvtap(&mut nl, &m, &f.lower, f.mode, Some(&f.mac))?;
             st.made(e, index as u64)?;
             let held = links::mac_of(&mut nl, &m)?;
             if held != f.mac {
