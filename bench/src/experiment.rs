@@ -291,6 +291,11 @@ pub struct Experiment {
     /// Wait after the generator stops before counting.
     #[serde(default = "default_drain")]
     pub drain_ms: u64,
+    /// Sweep only: all routers up at once, their trials alternating
+    /// (router A rep 1, router B rep 1, A rep 2...), for comparisons that
+    /// a drift of the host over time must not bias.
+    #[serde(default)]
+    pub interleave: bool,
     pub traffic: Traffic,
     pub search: Option<Search>,
     pub latency: Option<Latency>,
@@ -543,6 +548,9 @@ fn check(
                 "traffic.rates_pps[{i}]: {r}: expected 1 to {MAX_RATE_PPS} packets per second"
             ));
         }
+    }
+    if exp.interleave && exp.mode != Mode::Sweep {
+        return Err("interleave: only for mode = \"sweep\" (isolation and scale run their routers together already)".into());
     }
     if exp.migrate.is_some() && exp.mode != Mode::Migrate {
         return Err("migrate: only for mode = \"migrate\"".into());
@@ -1024,6 +1032,11 @@ platform = "netns"
             ("mode = \"sweep\"", "mode = \"stress\"", "mode"),
             ("mode = \"sweep\"", "mode = \"ndr-pdr\"", "search"),
             ("mode = \"sweep\"", "mode = \"isolation\"", "router"),
+            (
+                "mode = \"sweep\"",
+                "mode = \"isolation\"\ninterleave = true",
+                "interleave",
+            ),
             (
                 "name = \"t\"",
                 "name = \"t\"\nrepetitions = 0",

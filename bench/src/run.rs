@@ -739,46 +739,47 @@ fn sweep(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
     if e.traffic.max_rate {
         rates.push(None);
     }
-    for i in 0..ctx.l.routers.len() {
+    // Interleaved: all routers up at once and their trials alternating, so
+    // a drift of the host (a noisy neighbour, a warming cache) reaches each
+    // router alike instead of whichever ran in its block of time.
+    let groups: Vec<Vec<usize>> = if e.interleave {
+        vec![(0..ctx.l.routers.len()).collect()]
+    } else {
+        (0..ctx.l.routers.len()).map(|i| vec![i]).collect()
+    };
+    for group in groups {
         let mut fleet = Fleet::default();
-        bring_up(ctx, &mut fleet, i, env, res)?;
-        let r = &fleet.0[0];
+        for &i in &group {
+            bring_up(ctx, &mut fleet, i, env, res)?;
+        }
         for &frame in &ctx.l.frames {
             for (step, &rate) in rates.iter().enumerate() {
                 let first = res.trials.len();
                 for rep in 0..e.repetitions {
-                    ctx.pb.set_message(format!(
-                        "{} {}B at {} (rep {})",
-                        r.label,
-                        frame.label(),
-                        rate.map_or("max".into(), |x| format!("{} kpps", x / 1000)),
-                        rep + 1
-                    ));
-                    let mut t = trial(ctx, &[r], &[rate], &[frame], e.latency.is_some())?;
-                    t[0].step = step;
-                    t[0].repetition = rep;
-                    res.trials.extend(t);
-                    ctx.pb.inc(1);
+                    for r in &fleet.0 {
+                        ctx.pb.set_message(format!(
+                            "{} {}B at {} (rep {})",
+                            r.label,
+                            frame.label(),
+                            rate.map_or("max".into(), |x| format!("{} kpps", x / 1000)),
+                            rep + 1
+                        ));
+                        let mut t = trial(ctx, &[r], &[rate], &[frame], e.latency.is_some())?;
+                        t[0].step = step;
+                        t[0].repetition = rep;
+                        res.trials.extend(t);
+                        ctx.pb.inc(1);
+                    }
                 }
-                let p = point(
-                    &res.trials[first..].iter().collect::<Vec<_>>(),
-                    e.confidence,
-                );
-                ctx.say(format!(
-                    "  {:<12} {:>5}B offered {:>8.1} kpps  forwarded {:>8.1} ± {:.1} kpps  loss {:.2}%{}{}",
-                    p.label,
-                    p.frame,
-                    p.offered_pps.mean / 1e3,
-                    p.forwarded_pps.mean / 1e3,
-                    p.forwarded_pps.ci / 1e3,
-                    p.loss_ratio.mean * 100.0,
-                    match (&p.latency_p50_us, &p.latency_p99_us) {
-                        (Some(a), Some(b)) => format!("  latency p50 {:.0} µs p99 {:.0} µs", a.mean, b.mean),
-                        _ => String::new(),
-                    },
-                    if p.generator_bound { "  (generator-bound)" } else { "" }
-                ));
-                res.points.push(p);
+                for r in &fleet.0 {
+                    let mine: Vec<&Trial> = res.trials[first..]
+                        .iter()
+                        .filter(|t| t.router == r.name)
+                        .collect();
+                    let p = point(&mine, e.confidence);
+                    say_point(ctx, &p);
+                    res.points.push(p);
+                }
             }
         }
         let errs = fleet.down_all();
@@ -787,6 +788,28 @@ fn sweep(ctx: &Ctx, env: &Env, res: &mut Results) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// One sweep point's line on the terminal.
+fn say_point(ctx: &Ctx, p: &Point) {
+    ctx.say(format!(
+        "  {:<12} {:>5}B offered {:>8.1} kpps  forwarded {:>8.1} ± {:.1} kpps  loss {:.2}%{}{}",
+        p.label,
+        p.frame,
+        p.offered_pps.mean / 1e3,
+        p.forwarded_pps.mean / 1e3,
+        p.forwarded_pps.ci / 1e3,
+        p.loss_ratio.mean * 100.0,
+        match (&p.latency_p50_us, &p.latency_p99_us) {
+            (Some(a), Some(b)) => format!("  latency p50 {:.0} µs p99 {:.0} µs", a.mean, b.mean),
+            _ => String::new(),
+        },
+        if p.generator_bound {
+            "  (generator-bound)"
+        } else {
+            ""
+        }
+    ));
 }
 
 /// Migrate mode: per VM router, frame size and rate, each repetition a
