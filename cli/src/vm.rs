@@ -71,8 +71,9 @@ pub struct UpArgs {
     rt_runtime: Option<u64>,
     /// Start the VM through libvirtd (default URI qemu:///system) as a
     /// transient domain, instead of running qemu itself; `down` stops it
-    /// through libvirt. The libvirtd must run on this host.
-    #[arg(long, value_name = "URI", num_args = 0..=1, default_missing_value = tinyvr_host::libvirt::DEFAULT_URI)]
+    /// through libvirt. The libvirtd must run on this host; another URI
+    /// is given as --libvirt=URI.
+    #[arg(long, value_name = "URI", num_args = 0..=1, require_equals = true, default_missing_value = tinyvr_host::libvirt::DEFAULT_URI)]
     libvirt: Option<String>,
 }
 

@@ -414,9 +414,14 @@ pub fn verify(p: &Prepared, pid: u32) -> Result<serde_json::Value, HostError> {
 }
 
 /// The cgroup of thread `tid` of process `pid` in the hierarchy that
-/// holds the cpu controller (v1), or the unified one (v2).
+/// holds the cpu controller (v1), or the unified one (v2). A vhost worker
+/// is a kernel thread of its own, not in qemu's task list: read from
+/// /proc/{tid} then.
 pub fn cpu_dir_of(pid: u32, tid: u32) -> Result<PathBuf, HostError> {
-    let f = format!("/proc/{pid}/task/{tid}/cgroup");
+    let mut f = format!("/proc/{pid}/task/{tid}/cgroup");
+    if !Path::new(&f).exists() {
+        f = format!("/proc/{tid}/cgroup");
+    }
     let text = std::fs::read_to_string(&f).map_err(|e| HostError::io(format!("reading {f}"), e))?;
     let rel = |want_v1: bool| {
         text.lines().find_map(|l| {
@@ -512,20 +517,28 @@ pub fn give_rt_budget(
         return Ok(serde_json::Value::Null);
     }
     let mut out = serde_json::Map::new();
+    // Two `up`s adding to the shared directory at once would lose one
+    // addition (read, add, write): one at a time.
+    let _lock = rt_budget_lock()?;
     for (d, need) in rt_needs(&root, leaves, per_leaf) {
         let now: u64 = read(&d, "cpu.rt_runtime_us")?.parse().unwrap_or(0);
         let shared = d.parent() == Some(root.as_path());
         let want = if shared { now + need } else { now.max(need) };
         if want != now {
-            write(&d, "cpu.rt_runtime_us", &want.to_string())?;
-            if shared {
-                state.add_made(
-                    crate::state::Resource::RtBudget {
+            // Intended before it is written: a crash between the two
+            // leaves an addition nobody takes back, never a subtraction
+            // of budget tinyvr did not add.
+            let e = shared
+                .then(|| {
+                    state.intend(crate::state::Resource::RtBudget {
                         path: d.clone(),
                         added: need,
-                    },
-                    1,
-                )?;
+                    })
+                })
+                .transpose()?;
+            write(&d, "cpu.rt_runtime_us", &want.to_string())?;
+            if let Some(e) = e {
+                state.made(e, 1)?;
             }
         }
         let held = read(&d, "cpu.rt_runtime_us")?;
@@ -541,6 +554,23 @@ pub fn give_rt_budget(
         );
     }
     Ok(serde_json::Value::Object(out))
+}
+
+/// The lock every change to a shared RT budget holds (adding in `up`,
+/// giving back in `down`): an flock on a file in tinyvr's run directory.
+pub fn rt_budget_lock() -> Result<std::fs::File, HostError> {
+    let p = Path::new(crate::state::DIR).join("rt-budget.lock");
+    std::fs::create_dir_all(crate::state::DIR)
+        .map_err(|e| HostError::io(format!("creating {}", crate::state::DIR), e))?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(|e| HostError::io(format!("opening {}", p.display()), e))?;
+    f.lock()
+        .map_err(|e| HostError::io(format!("locking {}", p.display()), e))?;
+    Ok(f)
 }
 
 #[cfg(test)]

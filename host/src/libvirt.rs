@@ -10,11 +10,17 @@ use std::process::Command;
 /// The URI `--libvirt` means when none is given.
 pub const DEFAULT_URI: &str = "qemu:///system";
 
-/// Runs `virsh -c URI ARGS`; its stdout, or an error with its stderr.
-pub fn virsh(uri: &str, args: &[&str]) -> Result<String, HostError> {
+/// Runs `virsh -c URI ARGS`: Ok(Ok(stdout)) or Ok(Err(stderr)) when
+/// virsh ran and failed.
+fn run(uri: &str, args: &[&str]) -> Result<Result<String, String>, HostError> {
+    use std::os::unix::process::CommandExt;
     let out = Command::new("virsh")
         .args(["-q", "-c", uri])
         .args(args)
+        // Its own process group: a Ctrl-C at the terminal reaches tinyvr,
+        // which lets a `virsh create` finish (libvirtd would finish it
+        // anyway) and then removes the domain, instead of losing track.
+        .process_group(0)
         .output()
         .map_err(|e| {
             HostError::io(
@@ -22,25 +28,45 @@ pub fn virsh(uri: &str, args: &[&str]) -> Result<String, HostError> {
                 e,
             )
         })?;
-    if out.status.success() {
+    Ok(if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     } else {
-        Err(HostError::Other(format!(
-            "virsh -c {uri} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    })
+}
+
+/// Runs `virsh -c URI ARGS`; its stdout, or an error with its stderr.
+pub fn virsh(uri: &str, args: &[&str]) -> Result<String, HostError> {
+    run(uri, args)?.map_err(|e| HostError::Other(format!("virsh -c {uri} {}: {e}", args.join(" "))))
+}
+
+/// A query about one domain: None when libvirt says there is no such
+/// domain, an error for anything else (libvirtd down, no permission), so
+/// an unreachable libvirtd never reads as "gone".
+fn about_domain(uri: &str, args: &[&str]) -> Result<Option<String>, HostError> {
+    match run(uri, args)? {
+        Ok(out) => Ok(Some(out)),
+        Err(e) if no_such_domain(&e) => Ok(None),
+        Err(e) => Err(HostError::Other(format!(
+            "virsh -c {uri} {}: {e}",
+            args.join(" ")
+        ))),
     }
 }
 
+/// virsh's words for a lookup that found no domain.
+fn no_such_domain(stderr: &str) -> bool {
+    stderr.contains("failed to get domain") || stderr.contains("Domain not found")
+}
+
 /// The UUID of the domain called `name` at `uri`, None when there is none.
-pub fn uuid_of(uri: &str, name: &str) -> Option<String> {
-    virsh(uri, &["domuuid", name]).ok()
+pub fn uuid_of(uri: &str, name: &str) -> Result<Option<String>, HostError> {
+    about_domain(uri, &["domuuid", name])
 }
 
 /// Is the domain with this UUID still there (running or defined)?
-pub fn exists(uri: &str, uuid: &str) -> bool {
-    virsh(uri, &["domname", uuid]).is_ok()
+pub fn exists(uri: &str, uuid: &str) -> Result<bool, HostError> {
+    Ok(about_domain(uri, &["domname", uuid])?.is_some())
 }
 
 /// Removes the domain tinyvr created at `uri` as `name` with `uuid`:
@@ -56,8 +82,8 @@ pub fn remove(uri: &str, name: &str, uuid: &str) -> Result<Option<String>, HostE
     while creating(&xml) && std::time::Instant::now() < end {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    match uuid_of(uri, name) {
-        None if !exists(uri, uuid) => return Ok(None),
+    match uuid_of(uri, name)? {
+        None if !exists(uri, uuid)? => return Ok(None),
         Some(u) if u != uuid => {
             return Ok(Some(format!(
                 "libvirt domain {name} at {uri} has UUID {u}, not the {uuid} tinyvr created"
@@ -70,7 +96,7 @@ pub fn remove(uri: &str, name: &str, uuid: &str) -> Result<Option<String>, HostE
     {
         virsh(uri, &["destroy", uuid])?;
     }
-    if exists(uri, uuid) {
+    if exists(uri, uuid)? {
         virsh(uri, &["undefine", uuid])?;
     }
     Ok(None)
@@ -95,4 +121,18 @@ fn creating(xml: &std::path::Path) -> bool {
 /// The host name the libvirtd at `uri` runs on.
 pub fn hostname(uri: &str) -> Result<String, HostError> {
     virsh(uri, &["hostname"])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_a_missing_domain_reads_as_absent() {
+        // libvirt 9.0's words, seen here.
+        assert!(super::no_such_domain(
+            "error: failed to get domain 'x'\nerror: Domain not found: no domain with matching name 'x'"
+        ));
+        assert!(!super::no_such_domain(
+            "error: failed to connect to the hypervisor\nerror: Failed to connect socket to '/var/run/libvirt/libvirt-sock': No such file or directory"
+        ));
+    }
 }

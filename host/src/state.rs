@@ -846,6 +846,7 @@ fn remove(r: &Resource, id: u64) -> Result<Removal, HostError> {
             })
         }
         Resource::RtBudget { path, added } => {
+            let _lock = crate::cgroup::rt_budget_lock()?;
             let f = path.join("cpu.rt_runtime_us");
             let Ok(now) = std::fs::read_to_string(&f) else {
                 return Ok(Removal::Done); // the cgroup went

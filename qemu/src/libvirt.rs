@@ -31,6 +31,9 @@ pub struct Extra<'a> {
     /// and handed over by name, and FIFO/RR are applied by tinyvr after
     /// start (libvirt's cgroups have no RT budget when it would set them).
     pub launched: bool,
+    /// The host's cgroups are v2: libvirt writes `<shares>` straight into
+    /// cpu.weight there (1–10000), and into cpu.shares on v1.
+    pub cgroup_v2: bool,
 }
 
 fn esc(s: &str) -> String {
@@ -139,7 +142,8 @@ pub fn domain_xml(
         notes.push("vhost thread placement/scheduling: libvirt has no element for vhost workers; `vm up --libvirt` applies it after start".into());
     }
     if let Some(w) = x.resources.cpu_weight {
-        tune.push(format!("    <shares>{}</shares>", shares_for_weight(w)));
+        let shares = if x.cgroup_v2 { w } else { shares_for_weight(w) };
+        tune.push(format!("    <shares>{shares}</shares>"));
     }
     if let Some(m) = &x.resources.cpu_max {
         let mut p = m.split_whitespace();
@@ -180,6 +184,12 @@ pub fn domain_xml(
     o.push(format!("    <cmdline>{}</cmdline>", esc(&s.append)));
     o.push("  </os>".into());
     o.push("  <features>\n    <acpi/>\n  </features>".into());
+    // The CPU `vm up` gives (-cpu host / -cpu max); without it libvirt
+    // starts qemu64, and TCG then forwards at another rate.
+    o.push(match s.accel {
+        crate::accel::Accel::Kvm => "  <cpu mode='host-passthrough' check='none'/>".into(),
+        crate::accel::Accel::Tcg => "  <cpu mode='maximum' check='none'/>".into(),
+    });
     o.push("  <on_reboot>destroy</on_reboot>".into());
     // qemu runs as root, as `vm up` runs it, and libvirt relabels (chowns)
     // none of the user's files: the image, the config, the console.
@@ -207,6 +217,12 @@ pub fn domain_xml(
                     format!("      <source bridge='{}'/>", esc(&b)),
                 )
             }
+            // tinyvr made the macvtap: libvirt opens its /dev/tapN
+            // (`type='direct'` would make a second one of its own).
+            Some(HostLink::Macvtap { .. }) if x.launched => (
+                "ethernet".to_string(),
+                format!("      <target dev='{}' managed='no'/>", esc(&host_name)),
+            ),
             Some(HostLink::Macvtap {
                 parent, mode: m, ..
             }) => (
@@ -366,6 +382,7 @@ mod tests {
             config_file: "/run/tinyvr/vr1.toml".into(),
             uuid: None,
             launched: false,
+            cgroup_v2: false,
         }
     }
 
@@ -404,6 +421,7 @@ mod tests {
             "<source path='/run/tinyvr/vr1.console'/>",
             "<memballoon model='none'/>",
             "<controller type='usb' model='none'/>",
+            "<cpu mode='maximum' check='none'/>",
         ] {
             assert!(x.contains(want), "{want} missing:\n{x}");
         }
@@ -414,6 +432,11 @@ mod tests {
             "{notes:?}"
         );
         assert!(x.starts_with("<!-- tinyvr: settings libvirt cannot carry:"));
+        // On cgroup v2 libvirt writes <shares> into cpu.weight as it is.
+        let mut e = extra(&p, &r);
+        e.cgroup_v2 = true;
+        let (x, _) = domain_xml(&spec(2), &cfg(), &e).unwrap();
+        assert!(x.contains("<shares>200</shares>"), "{x}");
     }
 
     #[test]
@@ -459,6 +482,9 @@ mod tests {
         let (x, notes) = domain_xml(&spec(1), &c, &e).unwrap();
         assert!(x.contains("<uuid>6f1c7b9e-0000-4000-8000-000000000001</uuid>"));
         assert!(x.contains("<target dev='vr1-in0' managed='no'/>"), "{x}");
+        // The macvtap tinyvr made is handed over too, not remade.
+        assert!(x.contains("<target dev='vr1-out0' managed='no'/>"), "{x}");
+        assert!(!x.contains("type='direct'"), "{x}");
         assert!(!x.contains("<vcpusched"), "{x}");
         assert!(
             notes

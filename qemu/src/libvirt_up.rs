@@ -66,6 +66,12 @@ fn preflight(o: &Up, uri: &str, name: &str) -> Result<(), HostError> {
             "--console with --libvirt: libvirt writes the console to /run/tinyvr/{name}.console only; follow it there (or virsh console)"
         )));
     }
+    if o.rt_runtime_us.is_some() && !o.placement.wants_rt() {
+        return Err(HostError::Other(
+            "--rt-runtime with --libvirt but no fifo/rr --sched: libvirt's cgroups get an RT budget from tinyvr only for the threads it makes FIFO/RR; add --sched or drop --rt-runtime".into(),
+        ));
+    }
+    check_uri(uri).map_err(HostError::Other)?;
     let there = lv::hostname(uri).map_err(|e| {
         HostError::Other(format!(
             "--libvirt {uri}: libvirtd does not answer ({e}); scripts/setup installs libvirt-daemon-system and starts libvirtd"
@@ -79,10 +85,37 @@ fn preflight(o: &Up, uri: &str, name: &str) -> Result<(), HostError> {
             "--libvirt {uri}: that libvirtd runs on {there:?}, not on this host ({here:?}); tinyvr makes the VM's devices and reads it back on the VM's host: run tinyvr there (ssh, or deploy/ with Ansible)"
         )));
     }
-    if let Some(u) = lv::uuid_of(uri, name) {
+    if let Some(u) = lv::uuid_of(uri, name)? {
         return Err(HostError::Other(format!(
             "libvirt domain {name} exists at {uri} (UUID {u}) and tinyvr did not make it: left alone; pick another --name"
         )));
+    }
+    Ok(())
+}
+
+/// `--libvirt URI` must name this host's system libvirtd: tinyvr makes
+/// the domain's devices and reads its threads back here, and its qemu
+/// runs as root (the session daemon's would not be).
+fn check_uri(uri: &str) -> Result<(), String> {
+    let (scheme, rest) = uri.split_once("://").ok_or_else(|| {
+        format!("--libvirt {uri:?}: expected a libvirt URI such as qemu:///system")
+    })?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let path = path.split('?').next().unwrap_or("");
+    if !host.is_empty() {
+        return Err(format!(
+            "--libvirt {uri}: names host {host:?}; tinyvr makes the VM's devices and reads it back on the VM's host: run tinyvr there (ssh, or deploy/ with Ansible)"
+        ));
+    }
+    if !matches!(scheme, "qemu" | "qemu+unix") {
+        return Err(format!(
+            "--libvirt {uri}: only this host's qemu driver (qemu:///system or qemu+unix:///system) is supported; for another host run tinyvr there (ssh, or deploy/ with Ansible)"
+        ));
+    }
+    if path != "system" {
+        return Err(format!(
+            "--libvirt {uri}: expected the system instance (qemu:///system): a session libvirtd runs qemu as a user, which cannot use tinyvr's taps or scheduling"
+        ));
     }
     Ok(())
 }
@@ -301,17 +334,20 @@ pub(crate) fn start(
 /// that and says so.
 pub(crate) fn stop(d: &Domain, timeout: Duration) -> Vec<String> {
     let mut notes = Vec::new();
-    if !lv::exists(&d.uri, &d.uuid) {
+    // An error (libvirtd not answering) counts as "still there": the
+    // teardown then tries again and keeps the record if that fails too.
+    let there = || lv::exists(&d.uri, &d.uuid).unwrap_or(true);
+    if !there() {
         return notes;
     }
     if let Err(e) = virsh(&d.uri, &["shutdown", "--mode", "acpi", &d.uuid]) {
         notes.push(format!("libvirt shutdown failed: {e}"));
     }
     let end = Instant::now() + timeout;
-    while lv::exists(&d.uri, &d.uuid) && Instant::now() < end {
+    while there() && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(50));
     }
-    if lv::exists(&d.uri, &d.uuid) {
+    if there() {
         notes.push(format!(
             "libvirt domain {} still running {timeout:?} after an ACPI shutdown: destroyed",
             d.name
@@ -320,4 +356,31 @@ pub(crate) fn stop(d: &Domain, timeout: Duration) -> Vec<String> {
         notes.push(format!("libvirt domain {} shut down through ACPI", d.name));
     }
     notes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_uri;
+
+    #[test]
+    fn only_this_hosts_system_libvirtd() {
+        for ok in [
+            "qemu:///system",
+            "qemu+unix:///system",
+            "qemu+unix:///system?socket=/run/libvirt/libvirt-sock",
+        ] {
+            assert_eq!(check_uri(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("qemu:///session", "system instance"),
+            ("qemu+ssh://root@h2/system", "names host \"root@h2\""),
+            ("qemu+tcp://h2/system", "names host \"h2\""),
+            ("qemu+tls:///system", "only this host's qemu driver"),
+            ("xen:///system", "only this host's qemu driver"),
+            ("system", "expected a libvirt URI"),
+        ] {
+            let e = check_uri(bad).unwrap_err();
+            assert!(e.contains(why) && e.contains("--libvirt"), "{bad}: {e}");
+        }
+    }
 }

@@ -471,26 +471,41 @@ pub fn dry_run(o: &Up) -> Result<(Vec<String>, String), HostError> {
 /// without, the XML names the run file `vm up --libvirt` writes.
 pub fn domain_xml(o: &Up, guest_config: Option<&Path>) -> Result<(String, Vec<String>), HostError> {
     let (cfg, _, acc, _, machine) = prepare(o)?;
+    // The XML names the file by its absolute path; the file is written
+    // only once the XML is made (a refused setting writes nothing).
     let file = match guest_config {
         Some(p) => {
-            let text = cfg.guest_toml();
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(p)
-                .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
-                .map_err(|e| {
-                    HostError::io(
-                        format!("--guest-config {}: writing a new file", p.display()),
-                        e,
-                    )
-                })?;
-            std::fs::canonicalize(p)
-                .map_err(|e| HostError::io(format!("resolving {}", p.display()), e))?
+            let (dir, base) = (
+                p.parent().filter(|d| !d.as_os_str().is_empty()),
+                p.file_name(),
+            );
+            let dir = std::fs::canonicalize(dir.unwrap_or(Path::new("."))).map_err(|e| {
+                HostError::io(format!("--guest-config {}: its directory", p.display()), e)
+            })?;
+            let base = base.ok_or_else(|| {
+                HostError::Other(format!(
+                    "--guest-config {}: expected a file name",
+                    p.display()
+                ))
+            })?;
+            dir.join(base)
         }
         None => run_file(&cfg.name, "toml"),
     };
     let (xml, mut notes) = xml_for(o, &cfg, acc, &machine, &file, None, o.libvirt.is_some())?;
+    if let Some(p) = guest_config {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&file)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, cfg.guest_toml().as_bytes()))
+            .map_err(|e| {
+                HostError::io(
+                    format!("--guest-config {}: writing a new file", p.display()),
+                    e,
+                )
+            })?;
+    }
     if guest_config.is_none() {
         notes.push(format!(
             "the guest's config is read from {} (what `vm up --libvirt` writes); --guest-config PATH writes it elsewhere for a domain defined by hand",
@@ -535,6 +550,7 @@ pub(crate) fn xml_for(
             config_file: config_file.display().to_string(),
             uuid,
             launched,
+            cgroup_v2: tinyvr_host::cgroup::version() == tinyvr_host::cgroup::Cgroup::V2,
         },
     )
     .map_err(HostError::Other)

@@ -6,6 +6,7 @@
 //! xml` boots and pins; bad input and a killed `up` leave nothing.
 
 use serde_json::Value;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -50,9 +51,14 @@ fn virsh(args: &[&str]) -> Output {
 }
 
 fn router(tag: char) -> (String, String) {
+    router_with(tag, "")
+}
+
+/// A router whose in0 also carries `in_host` (an `[interface.host]` line).
+fn router_with(tag: char, in_host: &str) -> (String, String) {
     let name = format!("l{}{tag}", std::process::id() % 100_000);
     let cfg = format!(
-        "name = \"{name}\"\n[[interface]]\nname = \"in0\"\nmac = \"52:54:00:00:01:01\"\naddresses = [\"10.1.0.1/24\"]\n\
+        "name = \"{name}\"\n[[interface]]\nname = \"in0\"\nmac = \"52:54:00:00:01:01\"\naddresses = [\"10.1.0.1/24\"]\n{in_host}\n\
          [[interface]]\nname = \"out0\"\nmac = \"52:54:00:00:02:01\"\naddresses = [\"10.2.0.1/24\"]\n\
          [sysctl]\n\"net.ipv6.conf.in0.disable_ipv6\" = 1\n\"net.ipv6.conf.out0.disable_ipv6\" = 1\n"
     );
@@ -129,11 +135,19 @@ fn a_libvirt_router_forwards_pins_fifo_agrees_with_vm_xml_and_leaves_nothing() {
     require!(can_run().is_none(), can_run().unwrap_or(""));
     let _one = one();
     let dir = Scratch::new("libvirt-up");
-    let (name, cfg) = router('a');
+    // Macvtaps tinyvr makes and hands over (libvirt must not make its own),
+    // and flags that give every compared field a value.
+    let (name, cfg) = router_with('a', "host = { kind = \"tap\", rx_queue_size = 1024 }");
     let f = dir.file("router.toml", &cfg);
     let img = vm_image().to_str().unwrap();
     let flags = [
         "--topology",
+        "--datapath",
+        "macvtap",
+        "--prealloc",
+        "on",
+        "--cpuset",
+        "0-1",
         "--affinity",
         "vcpu=1",
         "--affinity",
@@ -187,15 +201,21 @@ fn a_libvirt_router_forwards_pins_fifo_agrees_with_vm_xml_and_leaves_nothing() {
     }
 
     // Forwards between the topology's namespaces.
-    let (src, snk, dev) = (
-        format!("{name}-src"),
-        format!("{name}-snk"),
-        format!("{name}-out0"),
+    let (src, snk, dev) = (format!("{name}-src"), format!("{name}-snk"), "snk0");
+    // The devices libvirt was handed are tinyvr's macvtaps, not its own.
+    let macvtaps = sh("ip -o link show type macvtap | cut -d: -f2 | cut -d@ -f1");
+    let mut macvtaps: Vec<&str> = macvtaps.split_whitespace().collect();
+    macvtaps.retain(|m| m.starts_with(&name) || m.starts_with("macvtap"));
+    macvtaps.sort();
+    assert_eq!(
+        macvtaps,
+        [format!("{name}-in0"), format!("{name}-out0")],
+        "the host's macvtaps"
     );
-    let before = link_stat(&snk, &dev, "rx", "packets");
+    let before = link_stat(&snk, dev, "rx", "packets");
     udp_send_paced(&src, "10.2.0.2:9".parse().unwrap(), 2_000, 18, Some(1_000));
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(link_stat(&snk, &dev, "rx", "packets") - before, 2_000);
+    assert_eq!(link_stat(&snk, dev, "rx", "packets") - before, 2_000);
 
     // What libvirt holds (dumpxml) agrees with what `vm xml` prints for
     // the same flags, field by field.
@@ -213,6 +233,8 @@ fn a_libvirt_router_forwards_pins_fifo_agrees_with_vm_xml_and_leaves_nothing() {
         "/domain/@type",
         "/domain/name",
         "/domain/vcpu",
+        "/domain/vcpu/@cpuset",
+        "/domain/cpu/@mode",
         "/domain/cputune/vcpupin/@vcpu",
         "/domain/cputune/vcpupin/@cpuset",
         "/domain/cputune/emulatorpin/@cpuset",
@@ -254,6 +276,19 @@ fn a_libvirt_router_forwards_pins_fifo_agrees_with_vm_xml_and_leaves_nothing() {
         }
     }
     let (p, l) = (xpath(&printed, &fields), xpath(&live, &fields));
+    // The flags above give these a value: compared, not both empty.
+    for set in [
+        "vcpu/@cpuset",
+        "cpu/@mode",
+        "cputune/shares",
+        "global_quota",
+        "allocation/@mode",
+        "interface[1]/driver/@rx_queue_size",
+        "interface[2]/target/@dev",
+    ] {
+        let k = fields.iter().position(|f| f.contains(set)).unwrap();
+        assert!(!p[k].is_empty(), "{}: empty in both", fields[k]);
+    }
     for (k, x) in fields.iter().enumerate() {
         assert_eq!(
             p[k], l[k],
@@ -399,10 +434,19 @@ fn bad_libvirt_input_fails_before_anything_changes() {
         a.extend_from_slice(more);
         tinyvr(&a)
     };
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 6] = [
         (
-            &["--libvirt", "qemu+unix:///system?socket=/nonexistent"],
+            &["--libvirt=qemu+unix:///system?socket=/nonexistent"],
             "libvirtd does not answer",
+        ),
+        (&["--libvirt=qemu:///session"], "system instance"),
+        (
+            &["--libvirt", "--rt-runtime", "50000"],
+            "no fifo/rr --sched",
+        ),
+        (
+            &["--libvirt=qemu+ssh://root@elsewhere/system"],
+            "names host",
         ),
         (&["--libvirt", "--console"], "--console with --libvirt"),
         (
@@ -460,15 +504,11 @@ fn kill_9_of_a_libvirt_up_then_down_leaves_nothing() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let xml = format!("/run/tinyvr/{name}.xml");
-    let t0 = Instant::now();
-    while !Path::new(&xml).exists() && t0.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    std::thread::sleep(Duration::from_millis(300));
+    let creating = wait_for_create(&name);
     let midway = child.try_wait().unwrap().is_none();
     let _ = child.kill();
     let _ = child.wait();
+    assert!(creating, "no virsh create of {name} was seen");
     assert!(midway, "up finished before it could be killed");
     let out = tinyvr(&["vm", "down", &name, "--timeout", "3"]);
     assert!(
@@ -483,6 +523,69 @@ fn kill_9_of_a_libvirt_up_then_down_leaves_nothing() {
         String::from_utf8_lossy(&list.stdout)
     );
     assert_eq!(leftovers(&name), Vec::<String>::new());
+    assert_eq!(libvirt_cgroups(&name), "");
+    assert_eq!(machine_rt(), rt_before);
+}
+
+/// Waits (up to 30 s) until tinyvr's `virsh create` of router `name` runs.
+fn wait_for_create(name: &str) -> bool {
+    let xml = format!("/run/tinyvr/{name}.xml");
+    // From /proc, by argv: a pgrep -f through a shell would find itself.
+    let running = || {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            let c = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let args: Vec<String> = c
+                .split(|&b| b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            args[0].ends_with("virsh") && args.iter().any(|a| a == "create") && args.contains(&xml)
+        })
+    };
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(30) {
+        if running() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+#[test]
+fn ctrl_c_during_a_libvirt_create_leaves_nothing() {
+    require!(can_run().is_none(), can_run().unwrap_or(""));
+    let _one = one();
+    let dir = Scratch::new("libvirt-int");
+    let (name, cfg) = router('e');
+    let f = dir.file("router.toml", &cfg);
+    let rt_before = machine_rt();
+    let _down = Down::new("vm", &name);
+    // Its own process group, as a shell runs a job: Ctrl-C is SIGINT to
+    // the whole group. virsh is in a group of its own and lives on; up
+    // waits for the create, then removes the domain it made, by itself.
+    let child = Command::new(bin("tinyvr"))
+        .args(["vm", "up", f.to_str().unwrap(), "--image"])
+        .arg(vm_image())
+        .args(["--topology", "--libvirt", "--sched", "vcpu=fifo:5"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let creating = wait_for_create(&name);
+    let pgid = nix::unistd::Pid::from_raw(-(child.id() as i32));
+    nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(creating, "no virsh create of {name} was seen");
+    assert!(!out.status.success(), "up succeeded after Ctrl-C: {err}");
+    let list = virsh(&["list", "--all", "--name"]);
+    assert!(
+        !String::from_utf8_lossy(&list.stdout).contains(&name),
+        "a domain is left: {}\n{err}",
+        String::from_utf8_lossy(&list.stdout)
+    );
+    assert_eq!(leftovers(&name), Vec::<String>::new(), "{err}");
     assert_eq!(libvirt_cgroups(&name), "");
     assert_eq!(machine_rt(), rt_before);
 }

@@ -963,6 +963,32 @@ fn vm_xml_is_a_valid_libvirt_domain_and_names_what_it_cannot_carry() {
     let out = xml(&["--thp", "off"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--thp off"));
+    // ...and then --guest-config writes no file either.
+    let guest = dir.0.join("guest.toml");
+    let out = xml(&["--thp", "off", "--guest-config", guest.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        !guest.exists(),
+        "a refused vm xml wrote {}",
+        guest.display()
+    );
+    // Given, it is written, and the XML names it by its absolute path.
+    let out = xml(&["--guest-config", guest.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let abs = std::fs::canonicalize(&guest).unwrap();
+    assert!(
+        text.contains(&format!("file='{}'", abs.display())),
+        "{text}"
+    );
+    // A second time it is refused: the file is not tinyvr's to overwrite.
+    let out = xml(&["--guest-config", guest.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--guest-config"));
     // Nothing was created.
     assert_eq!(
         leftovers(&format!("v{}x", std::process::id() % 100_000)),
