@@ -419,7 +419,10 @@ pub fn verify(p: &Prepared, pid: u32) -> Result<serde_json::Value, HostError> {
 /// /proc/{tid} then.
 pub fn cpu_dir_of(pid: u32, tid: u32) -> Result<PathBuf, HostError> {
     let mut f = format!("/proc/{pid}/task/{tid}/cgroup");
-    if !Path::new(&f).exists() {
+    let comm = std::fs::read_to_string(format!("/proc/{tid}/comm")).unwrap_or_default();
+    // Only qemu's own vhost worker: an exited thread's reused TID must not
+    // lead to another process's cgroup.
+    if !Path::new(&f).exists() && comm.trim() == format!("vhost-{pid}") {
         f = format!("/proc/{tid}/cgroup");
     }
     let text = std::fs::read_to_string(&f).map_err(|e| HostError::io(format!("reading {f}"), e))?;
@@ -557,11 +560,12 @@ pub fn give_rt_budget(
 }
 
 /// The lock every change to a shared RT budget holds (adding in `up`,
-/// giving back in `down`): an flock on a file in tinyvr's run directory.
+/// giving back in `down`): an flock on a file in tinyvr's run directory,
+/// never removed. Its name is no router's (longer than a router name may
+/// be), so no router's lock and no `gc` sweep ever touches it.
 pub fn rt_budget_lock() -> Result<std::fs::File, HostError> {
     let p = Path::new(crate::state::DIR).join("rt-budget.lock");
-    std::fs::create_dir_all(crate::state::DIR)
-        .map_err(|e| HostError::io(format!("creating {}", crate::state::DIR), e))?;
+    crate::state::ensure_dir()?;
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

@@ -11,23 +11,25 @@ use std::process::Command;
 pub const DEFAULT_URI: &str = "qemu:///system";
 
 /// Runs `virsh -c URI ARGS`: Ok(Ok(stdout)) or Ok(Err(stderr)) when
-/// virsh ran and failed.
+/// virsh ran and failed. In the C locale: its messages are matched.
 fn run(uri: &str, args: &[&str]) -> Result<Result<String, String>, HostError> {
-    use std::os::unix::process::CommandExt;
-    let out = Command::new("virsh")
-        .args(["-q", "-c", uri])
-        .args(args)
-        // Its own process group: a Ctrl-C at the terminal reaches tinyvr,
-        // which lets a `virsh create` finish (libvirtd would finish it
-        // anyway) and then removes the domain, instead of losing track.
-        .process_group(0)
-        .output()
-        .map_err(|e| {
-            HostError::io(
-                "running virsh (install libvirt-clients: scripts/setup does)",
-                e,
-            )
-        })?;
+    run_with(uri, args, |_| {})
+}
+
+fn run_with(
+    uri: &str,
+    args: &[&str],
+    more: impl FnOnce(&mut Command),
+) -> Result<Result<String, String>, HostError> {
+    let mut c = Command::new("virsh");
+    c.args(["-q", "-c", uri]).args(args).env("LC_ALL", "C");
+    more(&mut c);
+    let out = c.output().map_err(|e| {
+        HostError::io(
+            "running virsh (install libvirt-clients: scripts/setup does)",
+            e,
+        )
+    })?;
     Ok(if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     } else {
@@ -35,9 +37,27 @@ fn run(uri: &str, args: &[&str]) -> Result<Result<String, String>, HostError> {
     })
 }
 
+fn failed(uri: &str, args: &[&str], e: String) -> HostError {
+    HostError::Other(format!("virsh -c {uri} {}: {e}", args.join(" ")))
+}
+
 /// Runs `virsh -c URI ARGS`; its stdout, or an error with its stderr.
 pub fn virsh(uri: &str, args: &[&str]) -> Result<String, HostError> {
-    run(uri, args)?.map_err(|e| HostError::Other(format!("virsh -c {uri} {}: {e}", args.join(" "))))
+    run(uri, args)?.map_err(|e| failed(uri, args, e))
+}
+
+/// `virsh create FILE` in a process group of its own: a Ctrl-C at the
+/// terminal reaches tinyvr only, which lets the create finish (libvirtd
+/// would finish it anyway) and then removes the domain, instead of losing
+/// track of it. Other virsh calls stay in tinyvr's group, so a Ctrl-C
+/// still ends one that hangs on an unresponsive libvirtd.
+pub fn create(uri: &str, file: &str) -> Result<String, HostError> {
+    use std::os::unix::process::CommandExt;
+    let args = ["create", file];
+    run_with(uri, &args, |c| {
+        c.process_group(0);
+    })?
+    .map_err(|e| failed(uri, &args, e))
 }
 
 /// A query about one domain: None when libvirt says there is no such
@@ -47,16 +67,23 @@ fn about_domain(uri: &str, args: &[&str]) -> Result<Option<String>, HostError> {
     match run(uri, args)? {
         Ok(out) => Ok(Some(out)),
         Err(e) if no_such_domain(&e) => Ok(None),
-        Err(e) => Err(HostError::Other(format!(
-            "virsh -c {uri} {}: {e}",
-            args.join(" ")
-        ))),
+        Err(e) => Err(failed(uri, args, e)),
     }
 }
 
-/// virsh's words for a lookup that found no domain.
+/// virsh's words (C locale) for a lookup that found no domain: libvirt
+/// 9.0 prints only "failed to get domain"; any other cause (access
+/// denied, a dropped connection) adds its own line, and is an error.
 fn no_such_domain(stderr: &str) -> bool {
-    stderr.contains("failed to get domain") || stderr.contains("Domain not found")
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    !lines.is_empty()
+        && lines
+            .iter()
+            .all(|l| l.starts_with("error: failed to get domain") || l.contains("Domain not found"))
 }
 
 /// The UUID of the domain called `name` at `uri`, None when there is none.
@@ -128,9 +155,17 @@ mod tests {
     #[test]
     fn only_a_missing_domain_reads_as_absent() {
         // libvirt 9.0's words, seen here.
+        assert!(super::no_such_domain("error: failed to get domain 'x'\n"));
         assert!(super::no_such_domain(
             "error: failed to get domain 'x'\nerror: Domain not found: no domain with matching name 'x'"
         ));
+        assert!(!super::no_such_domain(
+            "error: failed to get domain 'x'\nerror: access denied: 'virDomainLookupByName'"
+        ));
+        assert!(!super::no_such_domain(
+            "error: failed to get domain 'x'\nerror: End of file while reading data: Input/output error"
+        ));
+        assert!(!super::no_such_domain(""));
         assert!(!super::no_such_domain(
             "error: failed to connect to the hypervisor\nerror: Failed to connect socket to '/var/run/libvirt/libvirt-sock': No such file or directory"
         ));

@@ -425,6 +425,11 @@ pub fn macvtap_facts(nl: &mut dyn Netlink, index: u32) -> Result<MacvtapFacts, H
         }
     }
     let missing = || HostError::Other(format!("link {index}: not a macvtap on a lower"));
+    if lower.is_some() && mode.is_none() {
+        return Err(HostError::Other(format!(
+            "link {index}: a macvtap in a mode tinyvr does not make (source): not copied"
+        )));
+    }
     let lower = name_of(nl, lower.ok_or_else(missing)?)?.ok_or_else(missing)?;
     Ok(MacvtapFacts {
         name: name.ok_or_else(missing)?,

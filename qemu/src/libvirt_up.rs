@@ -1,4 +1,4 @@
-//! `tinyvr vm up --libvirt [URI]`: the same router VM, started by libvirtd
+//! `tinyvr vm up --libvirt[=URI]`: the same router VM, started by libvirtd
 //! instead of by tinyvr. tinyvr makes the host side as for its own qemu
 //! (namespaces, persistent taps or macvtaps, bridges), hands the devices to
 //! a transient domain built from `vm xml`'s plan (`virsh create`: defined
@@ -236,7 +236,7 @@ pub(crate) fn start(
         1,
     )?;
     let t0 = Instant::now();
-    let created = virsh(uri, &["create", &files[2].display().to_string()]);
+    let created = lv::create(uri, &files[2].display().to_string());
     if let Ok(id) = state::file_id(&files[1]) {
         state.made(console_entry, id)?;
     }

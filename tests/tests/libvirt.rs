@@ -579,6 +579,10 @@ fn ctrl_c_during_a_libvirt_create_leaves_nothing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(creating, "no virsh create of {name} was seen");
     assert!(!out.status.success(), "up succeeded after Ctrl-C: {err}");
+    assert!(
+        err.contains("interrupted"),
+        "up failed, but not for the Ctrl-C: {err}"
+    );
     let list = virsh(&["list", "--all", "--name"]);
     assert!(
         !String::from_utf8_lossy(&list.stdout).contains(&name),
