@@ -319,6 +319,23 @@ fn a_libvirt_router_forwards_pins_fifo_agrees_with_vm_xml_and_leaves_nothing() {
     assert_eq!(leftovers(&name), Vec::<String>::new());
     assert_eq!(libvirt_cgroups(&name), "");
     assert_eq!(machine_rt(), rt_before, "machine's RT budget given back");
+    // Where READY says tinyvr added to a shared cgroup's budget (wherever
+    // libvirt put it), exactly that was taken back.
+    if rt_group_host() {
+        let given = vm["cgroup"]["rt_budget"]
+            .as_object()
+            .expect("an RT budget on an RT-group host");
+        let shared: Vec<_> = given
+            .iter()
+            .filter(|(_, v)| v["added_to_shared"].is_u64())
+            .collect();
+        assert_eq!(shared.len(), 1, "{given:?}");
+        for (dir, v) in shared {
+            let now = std::fs::read_to_string(Path::new(dir).join("cpu.rt_runtime_us")).unwrap();
+            let was = v["asked"].as_u64().unwrap() - v["added_to_shared"].as_u64().unwrap();
+            assert_eq!(now.trim(), was.to_string(), "{dir}");
+        }
+    }
 }
 
 #[test]
