@@ -2,6 +2,7 @@
 //! percent of one core over a trial.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 /// USER_HZ: the unit of /proc/<pid>/stat and /proc/stat times.
 fn clk_tck() -> f64 {
@@ -35,6 +36,10 @@ pub struct Snapshot {
     pub classes: BTreeMap<String, u64>,
     pub softirq: u64,
     pub cgroups: BTreeMap<String, u64>,
+    /// Where each router's cgroup time was read: a router whose qemu is
+    /// replaced during a trial (a migration: the destination joins the
+    /// same cgroup) is read there again at the end.
+    pub cgroup_files: BTreeMap<String, PathBuf>,
     /// Per CPU, /proc/stat's times (ticks).
     pub cores: Vec<(u32, CoreTicks)>,
 }
@@ -119,8 +124,9 @@ pub fn cores(a: &Snapshot, b: &Snapshot) -> Vec<CoreUse> {
         .collect()
 }
 
-/// What to account: (router name, pid, qemu?) triples.
-pub fn snapshot(procs: &[(String, u32, bool)]) -> Snapshot {
+/// What to account: (router name, pid, qemu?) triples. With `before`, a
+/// router whose process is gone has its cgroup read where it was then.
+pub fn snapshot(procs: &[(String, u32, bool)], before: Option<&Snapshot>) -> Snapshot {
     let mut s = Snapshot::default();
     for (name, pid, qemu) in procs {
         let tasks = std::fs::read_dir(format!("/proc/{pid}/task"));
@@ -142,8 +148,11 @@ pub fn snapshot(procs: &[(String, u32, bool)]) -> Snapshot {
                 *s.classes.entry(format!("{name}/{class}")).or_default() += ticks;
             }
         }
-        if let Some(us) = cgroup_usage_us(*pid) {
+        let file = cgroup_usage_file(*pid)
+            .or_else(|| before.and_then(|b| b.cgroup_files.get(name).cloned()));
+        if let Some((f, us)) = file.and_then(|f| usage_us(&f).map(|us| (f, us))) {
             s.cgroups.insert(name.clone(), us);
+            s.cgroup_files.insert(name.clone(), f);
         }
     }
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
@@ -158,39 +167,40 @@ pub fn softirq_ticks(stat: &str) -> Option<u64> {
     l.split_whitespace().nth(7)?.parse().ok()
 }
 
-/// CPU time of the cgroup `pid` is in: cpu.stat usage_usec (v2) or
-/// cpuacct.usage in ns (v1).
-pub fn cgroup_usage_us(pid: u32) -> Option<u64> {
+/// The file holding the CPU time of the cgroup `pid` is in: cpuacct.usage
+/// in ns (v1) or cpu.stat's usage_usec (v2). None in the root cgroup (the
+/// whole host, not a router's group).
+pub fn cgroup_usage_file(pid: u32) -> Option<PathBuf> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     for l in text.lines() {
         let mut f = l.splitn(3, ':');
         let (_, ctl, path) = (f.next()?, f.next()?, f.next()?);
         if ctl.split(',').any(|c| c == "cpuacct") {
             if path == "/" {
-                return None; // the whole host, not a router's group
+                return None;
             }
-            let p = format!("/sys/fs/cgroup/cpuacct{path}/cpuacct.usage");
-            let p = if std::path::Path::new(&p).exists() {
+            let p = PathBuf::from(format!("/sys/fs/cgroup/cpuacct{path}/cpuacct.usage"));
+            return Some(if p.exists() {
                 p
             } else {
-                format!("/sys/fs/cgroup/cpu,cpuacct{path}/cpuacct.usage")
-            };
-            return Some(
-                std::fs::read_to_string(p)
-                    .ok()?
-                    .trim()
-                    .parse::<u64>()
-                    .ok()?
-                    / 1000,
-            );
+                PathBuf::from(format!("/sys/fs/cgroup/cpu,cpuacct{path}/cpuacct.usage"))
+            });
         }
     }
     let v2 = text
         .lines()
         .find_map(|l| l.strip_prefix("0::"))
         .filter(|p| *p != "/")?;
-    let stat = std::fs::read_to_string(format!("/sys/fs/cgroup{v2}/cpu.stat")).ok()?;
-    stat.lines()
+    Some(PathBuf::from(format!("/sys/fs/cgroup{v2}/cpu.stat")))
+}
+
+/// The CPU time (µs) in a file [`cgroup_usage_file`] named.
+fn usage_us(f: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(f).ok()?;
+    if f.ends_with("cpuacct.usage") {
+        return Some(text.trim().parse::<u64>().ok()? / 1000);
+    }
+    text.lines()
         .find_map(|l| l.strip_prefix("usage_usec "))?
         .trim()
         .parse()

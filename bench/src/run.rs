@@ -360,7 +360,7 @@ fn trial_with(
 ) -> Result<(Vec<Trial>, Option<serde_json::Value>), String> {
     let before: Vec<Vec<Link>> = rs.iter().map(|r| read_hops(r)).collect::<Result<_, _>>()?;
     let procs: Vec<(String, u32, bool)> = rs.iter().flat_map(|r| r.procs.clone()).collect();
-    let cpu0 = cpu::snapshot(&procs);
+    let cpu0 = cpu::snapshot(&procs, None);
     let softnet0 = crate::softnet::read()?;
     let t0 = std::time::Instant::now();
     let rx_stop = Arc::new(AtomicBool::new(false));
@@ -428,7 +428,7 @@ fn trial_with(
         .map(|h| h.join().map_err(|_| "receiver panicked".to_string())?)
         .collect::<Result<_, _>>()?;
     let secs = t0.elapsed().as_secs_f64();
-    let cpu1 = cpu::snapshot(&procs);
+    let cpu1 = cpu::snapshot(&procs, Some(&cpu0));
     let softnet = crate::softnet::since(&crate::softnet::read()?, &softnet0);
     let cpu_pct = cpu::percent(&cpu0, &cpu1, secs);
     let mut out = Vec::new();

@@ -1272,6 +1272,10 @@ datapath = "macvtap"
     let t = &r["trials"][0];
     assert_eq!(m["lost"], t["sequence"]["lost"], "{m}");
     assert_eq!(t["held_as_ready"], true, "{}", t["held"]);
+    // The router's CPU across the switch: its cgroup, which the
+    // destination joined, read where it was when the trial began.
+    let cg = t["cpu"][format!("{n}/cgroup")].as_f64();
+    assert!(cg.is_some_and(|c| c > 0.0), "{}", t["cpu"]);
     // Latency before, during and after, and the rate in 10 ms bins.
     for phase in ["before", "after"] {
         assert!(
