@@ -502,46 +502,71 @@ fn bad_libvirt_input_fails_before_anything_changes() {
     assert_eq!(leftovers(&name), Vec::<String>::new());
 }
 
-#[test]
-fn kill_9_of_a_libvirt_up_then_down_leaves_nothing() {
-    require!(can_run().is_none(), can_run().unwrap_or(""));
-    let _one = one();
-    let dir = Scratch::new("libvirt-kill");
-    let (name, cfg) = router('d');
+/// A `vm up --libvirt` (FIFO, so an RT budget is given) in a process
+/// group of its own, as a shell runs a job, caught while its `virsh
+/// create` runs.
+struct Midway {
+    _dir: Scratch,
+    name: String,
+    rt_before: Option<String>,
+    child: std::process::Child,
+    creating: bool,
+}
+
+fn up_caught_midway(tag: char) -> Midway {
+    let dir = Scratch::new(&format!("libvirt-mid-{tag}"));
+    let (name, cfg) = router(tag);
     let f = dir.file("router.toml", &cfg);
     let rt_before = machine_rt();
-    let _down = Down::new("vm", &name);
-    // Killed while libvirt creates the domain (tinyvr's virsh child lives
-    // on): down waits for that create and removes the domain it made.
-    let mut child = Command::new(bin("tinyvr"))
+    let child = Command::new(bin("tinyvr"))
         .args(["vm", "up", f.to_str().unwrap(), "--image"])
         .arg(vm_image())
         .args(["--topology", "--libvirt", "--sched", "vcpu=fifo:5"])
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
         .spawn()
         .unwrap();
     let creating = wait_for_create(&name);
-    let midway = child.try_wait().unwrap().is_none();
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(creating, "no virsh create of {name} was seen");
-    assert!(midway, "up finished before it could be killed");
-    let out = tinyvr(&["vm", "down", &name, "--timeout", "3"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    Midway {
+        _dir: dir,
+        name,
+        rt_before,
+        child,
+        creating,
+    }
+}
+
+/// No domain, host object, libvirt cgroup or RT budget of `m` is left.
+fn nothing_left(m: &Midway, err: &str) {
     let list = virsh(&["list", "--all", "--name"]);
     assert!(
-        !String::from_utf8_lossy(&list.stdout).contains(&name),
-        "a domain is left: {}",
+        !String::from_utf8_lossy(&list.stdout).contains(&m.name),
+        "a domain is left: {}\n{err}",
         String::from_utf8_lossy(&list.stdout)
     );
-    assert_eq!(leftovers(&name), Vec::<String>::new());
-    assert_eq!(libvirt_cgroups(&name), "");
-    assert_eq!(machine_rt(), rt_before);
+    assert_eq!(leftovers(&m.name), Vec::<String>::new(), "{err}");
+    assert_eq!(libvirt_cgroups(&m.name), "");
+    assert_eq!(machine_rt(), m.rt_before);
+}
+
+#[test]
+fn kill_9_of_a_libvirt_up_then_down_leaves_nothing() {
+    require!(can_run().is_none(), can_run().unwrap_or(""));
+    let _one = one();
+    // Killed while libvirt creates the domain (tinyvr's virsh child lives
+    // on): down waits for that create and removes the domain it made.
+    let mut m = up_caught_midway('d');
+    let _down = Down::new("vm", &m.name);
+    let midway = m.child.try_wait().unwrap().is_none();
+    let _ = m.child.kill();
+    let _ = m.child.wait();
+    assert!(m.creating, "no virsh create of {} was seen", m.name);
+    assert!(midway, "up finished before it could be killed");
+    let out = tinyvr(&["vm", "down", &m.name, "--timeout", "3"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    nothing_left(&m, &err);
 }
 
 /// Waits (up to 30 s) until tinyvr's `virsh create` of router `name` runs.
@@ -572,41 +597,21 @@ fn wait_for_create(name: &str) -> bool {
 fn ctrl_c_during_a_libvirt_create_leaves_nothing() {
     require!(can_run().is_none(), can_run().unwrap_or(""));
     let _one = one();
-    let dir = Scratch::new("libvirt-int");
-    let (name, cfg) = router('e');
-    let f = dir.file("router.toml", &cfg);
-    let rt_before = machine_rt();
-    let _down = Down::new("vm", &name);
-    // Its own process group, as a shell runs a job: Ctrl-C is SIGINT to
-    // the whole group. virsh is in a group of its own and lives on; up
-    // waits for the create, then removes the domain it made, by itself.
-    let child = Command::new(bin("tinyvr"))
-        .args(["vm", "up", f.to_str().unwrap(), "--image"])
-        .arg(vm_image())
-        .args(["--topology", "--libvirt", "--sched", "vcpu=fifo:5"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let creating = wait_for_create(&name);
-    let pgid = nix::unistd::Pid::from_raw(-(child.id() as i32));
+    // Ctrl-C is SIGINT to the job's whole group. virsh is in a group of
+    // its own and lives on; up waits for the create, then removes the
+    // domain it made, by itself.
+    let mut m = up_caught_midway('e');
+    let _down = Down::new("vm", &m.name);
+    let pgid = nix::unistd::Pid::from_raw(-(m.child.id() as i32));
     nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGINT).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(creating, "no virsh create of {name} was seen");
-    assert!(!out.status.success(), "up succeeded after Ctrl-C: {err}");
+    let status = m.child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut m.child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(m.creating, "no virsh create of {} was seen", m.name);
+    assert!(!status.success(), "up succeeded after Ctrl-C: {err}");
     assert!(
         err.contains("interrupted"),
         "up failed, but not for the Ctrl-C: {err}"
     );
-    let list = virsh(&["list", "--all", "--name"]);
-    assert!(
-        !String::from_utf8_lossy(&list.stdout).contains(&name),
-        "a domain is left: {}\n{err}",
-        String::from_utf8_lossy(&list.stdout)
-    );
-    assert_eq!(leftovers(&name), Vec::<String>::new(), "{err}");
-    assert_eq!(libvirt_cgroups(&name), "");
-    assert_eq!(machine_rt(), rt_before);
+    nothing_left(&m, &err);
 }
