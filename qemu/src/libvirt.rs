@@ -17,6 +17,9 @@ pub struct Extra<'a> {
     /// THP asked off explicitly (`--thp off`): only PR_SET_THP_DISABLE
     /// before exec does that.
     pub thp_off: bool,
+    /// `--thp auto` where `vm up` would turn THP off (TCG): under libvirt
+    /// the host's policy applies instead, which is listed, not hidden.
+    pub thp_auto_off: bool,
     /// The emulator binary, absolute (libvirt needs a path).
     pub emulator: String,
     /// The file holding the router config the guest reads (fw_cfg
@@ -75,6 +78,9 @@ pub fn domain_xml(
         return Err("--thp off: libvirt cannot disable THP for qemu alone (it needs PR_SET_THP_DISABLE before exec); use --thp auto or on with libvirt".into());
     }
     let mut notes = Vec::new();
+    if x.thp_auto_off {
+        notes.push("THP: `vm up` turns it off for qemu under TCG (--thp auto); libvirt cannot (PR_SET_THP_DISABLE before exec), so this domain's qemu has the host's THP policy; give tinyvr's own qemu --thp on to compare like with like".into());
+    }
     let mut o = Vec::new();
     let kind = match s.accel {
         crate::accel::Accel::Kvm => "kvm",
@@ -378,6 +384,7 @@ mod tests {
             resources: r,
             rt_runtime_us: None,
             thp_off: false,
+            thp_auto_off: false,
             emulator: "/usr/bin/qemu-system-x86_64".into(),
             config_file: "/run/tinyvr/vr1.toml".into(),
             uuid: None,
@@ -443,6 +450,9 @@ mod tests {
     fn refuses_what_would_be_lost_at_start() {
         let (p, r) = (Placement::default(), Resources::default());
         let mut e = extra(&p, &r);
+        e.thp_auto_off = true;
+        let (_, notes) = domain_xml(&spec(1), &cfg(), &e).unwrap();
+        assert!(notes.iter().any(|n| n.starts_with("THP:")), "{notes:?}");
         e.thp_off = true;
         assert!(domain_xml(&spec(1), &cfg(), &e)
             .unwrap_err()

@@ -546,6 +546,7 @@ pub(crate) fn xml_for(
             resources: &o.resources,
             rt_runtime_us: o.rt_runtime_us,
             thp_off: o.thp == Thp::Off,
+            thp_auto_off: o.thp == Thp::Auto && !Thp::Auto.enabled(acc),
             emulator,
             config_file: config_file.display().to_string(),
             uuid,

@@ -14,10 +14,20 @@ fn the_playbook_runs_an_experiment_on_localhost_and_fetches_its_results() {
         has_cmd("ansible-playbook"),
         "needs ansible-playbook (scripts/setup installs ansible-core)"
     );
-    // The playbook copies the VM image too, which is built for it.
+    // The playbook copies the VM image too, which is built for it, and a
+    // router runs from it through the host's libvirtd.
     require!(vm_can_run().is_none(), vm_can_run().unwrap_or(""));
+    let libvirtd = Command::new("virsh")
+        .args(["-q", "-c", "qemu:///system", "uri"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    require!(
+        libvirtd,
+        "needs a libvirtd at qemu:///system (scripts/setup installs libvirt-daemon-system and starts it)"
+    );
     let dir = Scratch::new("deploy");
     let name = format!("d{}", std::process::id() % 100_000);
+    let vm = format!("{name}v");
     let exp_dir = dir.0.join("exp");
     std::fs::create_dir_all(&exp_dir).unwrap();
     std::fs::write(
@@ -30,7 +40,8 @@ fn the_playbook_runs_an_experiment_on_localhost_and_fetches_its_results() {
         &exp,
         format!(
             "name = \"tiny\"\nmode = \"sweep\"\ntrial_secs = 0.5\ndrain_ms = 200\n[traffic]\nrates_pps = [1000]\n\
-             [[router]]\nconfig = \"router.toml\"\nplatform = \"netns\"\nname = \"{name}\"\n"
+             [[router]]\nconfig = \"router.toml\"\nplatform = \"netns\"\nname = \"{name}\"\n\
+             [[router]]\nconfig = \"router.toml\"\nplatform = \"vm\"\nlauncher = \"libvirt\"\nname = \"{vm}\"\n"
         ),
     )
     .unwrap();
@@ -56,10 +67,29 @@ fn the_playbook_runs_an_experiment_on_localhost_and_fetches_its_results() {
     );
     let fetched = back.join("localhost/tiny/results.json");
     let r: Value = serde_json::from_str(&std::fs::read_to_string(&fetched).unwrap()).unwrap();
-    let t = &r["results"]["trials"][0];
-    assert_eq!(t["router"], name.as_str(), "{t}");
-    assert_eq!(t["received"], t["sent"]["packets"], "{t}");
-    assert!(t["received"].as_u64().unwrap() > 0, "{t}");
-    assert!(back.join("localhost/tiny/environment.json").is_file());
+    // Both routers forwarded all of the 1000 pps: the one in a bare
+    // namespace and the VM from the copied image, through libvirt.
+    for n in [&name, &vm] {
+        let t = r["results"]["trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["router"] == n.as_str())
+            .unwrap_or_else(|| panic!("no trial of {n}: {r}"));
+        assert_eq!(t["received"], t["sent"]["packets"], "{t}");
+        assert!(t["received"].as_u64().unwrap() > 0, "{t}");
+    }
+    let env: Value = serde_json::from_str(
+        &std::fs::read_to_string(back.join("localhost/tiny/environment.json")).unwrap(),
+    )
+    .unwrap();
+    let vm_ready = env["routers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|x| x["vm"]["libvirt"]["uuid"].as_str().map(|_| x["vm"].clone()))
+        .expect("the VM ran through libvirt");
+    assert!(vm_ready["qemu_pid"].as_u64().is_some(), "{vm_ready}");
     assert_eq!(leftovers(&name), Vec::<String>::new());
+    assert_eq!(leftovers(&vm), Vec::<String>::new());
 }
