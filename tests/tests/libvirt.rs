@@ -137,7 +137,10 @@ fn a_libvirt_router_forwards_pins_fifo_agrees_with_vm_xml_and_leaves_nothing() {
     let dir = Scratch::new("libvirt-up");
     // Macvtaps tinyvr makes and hands over (libvirt must not make its own),
     // and flags that give every compared field a value.
-    let (name, cfg) = router_with('a', "host = { kind = \"tap\", rx_queue_size = 1024 }");
+    let (name, cfg) = router_with(
+        'a',
+        "host = { kind = \"tap\", rx_queue_size = 1024, txqueuelen = 500 }",
+    );
     let f = dir.file("router.toml", &cfg);
     let img = vm_image().to_str().unwrap();
     let flags = [
@@ -202,6 +205,10 @@ fn a_libvirt_router_forwards_pins_fifo_agrees_with_vm_xml_and_leaves_nothing() {
 
     // Forwards between the topology's namespaces.
     let (src, snk, dev) = (format!("{name}-src"), format!("{name}-snk"), "snk0");
+    // The host queue length libvirt has no element for: set by tinyvr on
+    // the macvtap after start, read back from sysfs.
+    let qlen = std::fs::read_to_string(format!("/sys/class/net/{name}-in0/tx_queue_len")).unwrap();
+    assert_eq!(qlen.trim(), "500");
     // The devices libvirt was handed are tinyvr's macvtaps, not its own.
     let macvtaps = sh("ip -o link show type macvtap | cut -d: -f2 | cut -d@ -f1");
     let mut macvtaps: Vec<&str> = macvtaps.split_whitespace().collect();
@@ -249,6 +256,8 @@ fn a_libvirt_router_forwards_pins_fifo_agrees_with_vm_xml_and_leaves_nothing() {
         "/domain/os/initrd",
         "/domain/os/cmdline",
         "/domain/on_reboot",
+        "count(/domain/features/acpi)",
+        "/domain/devices/serial/@type",
         "/domain/seclabel[@model='dac']/@relabel",
         "/domain/seclabel[@model='dac']/label",
         "/domain/devices/emulator",
@@ -271,6 +280,7 @@ fn a_libvirt_router_forwards_pins_fifo_agrees_with_vm_xml_and_leaves_nothing() {
             "driver/@name",
             "driver/@queues",
             "driver/@rx_queue_size",
+            "driver/@tx_queue_size",
         ] {
             fields.push(format!("string(/domain/devices/interface[{i}]/{attr})"));
         }
