@@ -456,6 +456,16 @@ pub fn vm_image() -> &'static Path {
     I.get_or_init(|| built_image("tinyvr-vm-image"))
 }
 
+/// Why a libvirt test cannot run here, if it cannot: no libvirtd
+/// answers at qemu:///system.
+pub fn libvirtd_missing() -> Option<&'static str> {
+    let ok = std::process::Command::new("virsh")
+        .args(["-q", "-c", "qemu:///system", "uri"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    (!ok).then_some("needs a libvirtd at qemu:///system (scripts/setup installs libvirt-daemon-system and starts it)")
+}
+
 /// Why the VM tests cannot run here, if they cannot.
 pub fn vm_can_run() -> Option<&'static str> {
     if !is_root() {

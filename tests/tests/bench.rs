@@ -1345,13 +1345,9 @@ name = "{n}"
 fn the_same_experiment_through_libvirt_forwards_as_the_native_vm() {
     require!(is_root(), "needs root (namespaces, taps)");
     require!(vm_ok().is_none(), vm_ok().unwrap_or(""));
-    let libvirtd = Command::new("virsh")
-        .args(["-q", "-c", "qemu:///system", "uri"])
-        .output()
-        .is_ok_and(|o| o.status.success());
     require!(
-        libvirtd,
-        "needs a libvirtd at qemu:///system (scripts/setup installs libvirt-daemon-system and starts it)"
+        libvirtd_missing().is_none(),
+        libvirtd_missing().unwrap_or("")
     );
     let _one = one_at_a_time();
     let (q, v) = (name("lq"), name("lv"));

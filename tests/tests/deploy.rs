@@ -17,13 +17,9 @@ fn the_playbook_runs_an_experiment_on_localhost_and_fetches_its_results() {
     // The playbook copies the VM image too, which is built for it, and a
     // router runs from it through the host's libvirtd.
     require!(vm_can_run().is_none(), vm_can_run().unwrap_or(""));
-    let libvirtd = Command::new("virsh")
-        .args(["-q", "-c", "qemu:///system", "uri"])
-        .output()
-        .is_ok_and(|o| o.status.success());
     require!(
-        libvirtd,
-        "needs a libvirtd at qemu:///system (scripts/setup installs libvirt-daemon-system and starts it)"
+        libvirtd_missing().is_none(),
+        libvirtd_missing().unwrap_or("")
     );
     let dir = Scratch::new("deploy");
     let name = format!("d{}", std::process::id() % 100_000);

@@ -31,11 +31,7 @@ fn can_run() -> Option<&'static str> {
             "needs virsh and xmllint (scripts/setup installs libvirt-clients, libxml2-utils)",
         );
     }
-    let ok = Command::new("virsh")
-        .args(["-q", "-c", URI, "uri"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    (!ok).then_some("needs a libvirtd at qemu:///system (scripts/setup installs libvirt-daemon-system and starts it)")
+    libvirtd_missing()
 }
 
 fn tinyvr(args: &[&str]) -> Output {
