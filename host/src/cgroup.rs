@@ -419,10 +419,12 @@ pub fn verify(p: &Prepared, pid: u32) -> Result<serde_json::Value, HostError> {
 /// /proc/{tid} then.
 pub fn cpu_dir_of(pid: u32, tid: u32) -> Result<PathBuf, HostError> {
     let mut f = format!("/proc/{pid}/task/{tid}/cgroup");
-    let comm = std::fs::read_to_string(format!("/proc/{tid}/comm")).unwrap_or_default();
     // Only qemu's own vhost worker: an exited thread's reused TID must not
     // lead to another process's cgroup.
-    if !Path::new(&f).exists() && comm.trim() == format!("vhost-{pid}") {
+    if !Path::new(&f).exists()
+        && std::fs::read_to_string(format!("/proc/{tid}/comm"))
+            .is_ok_and(|c| c.trim() == format!("vhost-{pid}"))
+    {
         f = format!("/proc/{tid}/cgroup");
     }
     let text = std::fs::read_to_string(&f).map_err(|e| HostError::io(format!("reading {f}"), e))?;
